@@ -1,0 +1,125 @@
+"""Self-describing model files.
+
+A model file is one ``torch.save`` of a dict that holds only tensors and plain Python values, so
+it loads with ``torch.load(path, weights_only=True)``: the format version, the resolved training
+config, the STFT and lip-embedding settings, the component (speaker) names and kinds, the
+network sizes, the weights of the encoder, the decoder bank and the lip projection, training
+facts and software versions.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .audio import StftConfig
+from .errors import InputError
+from .nets.lips import LipProjection
+from .nets.vae import DecoderBank, SpeechEncoder
+
+FORMAT = "pyro_avss-model"
+FORMAT_VERSION = 1
+
+
+def software_versions() -> dict:
+    import numpy
+    import pyro
+
+    from . import __version__
+
+    return {"pyro_avss": __version__, "torch": str(torch.__version__), "pyro": pyro.__version__,
+            "numpy": numpy.__version__, "python": platform.python_version()}
+
+
+@dataclass
+class SpeechModels:
+    """Everything needed to separate with (or continue training) a fitted model.
+
+    :param encoder: ``q(z | s, v)``.
+    :param decoders: the K components ``p(s | z, v)``.
+    :param lips: the fitted lip projection (unfitted when the model is audio-only).
+    :param stft: STFT settings the model was trained with.
+    :param config: the resolved training configuration.
+    :param info: training facts (epochs, losses, data) recorded in the file.
+    """
+
+    encoder: SpeechEncoder
+    decoders: DecoderBank
+    lips: LipProjection
+    stft: StftConfig
+    config: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def component_names(self) -> list[str]:
+        return list(self.decoders.names)
+
+    @property
+    def uses_video(self) -> bool:
+        return bool(self.decoders.lip_dim) and bool(self.decoders.uses_video.any())
+
+    def to(self, device) -> "SpeechModels":
+        self.encoder.to(device)
+        self.decoders.to(device)
+        self.lips.to(device)
+        return self
+
+    def to_dict(self) -> dict:
+        d = self.decoders
+        return {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "config": self.config, "stft": self.stft.to_dict(),
+            "lips": {"dim": self.lips.dim, "downsample": self.lips.downsample},
+            "components": [{"name": n, "uses_video": bool(u > 0)} for n, u in
+                           zip(d.names, d.uses_video.tolist())],
+            "sizes": {"num_bins": d.num_bins, "latent_dim": d.latent_dim, "hidden": d.hidden,
+                      "lip_dim": d.lip_dim},
+            "encoder": _cpu(self.encoder.state_dict()),
+            "decoders": _cpu(d.state_dict()),
+            "lip_projection": _cpu(self.lips.state_dict()),
+            "info": self.info, "versions": software_versions(),
+        }
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(self.to_dict(), tmp)
+        tmp.replace(path)  # never leave a half-written model file behind
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "model") -> "SpeechModels":
+        if data.get("format") != FORMAT:
+            raise InputError(source, "not a pyro_avss model file")
+        if data.get("format_version", 0) > FORMAT_VERSION:
+            raise InputError(source, f"model format {data['format_version']} is newer than this "
+                                     f"pyro_avss understands ({FORMAT_VERSION})")
+        s = data["sizes"]
+        encoder = SpeechEncoder(s["num_bins"], s["latent_dim"], s["hidden"], s["lip_dim"])
+        encoder.load_state_dict(data["encoder"])
+        comps = data["components"]
+        decoders = DecoderBank(len(comps), s["num_bins"], s["latent_dim"], s["hidden"], s["lip_dim"],
+                               uses_video=[c["uses_video"] for c in comps],
+                               names=[c["name"] for c in comps])
+        decoders.load_state_dict(data["decoders"])
+        lips = LipProjection(data["lips"]["dim"], data["lips"]["downsample"])
+        lips.load_state_dict(data["lip_projection"])
+        return cls(encoder, decoders, lips, StftConfig(**data["stft"]), data.get("config", {}),
+                   data.get("info", {}))
+
+    @classmethod
+    def load(cls, path: str | Path, map_location="cpu") -> "SpeechModels":
+        path = Path(path)
+        if not path.exists():
+            raise InputError(path, "model file not found")
+        try:
+            data = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:
+            raise InputError(path, f"cannot read model file ({str(exc).splitlines()[0]})") from None
+        return cls.from_dict(data, str(path))
+
+
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in state.items()}

@@ -1,0 +1,161 @@
+"""Configuration: built-in defaults, YAML files and ``key.sub=value`` overrides.
+
+A configuration is a nested dict. :data:`DEFAULTS` lists every key that exists; a YAML file or a
+``--set`` override may only change existing keys (an unknown key is an error that names it), and a
+value must have the type of its default (ints are accepted where floats are expected; ``null``
+is accepted where the default is ``null`` or where noted as optional).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from .errors import ConfigError
+
+DEFAULTS: dict[str, Any] = {
+    "stft": {"sample_rate": 16000, "n_fft": 1024, "hop": 256, "window": "sine"},
+    "data": {
+        # corpora: folders or manifest CSVs understood by `cli.py prepare` (GRID folders, the GRID
+        # distribution, LibriSpeech-style speaker folders, a generic manifest)
+        "corpora": [],
+        "cache": "cache",            # where prepared manifests and lip caches go (relative to cwd)
+        "speakers": None,            # restrict to these speakers (list) or null for all
+        "train_split": "train",
+        "dev_split": "dev",
+        "max_clips_per_speaker": None,
+        "detector": "auto",          # lip detector used when preparing video
+    },
+    "lips": {"dim": 24, "downsample": 32},
+    "model": {"latent_dim": 16, "hidden": 128, "use_video": True},
+    "train": {
+        # universal: one decoder on all speakers; speakers: one decoder per speaker, fine-tuned from
+        # `init` with the encoder frozen; switching: K decoders trained jointly, switch enumerated
+        "mode": "universal",
+        "init": None,                # path of a model file to start from (speakers/switching)
+        "num_components": None,      # K for switching mode (null: number of speakers)
+        "labels": "observed",        # observed | hidden (switching mode)
+        "include_universal": False,  # speakers mode: keep the initial decoder as an extra component
+        "switch_prior": "iid",       # iid | markov
+        "stay_prob": 0.98,           # markov switch: probability of keeping the same component
+        "epochs": 60,
+        "batch_size": 64,            # segments per mini-batch
+        "segment_frames": 32,        # frames per segment
+        "lr": 2e-3,
+        "beta_start": 0.1,           # KL warm-up: beta grows linearly from this to 1
+        "warmup_epochs": 5,
+        "patience": 8,               # early stopping on the dev loss
+        "lip_dropout": 0.2,          # probability of hiding the lips of a segment
+        "perturb": 0.05,             # switching mode: relative noise on the replicated decoders
+        "max_steps_per_epoch": None,
+        "seed": 0,
+    },
+    "separate": {
+        "switch_prior": "iid",       # iid | markov
+        "stay_prob": 0.98,
+        "noise_rank": 8,
+        "steps": 150,                # SVI iteration cap
+        "tol": 1e-4,                 # stop when the relative change of the loss EMA is below this
+        "lr": 0.05,
+        "num_samples": 8,            # z samples for the Wiener filter
+        "enumeration": "factor",     # factor (hand-marginalised logsumexp) | pyro (TraceEnum_ELBO)
+        "chunk_seconds": 20.0,
+        "overlap_seconds": 2.0,
+        "batch_size": 8,
+        "seed": 0,
+    },
+}
+
+#: keys whose value may be null even though the default is not
+OPTIONAL = {("train", "init"), ("data", "speakers"), ("data", "max_clips_per_speaker"),
+            ("train", "num_components"), ("train", "max_steps_per_epoch")}
+
+
+def default_config() -> dict:
+    return copy.deepcopy(DEFAULTS)
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict:
+    """Defaults, updated by the YAML file at ``path``, then by ``key.sub=value`` strings."""
+    cfg = default_config()
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        merge(cfg, data, source=str(path))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        set_key(cfg, key.strip(), yaml.safe_load(text), source="--set")
+    return cfg
+
+
+def merge(cfg: dict, update: dict, source: str, prefix: tuple = ()) -> None:
+    """Recursively copy ``update`` into ``cfg``, checking keys and types."""
+    for key, value in update.items():
+        path = prefix + (key,)
+        if isinstance(value, dict) and isinstance(_get(cfg, path, source), dict):
+            merge(cfg, value, source, path)
+        else:
+            set_key(cfg, ".".join(path), value, source)
+
+
+def set_key(cfg: dict, dotted: str, value: Any, source: str = "--set") -> None:
+    path = tuple(dotted.split("."))
+    old = _get(cfg, path, source)
+    if isinstance(old, dict):
+        raise ConfigError(f"{source}: {dotted!r} is a section, set one of its keys "
+                          f"({', '.join(old)})")
+    default = _get(DEFAULTS, path, source)
+    value = _coerce(value, default, dotted, source, path in OPTIONAL)
+    node = cfg
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+
+
+def _get(cfg: dict, path: tuple, source: str):
+    node = cfg
+    for i, key in enumerate(path):
+        if not isinstance(node, dict) or key not in node:
+            where = ".".join(path[:i]) or "top level"
+            known = ", ".join(node) if isinstance(node, dict) else "none"
+            raise ConfigError(f"{source}: unknown config key {'.'.join(path)!r} "
+                              f"(keys under {where}: {known})")
+        node = node[key]
+    return node
+
+
+def _coerce(value, default, dotted, source, optional):
+    if value is None and (default is None or optional):
+        return None
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif isinstance(default, str) and isinstance(value, str):
+        return value
+    elif isinstance(default, list) and isinstance(value, (list, str)):
+        return [value] if isinstance(value, str) else list(value)
+    elif isinstance(default, int) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ConfigError(f"{source}: {dotted} must be {type(default).__name__}, got {value!r}")
+
+
+def dump_config(cfg: dict, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))

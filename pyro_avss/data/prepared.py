@@ -1,0 +1,36 @@
+"""Prepared corpora for training: prepare once, reuse from the cache afterwards."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+def cache_folder(corpus: str | Path, cache_root: str | Path) -> Path:
+    """``<cache_root>/<corpus name>-<hash of its absolute path>``."""
+    corpus = Path(corpus).resolve()
+    digest = hashlib.sha1(str(corpus).encode()).hexdigest()[:8]
+    return Path(cache_root) / f"{corpus.stem}-{digest}"
+
+
+def prepared_rows(corpora: list, cache_root: str | Path, detector: str = "auto",
+                  progress: bool = True) -> list[dict]:
+    """Rows of the prepared manifests of ``corpora`` (prepared into the cache when needed;
+    already cached clips are skipped by ``prepare_corpus``)."""
+    from ..errors import InputError
+    from .corpora import scan_corpus
+    from .prepare import prepare_corpus, read_prepared_manifest
+
+    if not corpora:
+        raise InputError("data.corpora", "no corpus given (set data.corpora in the config)")
+    rows: list[dict] = []
+    for corpus in corpora:
+        folder = cache_folder(corpus, cache_root)
+        manifest = folder / "manifest.csv"
+        if not manifest.exists():
+            clips, problems = scan_corpus(corpus)
+            for problem in problems:
+                print(f"{corpus}: {problem}", flush=True)
+            prepare_corpus(clips, folder, detector=detector, progress=progress)
+        rows.extend(read_prepared_manifest(manifest))
+    return rows

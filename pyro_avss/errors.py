@@ -1,0 +1,37 @@
+"""Exception types of pyro_avss.
+
+Every error the toolkit raises on bad input is an :class:`InputError` whose message is a single
+line of the form ``"<path>: <problem>"`` so that batch commands can report it and move on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class PyroAvssError(Exception):
+    """Base class of all errors raised deliberately by pyro_avss."""
+
+
+class InputError(PyroAvssError, ValueError):
+    """A file or value given by the user cannot be used.
+
+    :param source: the file (or manifest row, or config key) the problem is about.
+    :param problem: what is wrong, in a few words.
+    """
+
+    def __init__(self, source: str | Path, problem: str):
+        self.source = str(source)
+        self.problem = " ".join(str(problem).split())  # always one line
+        super().__init__(f"{self.source}: {self.problem}")
+
+
+class ConfigError(PyroAvssError, KeyError):
+    """A configuration key or value is invalid."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class TrainingDiverged(PyroAvssError, RuntimeError):
+    """The training loss became NaN or infinite."""

@@ -1,0 +1,1 @@
+"""Metrics, baseline systems, the evaluation harness and benchmarks."""

@@ -1,0 +1,67 @@
+"""Model inputs from audio and lip tracks: normalised power spectrograms and aligned lips.
+
+Every consumer (training, separation, evaluation, MCEM) turns a waveform and an optional lip
+track into the same tensors through this module:
+
+* ``power (T, F)``: ``|STFT|²`` divided by its mean over the utterance (``scale``), so that
+  models never depend on the recording level;
+* ``lips (T, Dv)`` and ``present (T,)``: the lip embedding of the video frame nearest to each
+  STFT frame centre (by timestamp), zero and ``present = 0`` where no face was found or the
+  video does not cover the frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..audio import StftConfig, stft
+from ..nets.lips import LipProjection
+
+
+@dataclass
+class Inputs:
+    """Tensors of one utterance (one source's lips)."""
+
+    power: torch.Tensor       # (T, F) normalised power
+    scale: float              # mean power that was divided out
+    lips: torch.Tensor        # (T, Dv)
+    present: torch.Tensor     # (T,) float 0/1
+
+
+def normalised_power(audio, cfg: StftConfig) -> tuple[torch.Tensor, float]:
+    """``(N,)`` waveform -> ``(T, F)`` power divided by its mean, and that mean."""
+    power = stft(torch.as_tensor(np.asarray(audio, dtype=np.float32)), cfg).abs().pow(2)
+    scale = float(power.mean().clamp_min(1e-12))
+    return power / scale, scale
+
+
+def aligned_lips(track, projection: LipProjection, frame_times: np.ndarray):
+    """Lip embedding per STFT frame: ``(T, Dv)`` and ``(T,)`` presence (float).
+
+    ``track`` is a :class:`pyro_avss.video.track.LipTrack` or None (audio only).
+    """
+    from ..video.align import align_to_frames
+
+    T = len(frame_times)
+    if track is None or not bool(projection.fitted):
+        return torch.zeros(T, projection.dim), torch.zeros(T)
+    found = torch.as_tensor(track.face_found, dtype=torch.bool)
+    embedding = projection(torch.as_tensor(track.rois), found)                # (N, Dv)
+    index, valid = align_to_frames(track.timestamps, frame_times, track.face_found, 1.0 / track.fps)
+    index = torch.as_tensor(np.asarray(index), dtype=torch.long)
+    valid = torch.as_tensor(np.asarray(valid), dtype=torch.bool)
+    lips = embedding[index.clamp(0, embedding.shape[0] - 1)] * valid[:, None]
+    return lips.float(), valid.float()
+
+
+def utterance_inputs(audio, track, projection: LipProjection, cfg: StftConfig,
+                     start_s: float = 0.0) -> Inputs:
+    """All model inputs of one utterance; ``start_s`` is where ``audio`` starts in the video's
+    time line (for chunks of a longer recording: the same trim applies to both streams)."""
+    power, scale = normalised_power(audio, cfg)
+    times = start_s + cfg.frame_times(power.shape[0])
+    lips, present = aligned_lips(track, projection, times)
+    return Inputs(power, scale, lips, present)

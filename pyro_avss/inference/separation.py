@@ -1,0 +1,285 @@
+"""Test-time separation: SVI on the separation model with the switch marginalised exactly.
+
+For a batch of (chunks of) mixtures the frozen speech models, the switch prior and the NMF noise
+form :class:`~pyro_avss.models.generative.SeparationModel`. SVI (Adam) fits the gains, the noise,
+the switch prior and the per-frame guide ``q(z)``, starting from the encoder's output, until the
+relative change of the smoothed loss falls below ``tol`` or ``steps`` is reached. Then, with
+``S`` samples ``z^(s) ~ q(z)``, the posterior-mean Wiener masks are
+
+    M_j[t, f] = (1/S) Σ_s Σ_state γ_s[t, state] · g_j σ²_{j, state_j}(z^(s)) / V_state(z^(s))[t, f]
+    M_noise   = (1/S) Σ_s Σ_state γ_s[t, state] · (W H)[t, f] / V_state(z^(s))[t, f]
+
+where ``γ_s`` is the exact switch posterior given ``z^(s)`` and ``V`` the mixture variance of
+the joint state; the masks sum to one, so sources plus noise give back the mixture.
+
+Long recordings are cut into chunks of ``chunk_seconds`` with ``overlap_seconds`` of overlap;
+chunks (of one or many recordings) are separated in batches and cross-faded back linearly.
+Source j is tied to video j, so identities agree across chunks; audio-only sources are matched
+between consecutive chunks by their correlation over the overlap.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
+
+from ..audio import istft, stft
+from ..checkpoint import SpeechModels
+from ..models.generative import MAX_PLATE_NESTING, SeparationModel
+from ..models.likelihood import frame_log_likelihood, joint_log_variance
+from ..models.noise import NMFNoise
+from ..models.switch import make_switch
+from .inputs import aligned_lips
+
+
+@dataclass
+class SeparationSettings:
+    """See ``separate`` in :data:`pyro_avss.config.DEFAULTS` for the meaning of each field."""
+
+    switch_prior: str = "iid"
+    stay_prob: float = 0.98
+    noise_rank: int = 8
+    steps: int = 150
+    tol: float = 1e-4
+    lr: float = 0.05
+    num_samples: int = 8
+    enumeration: str = "factor"
+    chunk_seconds: float = 20.0
+    overlap_seconds: float = 2.0
+    batch_size: int = 8
+    seed: int = 0
+    fixed_component: int | None = None   # oracle: every source is given this component
+
+    @classmethod
+    def from_config(cls, section: dict, **changes) -> "SeparationSettings":
+        return cls(**{**section, **changes})
+
+
+@dataclass
+class Separated:
+    """Result for one recording."""
+
+    sources: np.ndarray       # (J, N) estimates
+    noise: np.ndarray         # (N,)
+    posterior: np.ndarray     # (T, J, K) switch posterior per STFT frame
+    steps: int                # SVI steps taken (largest over its chunks)
+
+
+# ---------------------------------------------------------------------------------------------
+# one batch of chunks
+# ---------------------------------------------------------------------------------------------
+def _components_view(models: SpeechModels, fixed: int | None):
+    """The decoder bank to use: all K components, or only ``fixed`` (oracle runs)."""
+    if fixed is None:
+        return models.decoders
+    from ..nets.vae import DecoderBank
+
+    d = models.decoders
+    return DecoderBank.from_components([d.component_state(fixed)], d.num_bins, d.latent_dim,
+                                       d.hidden, d.lip_dim).to(d.w_z.device)
+
+
+def fit_batch(models: SpeechModels, power, lips, present, mask, settings: SeparationSettings):
+    """SVI on a padded batch. ``power (B,T,F)``, ``lips (B,T,J,Dv)``, ``present (B,T,J)``,
+    ``mask (B,T)``. Returns ``(masks (B,T,J+1,F), posterior (B,T,J,K), steps)``."""
+    J = lips.shape[-2]
+    decoders = _components_view(models, settings.fixed_component)
+    K = decoders.num_components
+    enumerate_ = settings.enumeration == "pyro" and settings.switch_prior == "iid"
+    switch = make_switch(settings.switch_prior, K, J, stay_prob=settings.stay_prob,
+                         enumerate=enumerate_)
+    sep = SeparationModel(models.encoder, decoders, switch, NMFNoise(settings.noise_rank, settings.seed))
+    pyro.clear_param_store()
+    pyro.set_rng_seed(settings.seed)
+    elbo = (TraceEnum_ELBO if enumerate_ else Trace_ELBO)(max_plate_nesting=MAX_PLATE_NESTING)
+    svi = SVI(sep.model, sep.guide, pyro.optim.Adam({"lr": settings.lr}), elbo)
+    frames = float(mask.sum())
+    ema, steps = None, 0
+    for steps in range(1, settings.steps + 1):
+        loss = svi.step(power, lips, present, mask) / frames
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"separation loss became {loss} at step {steps}")
+        if ema is None:
+            ema = loss
+            continue
+        new = 0.8 * ema + 0.2 * loss
+        if steps >= 20 and abs(new - ema) <= settings.tol * abs(ema):
+            break
+        ema = new
+    masks, post = posterior_masks(sep, switch, power, lips, present, mask, settings.num_samples)
+    if settings.fixed_component is not None:          # report the oracle choice on the full K
+        full = torch.zeros(post.shape[:-1] + (models.decoders.num_components,), dtype=post.dtype)
+        full[..., settings.fixed_component] = post[..., 0]
+        post = full
+    return masks, post, steps
+
+
+@torch.no_grad()
+def posterior_masks(sep: SeparationModel, switch, power, lips, present, mask, num_samples: int):
+    """Wiener masks ``(B,T,J+1,F)`` (sources then noise) and switch marginals ``(B,T,J,K)``."""
+    store = pyro.get_param_store()
+    z_loc, z_scale = store["z_loc"], store["z_scale"]
+    gain, pi = store["gain"], (store["switch_pi"] if "switch_pi" in store else None)
+    log_noise = sep.noise.log_variance(power, mask)
+    J, K = lips.shape[-2], sep.decoders.num_components
+    if pi is None:
+        pi = power.new_full((power.shape[0], J, K), 1.0 / K)
+    masks = power.new_zeros(power.shape[:2] + (J + 1,) + power.shape[-1:])
+    post = power.new_zeros(power.shape[:2] + (J, K))
+    for _ in range(num_samples):
+        z = z_loc + z_scale * torch.randn_like(z_loc)
+        log_speech = sep.speech_log_variance(z, lips, present, gain)            # (B,T,J,K,F)
+        log_var = joint_log_variance(log_speech, log_noise)                     # (B,T,K..K,F)
+        obs = power.reshape(power.shape[:2] + (1,) * J + power.shape[-1:])
+        loglik = frame_log_likelihood(obs, log_var).flatten(-J)                 # (B,T,S)
+        gamma = switch.posterior(loglik, mask, pi)                               # (B,T,S)
+        flat_var = log_var.flatten(2, 1 + J)                                     # (B,T,S,F)
+        states = _state_table(K, J, power.device)                                # (S,J)
+        for j in range(J):
+            ls = log_speech[:, :, j][:, :, states[:, j]]                         # (B,T,S,F)
+            masks[:, :, j] += (gamma[..., None] * torch.exp(ls - flat_var)).sum(2)
+        masks[:, :, J] += (gamma[..., None] * torch.exp(log_noise[:, :, None] - flat_var)).sum(2)
+        post += switch.source_marginals(gamma)
+    masks /= num_samples
+    post /= num_samples
+    return masks, post
+
+
+def _state_table(K: int, J: int, device) -> torch.Tensor:
+    return torch.tensor(list(itertools.product(range(K), repeat=J)), device=device)
+
+
+# ---------------------------------------------------------------------------------------------
+# recordings -> chunks -> batches -> recordings
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _Chunk:
+    job: int
+    start: int            # first sample
+    length: int           # samples
+    power: torch.Tensor   # (T, F) normalised
+    spec: torch.Tensor    # (T, F) complex STFT of the chunk
+    lips: torch.Tensor    # (T, J, Dv)
+    present: torch.Tensor  # (T, J)
+
+
+def chunk_bounds(num_samples: int, chunk: int, overlap: int, hop: int) -> list[tuple[int, int]]:
+    """``(start, length)`` of chunks of at most ``chunk`` samples overlapping by ``overlap``;
+    starts are multiples of ``hop``; a single chunk when the signal is short enough."""
+    if num_samples <= chunk:
+        return [(0, num_samples)]
+    step = max(hop, (chunk - overlap) // hop * hop)
+    starts = list(range(0, max(num_samples - overlap, 1), step))
+    return [(s, min(chunk, num_samples - s)) for s in starts if s < num_samples]
+
+
+def separate_recordings(models: SpeechModels, jobs: list[tuple[np.ndarray, list]],
+                        settings: SeparationSettings, device=torch.device("cpu"),
+                        progress=None) -> list[Separated]:
+    """Separate many recordings. ``jobs``: ``(audio (N,), tracks)`` with one entry per source in
+    ``tracks`` (a :class:`~pyro_avss.video.track.LipTrack` or None). Returns one
+    :class:`Separated` per job, in order. ``progress(n)`` is called after each batch."""
+    cfg = models.stft
+    models.to(device)
+    chunk = int(settings.chunk_seconds * cfg.sample_rate)
+    overlap = int(settings.overlap_seconds * cfg.sample_rate)
+    chunks: list[_Chunk] = []
+    for j, (audio, tracks) in enumerate(jobs):
+        for start, length in chunk_bounds(len(audio), chunk, overlap, cfg.hop):
+            spec = stft(torch.as_tensor(audio[start:start + length]), cfg)
+            power = spec.abs().pow(2)
+            power = power / power.mean().clamp_min(1e-12)
+            times = start / cfg.sample_rate + cfg.frame_times(spec.shape[0])
+            lp = [aligned_lips(t, models.lips, times) for t in tracks]
+            chunks.append(_Chunk(j, start, length, power, spec,
+                                 torch.stack([x[0] for x in lp], 1), torch.stack([x[1] for x in lp], 1)))
+    order = sorted(range(len(chunks)), key=lambda i: chunks[i].power.shape[0])
+    results: dict[int, tuple] = {}
+    for b in range(0, len(order), settings.batch_size):
+        idx = order[b:b + settings.batch_size]
+        group = [chunks[i] for i in idx]
+        T = max(c.power.shape[0] for c in group)
+        pad = lambda xs: torch.stack([torch.nn.functional.pad(  # noqa: E731
+            x, (0, 0) * (x.dim() - 1) + (0, T - x.shape[0])) for x in xs]).to(device)
+        mask = torch.stack([torch.arange(T) < c.power.shape[0] for c in group]).to(device)
+        masks, post, steps = fit_batch(models, pad([c.power for c in group]),
+                                       pad([c.lips for c in group]), pad([c.present for c in group]),
+                                       mask, settings)
+        for k, i in enumerate(idx):
+            n = chunks[i].power.shape[0]
+            results[i] = (masks[k, :n].cpu(), post[k, :n].cpu(), steps)
+        if progress is not None:
+            progress(len(idx))
+    out = []
+    for j, (audio, tracks) in enumerate(jobs):
+        mine = [i for i, c in enumerate(chunks) if c.job == j]
+        out.append(_assemble(models, audio, [chunks[i] for i in mine], [results[i] for i in mine],
+                             align=not any(t is not None for t in tracks) and len(tracks) > 1))
+    return out
+
+
+def _assemble(models: SpeechModels, audio, chunks: list[_Chunk], results, align: bool) -> Separated:
+    """Cross-fade chunk estimates and posteriors back into one recording."""
+    cfg = models.stft
+    N = len(audio)
+    J = chunks[0].lips.shape[1]
+    K = results[0][1].shape[-1]
+    T_total = cfg.num_frames(N)
+    out = np.zeros((J + 1, N), dtype=np.float64)
+    weight = np.zeros(N)
+    post = np.zeros((T_total, J, K))
+    post_w = np.zeros(T_total)
+    prev = None
+    for c, (masks, posterior, _) in zip(chunks, results):
+        est = istft(masks.permute(1, 0, 2) * c.spec, c.length, cfg).double().numpy()   # (J+1, n)
+        if align and prev is not None:
+            perm = _best_permutation(prev, est, c.start)
+            est[:J], posterior = est[perm], posterior[:, perm]
+        w = _crossfade_weights(c.length, c.start, N, chunks)
+        out[:, c.start:c.start + c.length] += est * w
+        weight[c.start:c.start + c.length] += w
+        t0 = c.start // cfg.hop
+        tw = w[np.minimum(np.arange(posterior.shape[0]) * cfg.hop, c.length - 1)]
+        post[t0:t0 + posterior.shape[0]] += posterior.numpy() * tw[:, None, None]
+        post_w[t0:t0 + posterior.shape[0]] += tw
+        prev = (c.start, est)
+    out /= np.maximum(weight, 1e-12)
+    post /= np.maximum(post_w, 1e-12)[:, None, None]
+    steps = max(r[2] for r in results)
+    return Separated(out[:J].astype(np.float32), out[J].astype(np.float32), post.astype(np.float32), steps)
+
+
+def _crossfade_weights(length: int, start: int, total: int, chunks: list[_Chunk]) -> np.ndarray:
+    """Linear fade-in over the overlap with the previous chunk and fade-out over the next."""
+    w = np.ones(length)
+    for other in chunks:
+        if other.start < start < other.start + other.length:          # previous chunk overlaps
+            n = other.start + other.length - start
+            w[:n] = np.minimum(w[:n], (np.arange(n) + 0.5) / n)
+        if start < other.start < start + length:                      # next chunk overlaps
+            n = start + length - other.start
+            w[length - n:] = np.minimum(w[length - n:], (n - np.arange(n) - 0.5) / n)
+    return w
+
+
+def _best_permutation(prev, est: np.ndarray, start: int) -> list[int]:
+    """Order of ``est``'s sources that best matches the previous chunk over their overlap."""
+    p_start, p_est = prev
+    J = est.shape[0] - 1
+    lo, hi = start, min(p_start + p_est.shape[1], start + est.shape[1])
+    if hi <= lo:
+        return list(range(J))
+    a = p_est[:J, lo - p_start:hi - p_start]
+    b = est[:J, :hi - lo]
+    best, best_score = list(range(J)), -np.inf
+    for perm in itertools.permutations(range(J)):
+        score = sum(float(np.dot(a[j], b[perm[j]])) for j in range(J))
+        if score > best_score:
+            best, best_score = list(perm), score
+    return best

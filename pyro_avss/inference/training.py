@@ -1,0 +1,422 @@
+"""Training the speech models by stochastic variational inference.
+
+Three modes (``train.mode``), one loop:
+
+* ``universal``: one decoder (K = 1) and the encoder, on all training speakers;
+* ``speakers``: one decoder per speaker, each initialised from the model in ``train.init``
+  (usually the universal one), the encoder frozen so that all decoders share its latent space;
+  speaker labels are observed, so decoder k only sees speaker k;
+* ``switching``: K decoders trained jointly with the switch marginalised exactly
+  (``TraceEnum_ELBO`` for the i.i.d. prior, ``DiscreteHMM`` for the Markov prior); labels are
+  observed where known (``train.labels: observed``) or all hidden (``hidden``), in which case
+  the decoders, started from perturbed copies of ``train.init``, discover K clusters.
+
+Objective: the negative ELBO of :func:`~pyro_avss.models.generative.speech_model` per frame,
+with the KL term scaled by β rising linearly from ``beta_start`` to 1 over ``warmup_epochs``.
+Mini-batches are shuffled segments of ``segment_frames`` frames. Early stopping on the dev
+split. Every epoch writes a resumable state; the best model is written as a model file.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+
+from ..audio import StftConfig, load_audio
+from ..checkpoint import SpeechModels
+from ..errors import InputError, TrainingDiverged
+from ..models.generative import MAX_PLATE_NESTING, speech_guide, speech_model
+from ..models.switch import make_switch
+from ..nets.lips import LipProjection
+from ..nets.vae import DecoderBank, SpeechEncoder
+from .inputs import utterance_inputs
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class FrameSet:
+    """Frames of many clips stored end to end, with clip boundaries and labels."""
+
+    power: torch.Tensor                 # (N + 1, F); the last row is an all-zero pad frame
+    lips: torch.Tensor                  # (N + 1, Dv)
+    present: torch.Tensor               # (N + 1,)
+    labels: torch.Tensor                # (N + 1,) long, -1 unknown
+    starts: list[int] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    clip_ids: list[str] = field(default_factory=list)
+    speakers: list[str] = field(default_factory=list)
+
+    @property
+    def num_frames(self) -> int:
+        return int(sum(self.lengths))
+
+    def segments(self, length: int, generator: torch.Generator) -> torch.Tensor:
+        """``(S, 2)`` (start, valid length) of segments covering every clip once, with a random
+        offset per clip, in random order."""
+        out = []
+        for start, n in zip(self.starts, self.lengths):
+            offset = int(torch.randint(0, length, (), generator=generator)) if n > length else 0
+            first = offset - length if offset > 0 else 0
+            for s in range(first, n, length):
+                lo, hi = max(s, 0), min(s + length, n)
+                out.append((start + lo, hi - lo))
+        seg = torch.tensor(out, dtype=torch.long)
+        return seg[torch.randperm(len(seg), generator=generator)]
+
+    def batch(self, segments: torch.Tensor, length: int, lip_dropout: float = 0.0,
+              generator: torch.Generator | None = None) -> dict:
+        """Gather ``(B, length)`` frames of the given segments; padding points at the pad row."""
+        steps = torch.arange(length)
+        mask = steps[None, :] < segments[:, 1:2]
+        index = torch.where(mask, segments[:, :1] + steps, self.power.shape[0] - 1)
+        present = self.present[index]
+        if lip_dropout > 0:
+            keep = torch.rand(len(segments), 1, generator=generator) >= lip_dropout
+            present = present * keep
+        return {"power": self.power[index], "lips": self.lips[index] * present[..., None],
+                "present": present, "labels": self.labels[index], "mask": mask}
+
+
+def load_frames(rows: list[dict], projection: LipProjection, stft_cfg: StftConfig,
+                label_of: dict[str, int] | None, use_video: bool, skipped: list) -> FrameSet:
+    """Read the clips of a prepared manifest into a :class:`FrameSet`.
+
+    A clip that cannot be read is appended to ``skipped`` as ``(id, reason)`` and left out.
+    """
+    from ..video.track import LipTrack
+
+    powers, lips, present, labels = [], [], [], []
+    fs = FrameSet(torch.empty(0), torch.empty(0), torch.empty(0), torch.empty(0))
+    pos = 0
+    for row in rows:
+        try:
+            audio = load_audio(row["audio"], stft_cfg.sample_rate)
+            track = LipTrack.load(row["lips"]) if use_video and row.get("lips") else None
+            x = utterance_inputs(audio, track, projection, stft_cfg)
+        except (InputError, OSError, ValueError) as exc:
+            skipped.append((row.get("id", "?"), str(exc)))
+            continue
+        T = x.power.shape[0]
+        powers.append(x.power)
+        lips.append(x.lips)
+        present.append(x.present)
+        label = -1 if label_of is None else label_of.get(row["speaker"], -1)
+        labels.append(torch.full((T,), label, dtype=torch.long))
+        fs.starts.append(pos)
+        fs.lengths.append(T)
+        fs.clip_ids.append(row["id"])
+        fs.speakers.append(row["speaker"])
+        pos += T
+    if not powers:
+        raise InputError("training data", "no usable clips")
+    pad = lambda xs, width: torch.cat(xs + [torch.zeros((1,) + xs[0].shape[1:])])  # noqa: E731
+    fs.power = pad(powers, None)
+    fs.lips = pad(lips, None)
+    fs.present = pad(present, None)
+    fs.labels = torch.cat(labels + [torch.full((1,), -1, dtype=torch.long)])
+    return fs
+
+
+# ---------------------------------------------------------------------------------------------
+# building the model for each mode
+# ---------------------------------------------------------------------------------------------
+def build_models(cfg: dict, speakers: list[str], video_speakers: set[str],
+                 train_rows: list[dict], stft_cfg: StftConfig) -> tuple[SpeechModels, list[str] | None]:
+    """Create the networks for ``cfg['train']['mode']``; returns the models and the label order
+    (component index of each speaker, or None when labels are hidden)."""
+    from ..video.track import LipTrack
+
+    tr, mc = cfg["train"], cfg["model"]
+    mode = tr["mode"]
+    use_video = bool(mc["use_video"]) and bool(video_speakers)
+    F = stft_cfg.num_bins
+    gen = torch.Generator().manual_seed(tr["seed"])
+    if mode == "universal":
+        lip_dim = cfg["lips"]["dim"] if use_video else 0
+        projection = LipProjection(cfg["lips"]["dim"], cfg["lips"]["downsample"])
+        if use_video:
+            tracks = [LipTrack.load(r["lips"]) for r in train_rows if r.get("lips")]
+            projection.fit([(t.rois, t.face_found) for t in tracks], seed=tr["seed"])
+        encoder = SpeechEncoder(F, mc["latent_dim"], mc["hidden"], lip_dim)
+        decoders = DecoderBank(1, F, mc["latent_dim"], mc["hidden"], lip_dim,
+                               uses_video=[use_video], names=["universal"])
+        return SpeechModels(encoder, decoders, projection, stft_cfg), None
+    if mode not in ("speakers", "switching"):
+        raise InputError("train.mode", f"unknown mode {mode!r} (universal, speakers, switching)")
+    if not tr["init"]:
+        raise InputError("train.init", f"mode {mode!r} needs train.init (a model file to start from)")
+    base = SpeechModels.load(tr["init"])
+    if base.stft != stft_cfg:
+        raise InputError(tr["init"], f"STFT settings {base.stft} differ from the config's {stft_cfg}")
+    template = base.decoders.component_state(0)
+    d = base.decoders
+    if mode == "speakers":
+        parts = [dict(template, name=s, uses_video=bool(template["uses_video"] and s in video_speakers))
+                 for s in speakers]
+        if tr["include_universal"]:
+            parts.append(dict(template))
+        labels = speakers
+    else:
+        K = tr["num_components"] or len(speakers)
+        names = speakers if tr["labels"] == "observed" else [f"cluster{k}" for k in range(K)]
+        if tr["labels"] == "observed" and K != len(speakers):
+            raise InputError("train.num_components", f"{K} components for {len(speakers)} labelled speakers")
+        parts = [dict(template, name=n) for n in names]
+        labels = speakers if tr["labels"] == "observed" else None
+    decoders = DecoderBank.from_components(parts, d.num_bins, d.latent_dim, d.hidden, d.lip_dim,
+                                           perturb=tr["perturb"] if mode == "switching" else 0.0,
+                                           generator=gen)
+    return SpeechModels(base.encoder, decoders, base.lips, stft_cfg), labels
+
+
+# ---------------------------------------------------------------------------------------------
+# the training loop
+# ---------------------------------------------------------------------------------------------
+class Trainer:
+    """Runs SVI epochs, early stopping, logging and resumable state for one output folder."""
+
+    def __init__(self, cfg: dict, models: SpeechModels, train: FrameSet, dev: FrameSet | None,
+                 out_dir: Path, device: torch.device, label_names: list[str] | None, progress=True):
+        self.cfg, self.tr = cfg, cfg["train"]
+        self.models = models.to(device)
+        self.train_set, self.dev_set = train, dev
+        self.out_dir, self.device, self.progress = Path(out_dir), device, progress
+        self.label_names = label_names
+        mode = self.tr["mode"]
+        K = models.decoders.num_components
+        self.switch = make_switch(self.tr["switch_prior"] if mode == "switching" else "iid", K, 1,
+                                  learn_prior=False, stay_prob=self.tr["stay_prob"],
+                                  enumerate=self.tr["switch_prior"] == "iid" and K > 1)
+        self.elbo = (TraceEnum_ELBO(max_plate_nesting=MAX_PLATE_NESTING) if getattr(self.switch, "enumerate", False)
+                     else Trace_ELBO(max_plate_nesting=MAX_PLATE_NESTING))
+        self.train_encoder = mode == "universal"
+        models.encoder.requires_grad_(self.train_encoder)
+        params = list(models.decoders.parameters()) + (list(models.encoder.parameters())
+                                                       if self.train_encoder else [])
+        self.optim = torch.optim.Adam(params, lr=self.tr["lr"])
+        self.epoch, self.best, self.bad_epochs, self.log = 0, math.inf, 0, []
+
+    # -- loss -------------------------------------------------------------------------------
+    def beta(self, epoch: int) -> float:
+        w = self.tr["warmup_epochs"]
+        return 1.0 if w <= 0 else min(1.0, self.tr["beta_start"] + (1 - self.tr["beta_start"]) * epoch / w)
+
+    def loss(self, batch: dict, beta: float) -> torch.Tensor:
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        frames = batch["mask"].sum().clamp_min(1)
+        m = self.models
+        return self.elbo.differentiable_loss(
+            lambda b: speech_model(b, m.decoders, self.switch, beta),
+            lambda b: speech_guide(b, m.encoder, None, beta), batch) / frames
+
+    @torch.no_grad()
+    def dev_loss(self) -> float:
+        """Mean negative ELBO per frame (β = 1) on the dev set, with fixed randomness."""
+        if self.dev_set is None:
+            return math.nan
+        L = self.tr["segment_frames"]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(12345)
+            segs = self.dev_set.segments(L, torch.Generator().manual_seed(0))
+            total, frames = 0.0, 0
+            for i in range(0, len(segs), 256):
+                batch = self.dev_set.batch(segs[i:i + 256], L)
+                n = int(batch["mask"].sum())
+                total += float(self.loss(batch, 1.0)) * n
+                frames += n
+        return total / max(frames, 1)
+
+    # -- state ------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "best": self.best, "bad_epochs": self.bad_epochs,
+                "log": self.log, "encoder": self.models.encoder.state_dict(),
+                "decoders": self.models.decoders.state_dict(), "optim": self.optim.state_dict(),
+                "rng_torch": torch.get_rng_state(), "rng_numpy": _numpy_state(),
+                "rng_python": list(random.getstate()[1]), "rng_python_pos": random.getstate()[2]}
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self.best, self.bad_epochs = state["epoch"], state["best"], state["bad_epochs"]
+        self.log = list(state["log"])
+        self.models.encoder.load_state_dict(state["encoder"])
+        self.models.decoders.load_state_dict(state["decoders"])
+        self.optim.load_state_dict(state["optim"])
+        torch.set_rng_state(state["rng_torch"])
+        np.random.set_state(("MT19937", np.asarray(state["rng_numpy"]["keys"], dtype=np.uint32),
+                             state["rng_numpy"]["pos"], 0, 0.0))
+        random.setstate((3, tuple(state["rng_python"]), state["rng_python_pos"]))
+
+    def save_state(self) -> None:
+        path = self.out_dir / "state.pt"
+        torch.save(self.state(), path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+
+    def save_model(self, dev_loss: float) -> None:
+        self.models.config = self.cfg
+        self.models.info = {"mode": self.tr["mode"], "epoch": self.epoch, "dev_loss": dev_loss,
+                            "train_frames": self.train_set.num_frames,
+                            "label_names": self.label_names or []}
+        self.models.save(self.out_dir / "model.pt")
+
+    # -- loop -------------------------------------------------------------------------------
+    def run(self, max_epochs: int | None = None) -> list[dict]:
+        from tqdm import tqdm
+
+        L, B = self.tr["segment_frames"], self.tr["batch_size"]
+        last_epoch = self.tr["epochs"] if max_epochs is None else min(self.tr["epochs"], max_epochs)
+        while self.epoch < last_epoch and self.bad_epochs < self.tr["patience"]:
+            gen = torch.Generator().manual_seed(self.tr["seed"] * 100003 + self.epoch)
+            segs = self.train_set.segments(L, gen)
+            steps = math.ceil(len(segs) / B)
+            if self.tr["max_steps_per_epoch"]:
+                steps = min(steps, self.tr["max_steps_per_epoch"])
+            beta = self.beta(self.epoch)
+            self.models.encoder.train(self.train_encoder)
+            t0, total, frames = time.perf_counter(), 0.0, 0
+            bar = tqdm(range(steps), desc=f"epoch {self.epoch + 1}/{last_epoch}", leave=False,
+                       disable=not self.progress)
+            for i in bar:
+                batch = self.train_set.batch(segs[i * B:(i + 1) * B], L, self.tr["lip_dropout"], gen)
+                loss = self.loss(batch, beta)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss became {float(loss)} at epoch {self.epoch + 1}, step {i + 1}; the last "
+                        f"good model and state are in {self.out_dir} (try a lower train.lr)")
+                self.optim.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for g in self.optim.param_groups for p in g["params"]], 10.0)
+                self.optim.step()
+                n = int(batch["mask"].sum())
+                total, frames = total + float(loss) * n, frames + n
+                bar.set_postfix(loss=f"{total / frames:.2f}")
+            seconds = time.perf_counter() - t0
+            self.epoch += 1
+            dev = self.dev_loss()
+            row = {"epoch": self.epoch, "beta": beta, "train_loss": total / max(frames, 1),
+                   "dev_loss": dev, "seconds": seconds, "frames_per_s": frames / max(seconds, 1e-9)}
+            self.log.append(row)
+            score = dev if math.isfinite(dev) else row["train_loss"]
+            # compare only after warm-up: the loss is not comparable while beta changes
+            if beta >= 1.0 and score < self.best:
+                self.best, self.bad_epochs = score, 0
+                self.save_model(score)
+            elif beta >= 1.0:
+                self.bad_epochs += 1
+            if not (self.out_dir / "model.pt").exists():
+                self.save_model(score)
+            self.save_state()
+            write_log(self.log, self.out_dir / "log.csv")
+            if self.progress:
+                print(f"epoch {self.epoch}: train {row['train_loss']:.3f}  dev {dev:.3f}  "
+                      f"beta {beta:.2f}  {row['frames_per_s']:.0f} frames/s", flush=True)
+        return self.log
+
+
+def _numpy_state() -> dict:
+    _, keys, pos, _, _ = np.random.get_state()
+    return {"keys": torch.as_tensor(keys.astype(np.int64)), "pos": int(pos)}
+
+
+def write_log(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point used by `cli.py fit`
+# ---------------------------------------------------------------------------------------------
+def select_rows(rows: list[dict], cfg: dict) -> tuple[list[dict], list[dict]]:
+    """Train and dev rows after the speaker filter and the per-speaker cap."""
+    d = cfg["data"]
+    if d["speakers"]:
+        wanted = {str(s) for s in d["speakers"]}
+        rows = [r for r in rows if str(r["speaker"]) in wanted]
+    train = [r for r in rows if r.get("split") == d["train_split"]]
+    dev = [r for r in rows if r.get("split") == d["dev_split"]]
+    cap = d["max_clips_per_speaker"]
+    if cap:
+        def capped(rs, n):
+            seen: dict[str, int] = {}
+            out = []
+            for r in rs:
+                if seen.get(r["speaker"], 0) < n:
+                    seen[r["speaker"]] = seen.get(r["speaker"], 0) + 1
+                    out.append(r)
+            return out
+        train, dev = capped(train, cap), capped(dev, max(1, cap // 4))
+    return train, dev
+
+
+def fit(cfg: dict, out_dir: str | Path, *, device: str = "auto", resume: bool = False,
+        progress: bool = True, rows: list[dict] | None = None) -> SpeechModels:
+    """Train a model as configured; see the module docstring. Returns the best model.
+
+    ``rows`` (prepared-manifest rows) may be given directly; otherwise the corpora in
+    ``cfg['data']['corpora']`` are prepared (or found in the cache) first.
+    """
+    from ..config import dump_config
+    from ..data.prepared import prepared_rows
+    from ..plots import learning_curve
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not resume:
+        raise InputError(out_dir, "output folder is not empty (use --resume to continue a run "
+                                  "there, or choose another --out)")
+    if resume and not (out_dir / "state.pt").exists():
+        raise InputError(out_dir / "state.pt", "nothing to resume")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    seed = cfg["train"]["seed"]
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    pyro.set_rng_seed(seed)
+    stft_cfg = StftConfig(**cfg["stft"])
+    if rows is None:
+        rows = prepared_rows(cfg["data"]["corpora"], cfg["data"]["cache"], cfg["data"]["detector"],
+                             progress=progress)
+    train_rows, dev_rows = select_rows(rows, cfg)
+    if not train_rows:
+        raise InputError("data", f"no clips in split {cfg['data']['train_split']!r}")
+    speakers = sorted({r["speaker"] for r in train_rows})
+    video_speakers = {r["speaker"] for r in train_rows if r.get("lips")}
+    models, label_names = build_models(cfg, speakers, video_speakers, train_rows, stft_cfg)
+    label_of = {s: i for i, s in enumerate(label_names)} if label_names else None
+    use_video = models.uses_video
+    skipped: list = []
+    train_set = load_frames(train_rows, models.lips, stft_cfg, label_of, use_video, skipped)
+    dev_set = load_frames(dev_rows, models.lips, stft_cfg, label_of, use_video, skipped) if dev_rows else None
+    if skipped:
+        with open(out_dir / "skipped.csv", "w", newline="") as f:
+            csv.writer(f).writerows([("id", "reason"), *skipped])
+        for clip, reason in skipped:
+            print(f"skipped {clip}: {reason}", flush=True)
+    dump_config(cfg, out_dir / "config.yaml")
+    trainer = Trainer(cfg, models, train_set, dev_set, out_dir, dev, label_names, progress)
+    if resume:
+        trainer.restore(torch.load(out_dir / "state.pt", map_location=dev, weights_only=True))
+    log = trainer.run()
+    if log:
+        learning_curve(log, out_dir / "learning_curve.png")
+    return SpeechModels.load(out_dir / "model.pt")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device", "CUDA was requested but no GPU is available")
+    return torch.device(device)

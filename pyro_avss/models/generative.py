@@ -1,0 +1,150 @@
+"""The generative model of pyro_avss, for training and for separation — read this file first.
+
+Notation (``../shared/DESIGN.md`` §2). STFT frames ``t``, bins ``f``, sources ``j = 1..J``, K
+speech components (speaker-specific decoders, audio-only or audio-visual, or a universal one).
+
+For every utterance b, frame t and source j::
+
+    z_j[t]  ~ N(0, I_D)                                   latent speech code
+    m_j[t]  ~ switch prior (i.i.d. π_j or sticky Markov)  which component speaks
+    s_j[f,t] ~ CN(0, g_j[t] · σ²_{m_j[t]}(z_j[t], v_j[t])[f])
+    b[f,t]   ~ CN(0, (W H)[f,t])                           noise (NMF)
+    x = Σ_j s_j + b   =>   x[f,t] | z, m ~ CN(0, Σ_j g_j σ²_{j,m_j} + (W H)[f,t])
+
+``v_j[t]`` is source j's lip embedding at frame t (with ``present_j[t] = 0`` where no face was
+found). ``σ²_k`` is decoder k of a :class:`~pyro_avss.nets.vae.DecoderBank`; all K decoders are
+evaluated once per step as ``(..., J, K, F)``, the likelihood of every joint switch state is then
+formed with ``logaddexp`` (:mod:`.likelihood`), and the switch prior sums the switch out exactly
+(:mod:`.switch`).
+
+*Training* (``speech_model`` / ``speech_guide``) is the special case J = 1, no noise, g = 1, on
+clean power spectrograms normalised per utterance; labels, where known, restrict the switch. The
+guide is the amortised encoder ``q(z | s, v)``; the KL term is annealed by ``poutine.scale`` on
+``z`` only (allowed because ``p(z)`` does not depend on the switch).
+
+*Separation* (:class:`SeparationModel`) freezes the decoders and fits, per utterance, the gains
+``g``, the noise ``W, H``, the switch prior ``π`` and a per-frame Gaussian guide ``q(z_j[t])``
+initialised from the encoder applied to the mixture and source j's lips.
+
+Plate layout: ``plate("utt", B, dim=-2)`` outside ``plate("time", T, dim=-1)``; ``(J, D)`` is
+the event shape of ``z``; ``max_plate_nesting = 2``; enumerated switches use dims -3, -4, ...
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.distributions import constraints
+
+from .likelihood import mixture_log_likelihood
+from .noise import NMFNoise
+from .switch import EXCLUDED, SwitchPrior
+
+MAX_PLATE_NESTING = 2
+
+
+def log_power_features(power: torch.Tensor) -> torch.Tensor:
+    """Encoder input: ``log(|X|² + 1e-8)`` of a per-utterance normalised power spectrogram."""
+    return torch.log(power + 1e-8)
+
+
+def label_log_mask(labels: torch.Tensor, num_components: int) -> torch.Tensor:
+    """``(B, T)`` labels (``-1`` = unknown) -> ``(B, T, K)`` additive mask (0 allowed, EXCLUDED not)."""
+    allowed = torch.nn.functional.one_hot(labels.clamp_min(0), num_components).bool()
+    allowed = allowed | (labels < 0)[..., None]
+    return torch.where(allowed, 0.0, EXCLUDED).to(torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# training: clean speech, one source, no noise
+# ---------------------------------------------------------------------------------------------
+def speech_model(batch: dict, decoders, switch: SwitchPrior, beta: float = 1.0) -> None:
+    """Model of a mini-batch of clean segments.
+
+    ``batch``: ``power (B,T,F)``, ``lips (B,T,Dv)``, ``present (B,T)``, ``labels (B,T)`` long,
+    ``mask (B,T)`` bool.
+    """
+    power, mask = batch["power"], batch["mask"]
+    B, T, _ = power.shape
+    time = pyro.plate("time", T, dim=-1)
+    with pyro.plate("utt", B, dim=-2):
+        with time, poutine.mask(mask=mask), poutine.scale(scale=beta):
+            z = pyro.sample("z", dist.Normal(power.new_zeros(()), 1.0)
+                            .expand([1, decoders.latent_dim]).to_event(2))
+        log_speech = decoders(z, batch["lips"][..., None, :], batch["present"][..., None])
+        loglik = mixture_log_likelihood(power, log_speech, None)                    # (B,T,K)
+        switch.observe(loglik + label_log_mask(batch["labels"], decoders.num_components), mask, time)
+
+
+def speech_guide(batch: dict, encoder, switch=None, beta: float = 1.0) -> None:
+    """Amortised guide ``q(z | s, v)`` for :func:`speech_model`."""
+    power, mask = batch["power"], batch["mask"]
+    B, T, _ = power.shape
+    loc, scale = encoder(log_power_features(power), batch["lips"], batch["present"])
+    with pyro.plate("utt", B, dim=-2):
+        with pyro.plate("time", T, dim=-1), poutine.mask(mask=mask), poutine.scale(scale=beta):
+            pyro.sample("z", dist.Normal(loc[..., None, :], scale[..., None, :]).to_event(2))
+
+
+# ---------------------------------------------------------------------------------------------
+# separation: J sources, K components each, NMF noise, fitted per utterance
+# ---------------------------------------------------------------------------------------------
+class SeparationModel:
+    """Test-time model and guide for a batch of mixtures.
+
+    Call arguments of :meth:`model` and :meth:`guide`: ``power (B,T,F)`` mixture power
+    (normalised per utterance), ``lips (B,T,J,Dv)``, ``present (B,T,J)`` float, ``mask (B,T)``
+    bool. Parameters (``pyro.param``): ``gain (B,T,J)``, ``noise_W``, ``noise_H`` (from the
+    noise model), ``switch_pi (B,J,K)``, ``z_loc``/``z_scale (B,T,J,D)``.
+
+    :param encoder: frozen :class:`~pyro_avss.nets.vae.SpeechEncoder` (initialises the guide).
+    :param decoders: frozen :class:`~pyro_avss.nets.vae.DecoderBank` with K components.
+    :param switch: a :class:`~pyro_avss.models.switch.SwitchPrior` for J sources.
+    :param noise: a noise model with ``log_variance(power, mask)`` (default :class:`NMFNoise`).
+    """
+
+    def __init__(self, encoder, decoders, switch: SwitchPrior, noise=None):
+        self.encoder, self.decoders, self.switch = encoder, decoders, switch
+        self.noise = noise if noise is not None else NMFNoise()
+
+    def speech_log_variance(self, z, lips, present, gain):
+        """``log(g_j σ²_{j,k})`` as ``(..., B, T, J, K, F)``."""
+        return gain.log()[..., None, None] + self.decoders(z, lips, present)
+
+    def model(self, power, lips, present, mask):
+        B, T, _ = power.shape
+        J = lips.shape[-2]
+        log_noise = self.noise.log_variance(power, mask)                          # (B,T,F)
+        gain = pyro.param("gain", lambda: power.new_full((B, T, J), 1.0 / (J + 1)),
+                          constraint=constraints.positive)
+        time = pyro.plate("time", T, dim=-1)
+        with pyro.plate("utt", B, dim=-2):
+            with time, poutine.mask(mask=mask):
+                z = pyro.sample("z", dist.Normal(power.new_zeros(()), 1.0)
+                                .expand([J, self.decoders.latent_dim]).to_event(2))
+            log_speech = self.speech_log_variance(z, lips, present, gain)
+            loglik = mixture_log_likelihood(power, log_speech, log_noise).flatten(-J)  # (B,T,S)
+            self.switch.observe(loglik, mask, time)
+
+    def initial_guide(self, power, lips, present):
+        """Encoder applied to the mixture and each source's lips: ``(loc, scale)`` ``(B,T,J,D)``."""
+        with torch.no_grad():
+            features = log_power_features(power)[..., None, :].expand(*lips.shape[:-1], -1)
+            return self.encoder(features, lips, present)
+
+    def guide(self, power, lips, present, mask):
+        B, T, _ = power.shape
+        init = None
+
+        def lazy(i):
+            nonlocal init
+            if init is None:
+                init = self.initial_guide(power, lips, present)
+            return init[i]
+
+        z_loc = pyro.param("z_loc", lambda: lazy(0))
+        z_scale = pyro.param("z_scale", lambda: lazy(1), constraint=constraints.positive)
+        with pyro.plate("utt", B, dim=-2), pyro.plate("time", T, dim=-1), poutine.mask(mask=mask):
+            pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(2))

@@ -1,0 +1,52 @@
+"""Noise models: the variance of the non-speech part of the mixture.
+
+A noise model is any object with ``log_variance(power, mask) -> (B, T, F)`` that may register
+``pyro.param`` sites; :class:`NMFNoise` is the default.
+
+NMF noise: ``b[f, t] ~ CN(0, (W H)[f, t])`` with ``W ≥ 0`` of shape ``(F, R)`` and ``H ≥ 0`` of
+shape ``(R, T)`` per utterance, fitted at test time (the method never sees noise in training).
+Initialisation: the first column of W is a stationary noise floor (the 20th percentile of the
+mixture power over valid frames of each bin), the others small random spectra; H starts at one.
+"""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from pyro.distributions import constraints
+
+
+def noise_floor(power: torch.Tensor, mask: torch.Tensor, quantile: float = 0.2) -> torch.Tensor:
+    """``(B, T, F)`` power, ``(B, T)`` mask -> ``(B, F)`` per-bin quantile over valid frames."""
+    filled = power.masked_fill(~mask[..., None], float("nan"))
+    return torch.nanquantile(filled, quantile, dim=-2).clamp_min(1e-10)
+
+
+class NMFNoise:
+    """Non-negative matrix factorisation noise variance ``W H`` of rank ``rank``."""
+
+    def __init__(self, rank: int = 8, seed: int = 0):
+        self.rank, self.seed = rank, seed
+
+    def init_params(self, power, mask):
+        B, T, F = power.shape
+        gen = torch.Generator().manual_seed(self.seed)
+        floor = noise_floor(power, mask)                                       # (B, F)
+        W = 0.1 * floor[..., None] * (0.5 + torch.rand(B, F, self.rank, generator=gen)).to(power)
+        W[..., 0] = floor
+        H = torch.ones(B, self.rank, T, device=power.device, dtype=power.dtype)
+        return W, H
+
+    def log_variance(self, power: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Register ``noise_W (B,F,R)`` and ``noise_H (B,R,T)``; return ``log(WH)ᵀ (B,T,F)``."""
+        init = None
+
+        def lazy(i):
+            nonlocal init
+            if init is None:
+                init = self.init_params(power, mask)
+            return init[i]
+
+        W = pyro.param("noise_W", lambda: lazy(0), constraint=constraints.positive)
+        H = pyro.param("noise_H", lambda: lazy(1), constraint=constraints.positive)
+        return (W @ H).clamp_min(1e-12).log().transpose(-1, -2)
