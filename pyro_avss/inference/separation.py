@@ -54,7 +54,8 @@ class SeparationSettings:
     overlap_seconds: float = 2.0
     batch_size: int = 8
     seed: int = 0
-    fixed_component: int | None = None   # oracle: every source is given this component
+    components: tuple[int, ...] | None = None   # restrict the switch to these components
+                                                # (one index: the oracle / a fixed model)
 
     @classmethod
     def from_config(cls, section: dict, **changes) -> "SeparationSettings":
@@ -74,22 +75,26 @@ class Separated:
 # ---------------------------------------------------------------------------------------------
 # one batch of chunks
 # ---------------------------------------------------------------------------------------------
-def _components_view(models: SpeechModels, fixed: int | None):
-    """The decoder bank to use: all K components, or only ``fixed`` (oracle runs)."""
-    if fixed is None:
+def components_view(models: SpeechModels, components=None):
+    """The decoder bank to separate with: all K components, or the listed subset (e.g. one
+    component for an oracle run that is told the speaker)."""
+    if components is None:
         return models.decoders
     from ..nets.vae import DecoderBank
 
     d = models.decoders
-    return DecoderBank.from_components([d.component_state(fixed)], d.num_bins, d.latent_dim,
-                                       d.hidden, d.lip_dim).to(d.w_z.device)
+    for k in components:
+        if not 0 <= k < d.num_components:
+            raise ValueError(f"component {k} does not exist (the model has {d.num_components})")
+    return DecoderBank.from_components([d.component_state(k) for k in components], d.num_bins,
+                                       d.latent_dim, d.hidden, d.lip_dim).to(d.w_z.device)
 
 
 def fit_batch(models: SpeechModels, power, lips, present, mask, settings: SeparationSettings):
     """SVI on a padded batch. ``power (B,T,F)``, ``lips (B,T,J,Dv)``, ``present (B,T,J)``,
     ``mask (B,T)``. Returns ``(masks (B,T,J+1,F), posterior (B,T,J,K), steps)``."""
     J = lips.shape[-2]
-    decoders = _components_view(models, settings.fixed_component)
+    decoders = components_view(models, settings.components)
     K = decoders.num_components
     enumerate_ = settings.enumeration == "pyro" and settings.switch_prior == "iid"
     switch = make_switch(settings.switch_prior, K, J, stay_prob=settings.stay_prob,
@@ -113,9 +118,9 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
             break
         ema = new
     masks, post = posterior_masks(sep, switch, power, lips, present, mask, settings.num_samples)
-    if settings.fixed_component is not None:          # report the oracle choice on the full K
-        full = torch.zeros(post.shape[:-1] + (models.decoders.num_components,), dtype=post.dtype)
-        full[..., settings.fixed_component] = post[..., 0]
+    if settings.components is not None:               # report the posterior on all K components
+        full = post.new_zeros(post.shape[:-1] + (models.decoders.num_components,))
+        full[..., list(settings.components)] = post
         post = full
     return masks, post, steps
 

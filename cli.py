@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""pyro_avss command line: prepare, fit, separate, mix, evaluate, bench, demo.
+
+Every command prints a one-line error naming the file and the problem when an input is unusable
+(exit status 2); batch commands report each failed input and go on with the rest.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from pyro_avss.errors import PyroAvssError
+
+SET_HELP = "override a config key, e.g. --set train.lr=1e-3 (repeatable)"
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Audio-visual speech separation with switching VAEs (Pyro)."""
+
+
+# ----------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("corpus")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--detector", default="auto", show_default=True,
+              type=click.Choice(["auto", "mediapipe", "haar", "roi"]), help="lip detector")
+@click.option("--workers", type=int, default=None, help="processes (default: all cores)")
+@click.option("--roi-size", type=int, default=64, show_default=True)
+def prepare(corpus, out, detector, workers, roi_size):
+    """Scan CORPUS (GRID folders, GRID distribution, speaker folders or a manifest CSV), extract
+    and cache lip features, write OUT/manifest.csv and OUT/failures.csv. Resumes: clips already
+    cached are skipped."""
+    from pyro_avss.data.corpora import scan_corpus
+    from pyro_avss.data.prepare import prepare_corpus
+
+    try:
+        clips, problems = scan_corpus(corpus)
+        for p in problems:
+            click.echo(f"skipped: {p}", err=True)
+        report = prepare_corpus(clips, out, detector=detector, workers=workers,
+                                roi_size=roi_size, problems=problems)
+    except PyroAvssError as exc:
+        _fail(exc)
+    click.echo(report.summary())
+    for f in report.failures:
+        click.echo(f"failed: {f['id']}: {f['reason']}", err=True)
+
+
+# ----------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config")
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--seed", type=int, default=None, help="random seed (train.seed)")
+@click.option("--resume", is_flag=True, help="continue an interrupted run in --out")
+def fit(config_path, overrides, out, device, seed, resume):
+    """Train a speech model (universal, speaker decoders or switching VAE) as configured."""
+    from pyro_avss.config import load_config
+    from pyro_avss.inference.training import fit as run_fit
+
+    try:
+        if resume and config_path is None and (Path(out) / "config.yaml").exists():
+            config_path = Path(out) / "config.yaml"
+        cfg = load_config(config_path, list(overrides) + ([f"train.seed={seed}"] if seed is not None else []))
+        models = run_fit(cfg, out, device=device, resume=resume)
+    except PyroAvssError as exc:
+        _fail(exc)
+    click.echo(f"model: {Path(out) / 'model.pt'} ({models.decoders.num_components} components: "
+               f"{', '.join(models.component_names)})")
+
+
+# ----------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--model", required=True, type=click.Path(dir_okay=False), help="model file (.pt)")
+@click.option("--mixture", "inputs", required=True, multiple=True,
+              help="mixture file, folder, glob or CSV manifest (repeatable)")
+@click.option("--video", "videos", multiple=True,
+              help="video (or prepared lip cache .npz) of each source, in order (repeatable)")
+@click.option("--sources", type=int, default=1, show_default=True,
+              help="number of sources for inputs without video")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--set", "overrides", multiple=True, help="override a separate.* setting, e.g. --set separate.steps=300")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--resample", is_flag=True, help="resample inputs whose rate differs from the model's")
+@click.option("--force", is_flag=True, help="overwrite existing outputs")
+@click.option("--detector", default=None, help="lip detector (default: the one the model was trained with)")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def separate(model, inputs, videos, sources, out, overrides, device, resample, force, detector, quiet):
+    """Separate each mixture into source1..J.wav, noise.wav, switch_posterior.csv and a PNG."""
+    from pyro_avss.checkpoint import SpeechModels
+    from pyro_avss.config import load_config
+    from pyro_avss.inference.run_separate import jobs_from_inputs, run_jobs
+    from pyro_avss.inference.separation import SeparationSettings
+    from pyro_avss.inference.training import resolve_device
+
+    try:
+        models = SpeechModels.load(model)
+        cfg = load_config(None, overrides)
+        settings = SeparationSettings.from_config(cfg["separate"])
+        dev = resolve_device(device)
+        if not 1 <= (len(videos) or sources) <= 3:
+            raise PyroAvssError("--sources/--video: 1 to 3 sources are supported")
+        jobs, problems = jobs_from_inputs(list(inputs), list(videos), sources)
+        detector = detector or models.config.get("data", {}).get("detector", "auto")
+    except PyroAvssError as exc:
+        _fail(exc)
+    for where, why in problems:
+        click.echo(f"error: {where}: {why}", err=True)
+    failures = run_jobs(models, jobs, Path(out), settings, device=dev, resample=resample,
+                        force=force, detector=detector, progress=not quiet)
+    done = len(jobs) - len(failures)
+    click.echo(f"separated {done} of {len(jobs)} input(s) into {out}")
+    if failures or problems:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
