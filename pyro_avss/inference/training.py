@@ -212,11 +212,13 @@ class Trainer:
         w = self.tr["warmup_epochs"]
         return 1.0 if w <= 0 else min(1.0, self.tr["beta_start"] + (1 - self.tr["beta_start"]) * epoch / w)
 
-    def loss(self, batch: dict, beta: float) -> torch.Tensor:
+    def loss(self, batch: dict, beta: float, differentiable: bool = True):
+        """Negative ELBO per valid frame (a tensor to back-propagate, or a float)."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
         frames = batch["mask"].sum().clamp_min(1)
         m = self.models
-        return self.elbo.differentiable_loss(
+        objective = self.elbo.differentiable_loss if differentiable else self.elbo.loss
+        return objective(
             lambda b: speech_model(b, m.decoders, self.switch, beta),
             lambda b: speech_guide(b, m.encoder, None, beta), batch) / frames
 
@@ -233,7 +235,7 @@ class Trainer:
             for i in range(0, len(segs), 256):
                 batch = self.dev_set.batch(segs[i:i + 256], L)
                 n = int(batch["mask"].sum())
-                total += float(self.loss(batch, 1.0)) * n
+                total += float(self.loss(batch, 1.0, differentiable=False)) * n
                 frames += n
         return total / max(frames, 1)
 
@@ -297,7 +299,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_([p for g in self.optim.param_groups for p in g["params"]], 10.0)
                 self.optim.step()
                 n = int(batch["mask"].sum())
-                total, frames = total + float(loss) * n, frames + n
+                total, frames = total + float(loss.detach()) * n, frames + n
                 bar.set_postfix(loss=f"{total / frames:.2f}")
             seconds = time.perf_counter() - t0
             self.epoch += 1

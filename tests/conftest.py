@@ -1,0 +1,46 @@
+"""Shared fixtures: the real data folder and a small model fitted once per test session."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def data_root() -> Path:
+    """``../shared/data``, or skip the calling test with the reason."""
+    if not (DATA / "manifests" / "grid.csv").exists():
+        pytest.skip(f"real data not found at {DATA} (tests on real clips need ../shared/data)")
+    return DATA
+
+
+def grid_rows(split: str | None = None, speaker: str | None = None, limit: int | None = None):
+    """Rows of the shared GRID manifest as prepared-manifest dicts (audio only, no lips)."""
+    root = data_root()
+    rows = []
+    with open(root / "manifests" / "grid.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            if (split and r["split"] != split) or (speaker and r["speaker"] != speaker):
+                continue
+            rows.append({"id": r["clip_id"], "speaker": r["speaker"], "split": r["split"],
+                         "audio": str(root / r["audio"]), "video": str(root / r["video"]),
+                         "lips": ""})
+    return rows[:limit] if limit else rows
+
+
+@pytest.fixture(scope="session")
+def small_grid_model(tmp_path_factory):
+    """An audio-only universal model fitted on 60 GRID s1 training clips (about 20 s of CPU)."""
+    from pyro_avss.config import load_config
+    from pyro_avss.inference.training import fit
+
+    rows = grid_rows("train", "s1", 60) + grid_rows("dev", "s1", 10)
+    out = tmp_path_factory.mktemp("small_model")
+    cfg = load_config(None, ["model.use_video=false", "train.epochs=25", "train.warmup_epochs=3",
+                             "train.patience=25"])
+    torch.manual_seed(0)
+    return fit(cfg, out / "run", rows=rows, progress=False), out / "run"
