@@ -164,5 +164,92 @@ def score(model, corpora, split, purity, cache, out):
         Path(out).write_text(json.dumps(result, indent=2))
 
 
+# ----------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--systems", required=True,
+              help="comma-separated: mixture, spectral-gating, nmf, universal, oracle-speaker, "
+                   "switching, mcem, mcem-oracle, mcem-universal")
+@click.option("--mixtures", required=True, type=click.Path(dir_okay=False), help="mixture manifest CSV")
+@click.option("--model", type=click.Path(dir_okay=False), help="model file (.pt)")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder (resumable)")
+@click.option("--limit", type=int, default=None, help="only the first N mixtures")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--set", "overrides", multiple=True,
+              help="override a setting: separate.k=v, mcem.k=v or data.k=v (repeatable)")
+@click.option("--examples", type=int, default=3, show_default=True,
+              help="keep audio and spectrograms of the first N mixtures")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def evaluate(systems, mixtures, model, out, limit, device, overrides, examples, threads, quiet):
+    """Run SYSTEMS on the mixtures of a manifest; write OUT/results.csv (per utterance),
+    summary.json, results.md and plots. Re-running continues where it stopped."""
+    from pyro_avss.evaluation.harness import evaluate as run_evaluation
+
+    try:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        summary = run_evaluation(mixtures, model, out, systems, limit=limit, device=device,
+                                 overrides=overrides, examples=examples, progress=not quiet)
+    except PyroAvssError as exc:
+        _fail(exc)
+    for name, s in summary["systems"].items():
+        sdri = s["mean"]["si_sdri"]
+        click.echo(f"{name}: {s['ok']} ok, {s['skipped']} skipped, {s['failed']} failed; "
+                   f"SI-SDRi {'n/a' if sdri is None else f'{sdri:.2f} dB'}")
+    click.echo(f"results: {Path(out) / 'results.md'}")
+
+
+# ----------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--quick", is_flag=True, help="small grid")
+@click.option("--device", default="auto", show_default=True, help="auto (cpu + cuda if present), cpu, cuda or a list")
+@click.option("--long-minutes", type=float, default=None,
+              help="also measure peak memory on one J=1 recording of this many minutes")
+@click.option("--long-components", type=int, default=2, show_default=True, help="K of the long run")
+@click.option("--threads", type=int, default=None, help="torch CPU threads in each worker")
+@click.option("--set", "overrides", multiple=True, help="override a separate.* setting (default: separate.tol=0)")
+@click.option("--audio-only", is_flag=True, help="audio-only models (default: audio-visual)")
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="shared data folder with grid/ and noise/ (default: ../shared/data; synthetic audio if absent)")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def bench(out, quick, device, long_minutes, long_components, threads, overrides, audio_only, data, quiet):
+    """Real-time factor and peak memory of separation versus length, K, J and batch size;
+    writes OUT/bench.csv and OUT/bench.png (each configuration runs in its own process)."""
+    from pyro_avss.evaluation.bench import run_bench
+
+    try:
+        rows = run_bench(out, quick=quick, devices=device, long_minutes=long_minutes,
+                         long_components=long_components, threads=threads, overrides=overrides,
+                         audio_only=audio_only, data=data, progress=not quiet)
+    except PyroAvssError as exc:
+        _fail(exc)
+    failed = [r for r in rows if r.get("error")]
+    for r in failed:
+        click.echo(f"failed: {r['device']} L={r['length_s']} K={r['components']} J={r['sources']} "
+                   f"B={r['batch']}: {r['error']}", err=True)
+    click.echo(f"{len(rows) - len(failed)} of {len(rows)} configurations measured: {Path(out) / 'bench.csv'}")
+
+# ----------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--workdir", default="demo_run", show_default=True, type=click.Path(file_okay=False),
+              help="where the demo writes everything")
+@click.option("--small", is_flag=True, help="a reduced size (used by the tests)")
+@click.option("--force", is_flag=True, help="start again in a non-empty --workdir")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def demo(workdir, small, force, device, quiet):
+    """Run the whole pipeline (prepare, fit, separate, evaluate) on a synthetic audio-visual
+    corpus that the demo generates itself; prints a results table and where the outputs are."""
+    from pyro_avss.demo import run_demo
+
+    try:
+        run_demo(workdir, small=small, force=force, device=device, progress=not quiet, echo=click.echo)
+    except PyroAvssError as exc:
+        _fail(exc)
+
+
 if __name__ == "__main__":
     main()

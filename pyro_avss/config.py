@@ -137,6 +137,11 @@ def _get(cfg: dict, path: tuple, source: str):
 
 
 def _coerce(value, default, dotted, source, optional):
+    if isinstance(value, str) and isinstance(default, float):
+        try:                                 # YAML 1.1 reads "3e-3" as a string
+            value = float(value)
+        except ValueError:
+            pass
     if value is None and (default is None or optional):
         return None
     if default is None:
