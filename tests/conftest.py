@@ -44,3 +44,13 @@ def small_grid_model(tmp_path_factory):
                              "train.patience=15"])
     torch.manual_seed(0)
     return fit(cfg, out / "run", rows=rows, progress=False), out / "run"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """The tensors in the tests are small: one thread is faster and immune to oversubscription
+    when the machine is busy."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

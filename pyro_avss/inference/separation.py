@@ -34,7 +34,7 @@ from ..checkpoint import SpeechModels
 from ..models.generative import MAX_PLATE_NESTING, SeparationModel
 from ..models.likelihood import frame_log_likelihood, joint_log_variance
 from ..models.noise import NMFNoise
-from ..models.switch import make_switch
+from ..models.switch import joint_states, make_switch
 from .inputs import aligned_lips
 
 
@@ -90,16 +90,22 @@ def components_view(models: SpeechModels, components=None):
                                        d.latent_dim, d.hidden, d.lip_dim).to(d.w_z.device)
 
 
-def fit_batch(models: SpeechModels, power, lips, present, mask, settings: SeparationSettings):
+def fit_batch(models: SpeechModels, power, lips, present, mask, settings: SeparationSettings,
+              make_noise=None, make_switch_prior=None):
     """SVI on a padded batch. ``power (B,T,F)``, ``lips (B,T,J,Dv)``, ``present (B,T,J)``,
-    ``mask (B,T)``. Returns ``(masks (B,T,J+1,F), posterior (B,T,J,K), steps)``."""
+    ``mask (B,T)``. Returns ``(masks (B,T,J+1,F), posterior (B,T,J,K), steps)``.
+
+    ``make_noise()`` and ``make_switch_prior(K, J)`` replace the NMF noise and the configured
+    switch prior with pieces of your own (see ``docs/extending.md``)."""
     J = lips.shape[-2]
     decoders = components_view(models, settings.components)
     K = decoders.num_components
     enumerate_ = settings.enumeration == "pyro" and settings.switch_prior == "iid"
-    switch = make_switch(settings.switch_prior, K, J, stay_prob=settings.stay_prob,
-                         enumerate=enumerate_)
-    sep = SeparationModel(models.encoder, decoders, switch, NMFNoise(settings.noise_rank, settings.seed))
+    switch = (make_switch_prior(K, J) if make_switch_prior is not None else
+              make_switch(settings.switch_prior, K, J, stay_prob=settings.stay_prob, enumerate=enumerate_))
+    enumerate_ = getattr(switch, "enumerate", False)
+    noise = make_noise() if make_noise is not None else NMFNoise(settings.noise_rank, settings.seed)
+    sep = SeparationModel(models.encoder, decoders, switch, noise)
     pyro.clear_param_store()
     pyro.set_rng_seed(settings.seed)
     elbo = (TraceEnum_ELBO if enumerate_ else Trace_ELBO)(max_plate_nesting=MAX_PLATE_NESTING)
@@ -131,7 +137,7 @@ def posterior_masks(sep: SeparationModel, switch, power, lips, present, mask, nu
     store = pyro.get_param_store()
     z_loc, z_scale = store["z_loc"], store["z_scale"]
     gain, pi = store["gain"], (store["switch_pi"] if "switch_pi" in store else None)
-    log_noise = sep.noise.log_variance(power, mask)
+    log_noise = sep.noise.log_variance(power, mask, sep.plates(power))
     J, K = lips.shape[-2], sep.decoders.num_components
     if pi is None:
         pi = power.new_full((power.shape[0], J, K), 1.0 / K)
@@ -145,7 +151,7 @@ def posterior_masks(sep: SeparationModel, switch, power, lips, present, mask, nu
         loglik = frame_log_likelihood(obs, log_var).flatten(-J)                 # (B,T,S)
         gamma = switch.posterior(loglik, mask, pi)                               # (B,T,S)
         flat_var = log_var.flatten(2, 1 + J)                                     # (B,T,S,F)
-        states = _state_table(K, J, power.device)                                # (S,J)
+        states = joint_states(K, J).to(power.device)                             # (S,J)
         for j in range(J):
             ls = log_speech[:, :, j][:, :, states[:, j]]                         # (B,T,S,F)
             masks[:, :, j] += (gamma[..., None] * torch.exp(ls - flat_var)).sum(2)
@@ -154,10 +160,6 @@ def posterior_masks(sep: SeparationModel, switch, power, lips, present, mask, nu
     masks /= num_samples
     post /= num_samples
     return masks, post
-
-
-def _state_table(K: int, J: int, device) -> torch.Tensor:
-    return torch.tensor(list(itertools.product(range(K), repeat=J)), device=device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,10 +188,11 @@ def chunk_bounds(num_samples: int, chunk: int, overlap: int, hop: int) -> list[t
 
 def separate_recordings(models: SpeechModels, jobs: list[tuple[np.ndarray, list]],
                         settings: SeparationSettings, device=torch.device("cpu"),
-                        progress=None) -> list[Separated]:
+                        progress=None, make_noise=None, make_switch_prior=None) -> list[Separated]:
     """Separate many recordings. ``jobs``: ``(audio (N,), tracks)`` with one entry per source in
     ``tracks`` (a :class:`~pyro_avss.video.track.LipTrack` or None). Returns one
-    :class:`Separated` per job, in order. ``progress(n)`` is called after each batch."""
+    :class:`Separated` per job, in order. ``progress(n)`` is called after each batch;
+    ``make_noise`` and ``make_switch_prior`` are passed to :func:`fit_batch`."""
     cfg = models.stft
     models.to(device)
     chunk = int(settings.chunk_seconds * cfg.sample_rate)
@@ -215,7 +218,7 @@ def separate_recordings(models: SpeechModels, jobs: list[tuple[np.ndarray, list]
         mask = torch.stack([torch.arange(T) < c.power.shape[0] for c in group]).to(device)
         masks, post, steps = fit_batch(models, pad([c.power for c in group]),
                                        pad([c.lips for c in group]), pad([c.present for c in group]),
-                                       mask, settings)
+                                       mask, settings, make_noise, make_switch_prior)
         for k, i in enumerate(idx):
             n = chunks[i].power.shape[0]
             results[i] = (masks[k, :n].cpu(), post[k, :n].cpu(), steps)

@@ -102,7 +102,9 @@ class SeparationModel:
     :param encoder: frozen :class:`~pyro_avss.nets.vae.SpeechEncoder` (initialises the guide).
     :param decoders: frozen :class:`~pyro_avss.nets.vae.DecoderBank` with K components.
     :param switch: a :class:`~pyro_avss.models.switch.SwitchPrior` for J sources.
-    :param noise: a noise model with ``log_variance(power, mask)`` (default :class:`NMFNoise`).
+    :param noise: a noise model with ``log_variance(power, mask, plates)`` (default
+        :class:`NMFNoise`) and, if it has latent variables, ``guide(power, mask, plates)``;
+        ``plates`` are the model's ``(utt, time)`` plate objects, to be re-entered.
     """
 
     def __init__(self, encoder, decoders, switch: SwitchPrior, noise=None):
@@ -113,14 +115,19 @@ class SeparationModel:
         """``log(g_j σ²_{j,k})`` as ``(..., B, T, J, K, F)``."""
         return gain.log()[..., None, None] + self.decoders(z, lips, present)
 
+    def plates(self, power):
+        """The ``utt`` and ``time`` plates, created once per trace and handed to the pieces."""
+        B, T, _ = power.shape
+        return pyro.plate("utt", B, dim=-2), pyro.plate("time", T, dim=-1)
+
     def model(self, power, lips, present, mask):
         B, T, _ = power.shape
         J = lips.shape[-2]
-        log_noise = self.noise.log_variance(power, mask)                          # (B,T,F)
+        utt, time = self.plates(power)
+        log_noise = self.noise.log_variance(power, mask, (utt, time))             # (..., B,T,F)
         gain = pyro.param("gain", lambda: power.new_full((B, T, J), 1.0 / (J + 1)),
                           constraint=constraints.positive)
-        time = pyro.plate("time", T, dim=-1)
-        with pyro.plate("utt", B, dim=-2):
+        with utt:
             with time, poutine.mask(mask=mask):
                 z = pyro.sample("z", dist.Normal(power.new_zeros(()), 1.0)
                                 .expand([J, self.decoders.latent_dim]).to_event(2))
@@ -146,5 +153,8 @@ class SeparationModel:
 
         z_loc = pyro.param("z_loc", lambda: lazy(0))
         z_scale = pyro.param("z_scale", lambda: lazy(1), constraint=constraints.positive)
-        with pyro.plate("utt", B, dim=-2), pyro.plate("time", T, dim=-1), poutine.mask(mask=mask):
+        utt, time = self.plates(power)
+        if hasattr(self.noise, "guide"):          # noise models with latent variables
+            self.noise.guide(power, mask, (utt, time))
+        with utt, time, poutine.mask(mask=mask):
             pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(2))

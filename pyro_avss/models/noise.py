@@ -1,7 +1,9 @@
 """Noise models: the variance of the non-speech part of the mixture.
 
-A noise model is any object with ``log_variance(power, mask) -> (B, T, F)`` that may register
-``pyro.param`` sites; :class:`NMFNoise` is the default.
+A noise model is any object with ``log_variance(power, mask, plates) -> (..., B, T, F)`` that
+may register ``pyro.param`` sites; ``plates`` are the separation model's ``(utt, time)`` plate
+objects (dims -2 and -1), which a noise model with latent variables re-enters for its sample
+sites and then also provides ``guide(power, mask, plates)``. :class:`NMFNoise` is the default.
 
 NMF noise: ``b[f, t] ~ CN(0, (W H)[f, t])`` with ``W ≥ 0`` of shape ``(F, R)`` and ``H ≥ 0`` of
 shape ``(R, T)`` per utterance, fitted at test time (the method never sees noise in training).
@@ -37,7 +39,7 @@ class NMFNoise:
         H = torch.ones(B, self.rank, T, device=power.device, dtype=power.dtype)
         return W, H
 
-    def log_variance(self, power: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def log_variance(self, power: torch.Tensor, mask: torch.Tensor, plates=None) -> torch.Tensor:
         """Register ``noise_W (B,F,R)`` and ``noise_H (B,R,T)``; return ``log(WH)ᵀ (B,T,F)``."""
         init = None
 
