@@ -250,6 +250,48 @@ def demo(workdir, small, force, device, quiet):
     except PyroAvssError as exc:
         _fail(exc)
 
+# ----------------------------------------------------------------------------------------------
+def _csv_list(text, cast=str):
+    return [cast(x) for x in text.split(",") if x.strip()] if text else None
+
+
+@main.command()
+@click.option("--targets", required=True, help="corpus of target utterances (any layout prepare reads)")
+@click.option("--noise", "noise_path", required=True, help="folder of noise recordings or a CSV (name, audio)")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="mixture manifest CSV to write")
+@click.option("--split", default="dev", show_default=True, help="split of the targets")
+@click.option("--speakers", default=None, help="comma-separated target speakers (default: all)")
+@click.option("--per-speaker", type=int, default=None, help="at most this many targets per speaker")
+@click.option("--snr", default="-5,0,5", show_default=True, help="comma-separated SNRs (dB)")
+@click.option("--num-interferers", type=int, default=0, show_default=True, help="competing speakers per mixture")
+@click.option("--interferers", default=None, help="corpus of competing speakers (default: --targets)")
+@click.option("--sir", type=float, default=0.0, show_default=True, help="target-to-interferer ratio (dB)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--materialise", type=click.Path(file_okay=False), help="also write the mixtures as wav files here")
+@click.option("--force", is_flag=True, help="overwrite an existing manifest")
+def mix(targets, noise_path, out, split, speakers, per_speaker, snr, num_interferers, interferers, sir,
+        seed, materialise, force):
+    """Build a deterministic mixture manifest (targets + optional competing speakers + noise at
+    the given SNRs); the references are kept for scoring with `evaluate`."""
+    from pyro_avss.data.corpora import scan_corpus
+    from pyro_avss.data.mixtures import build_mixture_specs, materialise as write_wavs, write_mixture_manifest
+    from pyro_avss.data.selection import read_noises, select_clips
+
+    try:
+        clips, _ = scan_corpus(targets)
+        chosen = select_clips(clips, split, _csv_list(speakers), per_speaker)
+        if not chosen:
+            raise PyroAvssError(f"{targets}: no clips in split {split!r} for those speakers")
+        pool = select_clips(scan_corpus(interferers)[0], split) if interferers else select_clips(clips, split)
+        specs = build_mixture_specs(chosen, read_noises(noise_path), _csv_list(snr, float),
+                                    interferers=pool, num_interferers=num_interferers, sir_db=sir, seed=seed)
+        write_mixture_manifest(specs, out, overwrite=force)
+        if materialise:
+            write_wavs(specs, materialise, overwrite=force)
+    except PyroAvssError as exc:
+        _fail(exc)
+    click.echo(f"{len(specs)} mixtures written to {out}")
+
 
 if __name__ == "__main__":
     main()
