@@ -1,0 +1,414 @@
+"""The evaluation harness behind ``cli.py evaluate``: systems × mixtures → scored CSV and reports.
+
+:func:`evaluate` renders every mixture of a manifest (:mod:`pyro_avss.data.mixtures`), runs each
+requested system (:mod:`.systems`) on it, scores every source estimate against its clean
+reference (:func:`~pyro_avss.evaluation.metrics.compute_metrics`) and appends the rows to
+``<out>/results.csv`` (format: :mod:`.report`) after every batch. Then it writes
+``summary.json``, ``results.md``, ``metrics_vs_snr.png`` and, for the first ``examples``
+mixtures, ``examples/<id>/*.wav`` and ``examples/<id>.png`` (spectrograms of the mixture, the
+clean target and every system's estimate).
+
+* **Resumable**: pairs (mixture id, system) that already have rows with status ``ok`` are not
+  computed again; rows with status ``skipped`` or ``failed`` are dropped and retried. The
+  model path and settings of the first run are kept in ``settings.json``; resuming with other
+  ones warns (finished rows are kept: use a new ``--out`` to recompute everything).
+* **Batched**: the SVI systems separate ``separate.batch_size`` mixtures per call (mixtures with
+  the same number of sources and component subset, sorted by length).
+* **Lips**: for audio-visual models, the lip track of each source's video is extracted with the
+  model's detector (``data.detector`` of its config) and cached in ``<out>/lips/``.
+* **Source order**: with videos, estimate j belongs to source j; audio-only estimates of J ≥ 2
+  sources are matched to the references by the permutation with the best mean SI-SDR.
+* One failing mixture or system never stops the run: the row records the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import math
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from ..audio import save_audio, stft
+from ..checkpoint import SpeechModels
+from ..data.mixtures import MixtureSpec, read_mixture_manifest, render_mixture
+from ..errors import ConfigError, InputError, PyroAvssError
+from .metrics import compute_metrics, si_sdr
+from .report import (plot_example, plot_metrics_vs_snr, read_results, results_markdown,
+                     summarise, write_results, write_summary)
+from .systems import EvalContext, EvalItem, SystemResult, SystemSkip, make_system, parse_system_names
+
+SPEECH_RANGE_DB = 40.0
+"""Frames of a clean source within this many dB of its loudest frame count as speech."""
+
+RESULTS_CSV = "results.csv"
+
+
+# ---------------------------------------------------------------------------------------------
+# settings from --set overrides
+# ---------------------------------------------------------------------------------------------
+def settings_from_overrides(overrides, model_config: dict):
+    """Split ``key=value`` overrides into separation settings (``separate.*``), MCEM settings
+    (``mcem.*``, fields of :class:`~pyro_avss.inference.mcem.MCEMSettings`) and the data section
+    (``data.*``, applied to the model's own ``data`` config).
+
+    :returns: ``(SeparationSettings, MCEMSettings, data_config dict)``.
+    :raises ConfigError: unknown key or badly typed value.
+    """
+    from ..config import default_config, load_config, set_key
+    from ..inference.mcem import MCEMSettings
+    from ..inference.separation import SeparationSettings
+
+    sep, mcem, data = [], {}, []
+    known = {f.name: f for f in fields(MCEMSettings) if f.name != "components"}
+    for item in overrides:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        if key.startswith("mcem."):
+            name = key[len("mcem."):]
+            if name not in known:
+                raise ConfigError(f"--set: unknown MCEM setting {key!r} (mcem.{', mcem.'.join(known)})")
+            value = yaml.safe_load(text)
+            default = getattr(MCEMSettings(), name)
+            if isinstance(default, int) and not (isinstance(value, int) and not isinstance(value, bool)):
+                raise ConfigError(f"--set: {key} must be an integer, got {text!r}")
+            if isinstance(default, float) and not isinstance(value, (int, float)):
+                raise ConfigError(f"--set: {key} must be a number, got {text!r}")
+            mcem[name] = type(default)(value)
+        elif key.startswith("data."):
+            data.append((key, yaml.safe_load(text)))
+        else:
+            sep.append(item)
+    separation = SeparationSettings.from_config(load_config(None, sep)["separate"])
+    cfg = default_config()
+    cfg["data"].update(copy.deepcopy((model_config or {}).get("data", {})))
+    for key, value in data:
+        set_key(cfg, key, value)
+    return separation, MCEMSettings(**mcem), cfg["data"]
+
+
+# ---------------------------------------------------------------------------------------------
+# lip tracks
+# ---------------------------------------------------------------------------------------------
+class TrackCache:
+    """Lip tracks of videos, extracted once with ``detector`` and cached in ``folder``."""
+
+    def __init__(self, folder: Path, detector: str):
+        self.folder, self.detector = Path(folder), detector
+        self._detector_obj = None
+
+    def path(self, video: Path) -> Path:
+        digest = hashlib.sha1(str(Path(video).resolve()).encode()).hexdigest()[:10]
+        return self.folder / f"{Path(video).stem}-{digest}.npz"
+
+    def get(self, video):
+        """The track of ``video`` (None for None). :raises InputError: unreadable video."""
+        from ..video.track import LipTrack, extract_lip_track
+
+        if video is None:
+            return None
+        cached = self.path(video)
+        if cached.exists():
+            try:
+                return LipTrack.load(cached)
+            except InputError:
+                cached.unlink()                 # corrupt cache: extract again
+        track = extract_lip_track(video, detector=self.detector)
+        track.save(cached)
+        return track
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring
+# ---------------------------------------------------------------------------------------------
+def speech_frames(reference: np.ndarray, stft_cfg, range_db: float = SPEECH_RANGE_DB) -> np.ndarray:
+    """``(T,)`` bool: STFT frames of a clean source within ``range_db`` of its loudest frame."""
+    energy = stft(torch.as_tensor(np.asarray(reference, np.float32)), stft_cfg).abs().pow(2).sum(-1)
+    return (energy >= energy.max() * 10.0 ** (-range_db / 10.0)).numpy()
+
+
+def true_speaker_mass(posterior: np.ndarray, reference: np.ndarray, component: int,
+                      stft_cfg) -> float:
+    """Mean ``posterior[t, component]`` over the speech frames of ``reference``.
+
+    :param posterior: ``(T, K)`` switch posterior of one source.
+    """
+    speech = speech_frames(reference, stft_cfg)
+    T = min(len(speech), posterior.shape[0])
+    speech = speech[:T]
+    if not speech.any():
+        return math.nan
+    return float(posterior[:T][speech, component].mean())
+
+
+def best_order(estimates: np.ndarray, references: np.ndarray) -> list[int]:
+    """Permutation ``p`` maximising ``Σ_j SI-SDR(estimates[p[j]], references[j])``."""
+    J = len(references)
+    score = np.array([[si_sdr(estimates[a], references[b]) for b in range(J)] for a in range(J)])
+    score = np.nan_to_num(score, nan=-1e9, neginf=-1e9)
+    return list(max(itertools.permutations(range(J)), key=lambda p: sum(score[p[j], j] for j in range(J))))
+
+
+def _base_row(spec: MixtureSpec, system: str, j: int, status: str, error: str = "") -> dict:
+    return {"id": spec.id, "condition": spec.condition, "snr_db": spec.snr_db,
+            "noise": spec.noise.name, "system": system, "source": j + 1,
+            "target_speaker": spec.sources[j].speaker, "status": status, "error": error,
+            "audio_s": spec.num_samples / spec.sample_rate}
+
+
+def status_rows(spec: MixtureSpec, system: str, status: str, error: str) -> list[dict]:
+    """Rows of a mixture a system skipped or failed on (one per source, no metrics)."""
+    return [_base_row(spec, system, j, status, " ".join(str(error).split()))
+            for j in range(spec.num_sources)]
+
+
+class Scorer:
+    """Scores estimates; the mixture's own metrics are computed once per (mixture, source)."""
+
+    def __init__(self, models: SpeechModels | None, stft_cfg):
+        self.models, self.stft_cfg = models, stft_cfg
+        self._inputs: dict = {}
+
+    def inputs(self, item: EvalItem, j: int) -> dict:
+        key = (item.spec.id, j)
+        if key not in self._inputs:
+            m = compute_metrics(item.rendered.mixture, item.rendered.sources[j])
+            self._inputs[key] = {f"input_{k}": v for k, v in m.items()}
+        return self._inputs[key]
+
+    def rows(self, item: EvalItem, system: str, result: SystemResult) -> list[dict]:
+        refs, mixture = item.rendered.sources, item.rendered.mixture
+        est, post = np.asarray(result.estimates, np.float32), result.posterior
+        if est.shape != refs.shape:
+            raise ValueError(f"{system} returned estimates of shape {est.shape}, expected {refs.shape}")
+        if not result.ordered and len(refs) > 1:
+            order = best_order(est, refs)
+            est = est[order]
+            post = post[:, order] if post is not None else None
+        out = []
+        for j in range(len(refs)):
+            inputs = self.inputs(item, j)
+            if np.array_equal(est[j], mixture):
+                metrics = {k[len("input_"):]: v for k, v in inputs.items()}
+            else:
+                metrics = compute_metrics(est[j], refs[j])
+            row = {**_base_row(item.spec, system, j, "ok"), **inputs, **metrics}
+            row["si_sdri"] = metrics["si_sdr"] - inputs["input_si_sdr"]
+            row["runtime_s"] = result.runtime_s
+            row["rtf"] = result.runtime_s / row["audio_s"]
+            row.update(result.info)
+            row["switch_true_mass"] = self._mass(post, j, item, refs[j], result.components)
+            out.append(row)
+        return out
+
+    def _mass(self, post, j, item, reference, components) -> float:
+        """NaN unless the system had a switch that could choose the true speaker's component."""
+        if post is None or self.models is None or components is None:
+            return math.nan
+        names = self.models.component_names
+        speaker = str(item.spec.sources[j].speaker)
+        if speaker not in names or names.index(speaker) not in components:
+            return math.nan
+        return true_speaker_mass(post[:, j], reference, names.index(speaker), self.stft_cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------
+def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path, systems,
+             *, limit: int | None = None, device="auto", overrides=(), examples: int = 3,
+             progress: bool = True, models: SpeechModels | None = None) -> dict:
+    """Run ``systems`` on the mixtures of ``manifest`` and write the results into ``out_dir``.
+
+    :param model: model file (or pass an already loaded ``models``); may be None when only
+        model-free systems (``mixture``, ``spectral-gating``) run.
+    :param systems: ``"a,b,…"`` or a list of names (:data:`~.systems.SYSTEM_NAMES`).
+    :param limit: only the first ``limit`` mixtures of the manifest.
+    :param overrides: ``separate.k=v``, ``mcem.k=v`` and ``data.k=v`` strings.
+    :param examples: number of mixtures (the first ones) whose audio and spectrograms are kept.
+    :returns: the summary (also written to ``summary.json``).
+    :raises InputError: unknown system, unreadable manifest or model, bad overrides.
+    """
+    from tqdm import tqdm
+
+    from ..inference.training import resolve_device
+
+    names = parse_system_names(systems)
+    specs = read_mixture_manifest(manifest)[:limit] if limit is not None else read_mixture_manifest(manifest)
+    if not specs:
+        raise InputError(manifest, "no mixtures in the manifest")
+    if models is None and model is not None:
+        models = SpeechModels.load(model)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    separation, mcem, data_cfg = settings_from_overrides(overrides, models.config if models else {})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = EvalContext(models, dev, separation, mcem, data_cfg, out_dir)
+    built = [make_system(n, ctx) for n in names]
+    if models is None and any(s.needs_model for s in built):
+        raise InputError("--model", "the systems " + ", ".join(s.name for s in built if s.needs_model)
+                         + " need a model file")
+
+    csv_path = out_dir / RESULTS_CSV
+    _check_settings(out_dir / "settings.json", {"model": str(model) if model else None,
+                                                 "separation": asdict(separation), "mcem": asdict(mcem)})
+    previous = read_results(csv_path)
+    kept = [r for r in previous if r["status"] == "ok"]
+    if len(kept) != len(previous):
+        write_results(csv_path, kept, append=False)          # retry skipped / failed pairs
+    done = {(r["id"], r["system"]) for r in kept}
+    todo = {s.name: [sp for sp in specs if (sp.id, s.name) not in done] for s in built}
+    detector = (models.config.get("data", {}).get("detector", "auto") if models else "auto")
+    run = _Run(ctx, Scorer(models, ctx.stft), TrackCache(out_dir / "lips", detector), csv_path,
+               {sp.id for sp in specs[:examples]})
+    bar = tqdm(total=sum(len(v) for v in todo.values()), desc="evaluating", unit="mix",
+               disable=not progress)
+    for system in built:
+        bar.set_postfix(system=system.name)
+        run.system(system, todo[system.name], bar.update)
+    bar.close()
+
+    ids = {sp.id for sp in specs}
+    rows = [r for r in read_results(csv_path) if r["system"] in names and r["id"] in ids]
+    summary = summarise(rows)
+    meta = {"manifest": str(manifest), "model": str(model) if model else None, "device": str(dev),
+            "systems": names, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "separation": asdict(separation), "mcem": asdict(mcem), "torch": torch.__version__}
+    write_summary(out_dir / "summary.json", summary, meta)
+    (out_dir / "results.md").write_text(results_markdown(summary, meta))
+    plot_metrics_vs_snr(rows, out_dir / "metrics_vs_snr.png")
+    run.plot_examples(names, specs[:examples])
+    return summary
+
+
+def _check_settings(path: Path, current: dict) -> None:
+    """Remember the settings of the first run in ``path``; warn when a resumed run differs
+    (its finished rows are kept, so they would mix two settings)."""
+    import json
+    import warnings
+
+    current = json.loads(json.dumps(current, default=str))
+    if path.exists():
+        try:
+            before = json.loads(path.read_text())
+        except ValueError:
+            before = None
+        if before is not None and before != current:
+            changed = [k for k in current if before.get(k) != current[k]]
+            warnings.warn(f"{path.parent}: resuming with other {', '.join(changed)} settings than "
+                          "the finished rows were computed with (they are kept; use a new --out "
+                          "to recompute everything)", stacklevel=3)
+            return
+    path.write_text(json.dumps(current, indent=2) + "\n")
+
+
+class _Run:
+    """State of one :func:`evaluate` call: rendering, tracks, scoring and writing."""
+
+    def __init__(self, ctx: EvalContext, scorer: Scorer, tracks: TrackCache, csv_path: Path,
+                 example_ids: set):
+        self.ctx, self.scorer, self.tracks, self.csv_path = ctx, scorer, tracks, csv_path
+        self.example_ids = example_ids
+        self.audio_cache: dict = {}
+
+    def system(self, system, specs: list[MixtureSpec], advance) -> None:
+        """Run one system on ``specs``: skip what it cannot do, batch the rest, write rows."""
+        groups: dict = {}
+        skipped = []
+        for spec in specs:
+            probe = EvalItem(spec, None, [None] * spec.num_sources)
+            try:
+                system.check(probe)
+                groups.setdefault(system.group_key(probe), []).append(spec)
+            except SystemSkip as exc:
+                skipped += status_rows(spec, system.name, "skipped", str(exc))
+        write_results(self.csv_path, skipped)
+        advance(len(specs) - sum(len(g) for g in groups.values()))
+        if groups:
+            try:
+                system.prepare()
+            except (PyroAvssError, OSError) as exc:          # e.g. NMF without training data
+                status = "skipped" if isinstance(exc, SystemSkip) else "failed"
+                write_results(self.csv_path, [r for g in groups.values() for spec in g
+                                              for r in status_rows(spec, system.name, status, str(exc))])
+                advance(sum(len(g) for g in groups.values()))
+                return
+        for group in groups.values():
+            group.sort(key=lambda s: s.num_samples)
+            for b in range(0, len(group), system.batch_size):
+                self.batch(system, group[b:b + system.batch_size], advance)
+
+    def batch(self, system, specs: list[MixtureSpec], advance) -> None:
+        items, rows = [], []
+        for spec in specs:
+            try:
+                items.append(self.item(system, spec))
+            except (PyroAvssError, OSError) as exc:
+                rows += status_rows(spec, system.name, "failed", str(exc))
+        try:
+            results = system.run(items) if items else []
+        except Exception as exc:                             # noqa: BLE001 - recorded per mixture
+            if len(items) > 1:                               # find the culprit one by one
+                write_results(self.csv_path, rows)
+                advance(len(specs) - len(items))
+                for item in items:
+                    self.batch(system, [item.spec], advance)
+                return
+            rows += [r for i in items for r in status_rows(i.spec, system.name, "failed",
+                                                              f"{type(exc).__name__}: {exc}")]
+            items, results = [], []
+        for item, result in zip(items, results):
+            try:
+                scored = self.scorer.rows(item, system.name, result)
+            except Exception as exc:                         # noqa: BLE001
+                scored = status_rows(item.spec, system.name, "failed",
+                                     f"scoring: {type(exc).__name__}: {exc}")
+            rows += scored
+            if item.spec.id in self.example_ids:
+                self.save_example(item, system.name, result)
+        write_results(self.csv_path, rows)
+        advance(len(specs))
+
+    def item(self, system, spec: MixtureSpec) -> EvalItem:
+        rendered = render_mixture(spec, audio_cache=self.audio_cache)
+        models = self.ctx.models
+        use_video = system.uses_video and models is not None and models.uses_video
+        tracks = [self.tracks.get(s.video) if use_video else None for s in spec.sources]
+        return EvalItem(spec, rendered, tracks)
+
+    # ---- examples -----------------------------------------------------------------------------
+    def example_dir(self, spec_id: str) -> Path:
+        return self.csv_path.parent / "examples" / spec_id
+
+    def save_example(self, item: EvalItem, system: str, result: SystemResult) -> None:
+        folder = self.example_dir(item.spec.id)
+        sr = item.spec.sample_rate
+        files = {"mixture.wav": item.rendered.mixture}
+        files.update({f"clean_source{j + 1}.wav": s for j, s in enumerate(item.rendered.sources)})
+        files.update({f"{system}_source{j + 1}.wav": s for j, s in enumerate(result.estimates)})
+        for name, signal in files.items():
+            save_audio(folder / name, signal, sr, overwrite=True, subtype="FLOAT")
+
+    def plot_examples(self, names: list[str], specs: list[MixtureSpec]) -> None:
+        from ..audio import load_audio
+
+        for spec in specs:
+            folder = self.example_dir(spec.id)
+            wanted = [("mixture", "mixture.wav"), ("clean source 1", "clean_source1.wav")]
+            wanted += [(n, f"{n}_source1.wav") for n in names if n != "mixture"]
+            signals = [(title, load_audio(folder / f, spec.sample_rate)) for title, f in wanted
+                       if (folder / f).exists()]
+            if len(signals) > 1:
+                plot_example(folder.parent / f"{spec.id}.png", signals, self.ctx.stft)
+
+
+__all__ = ["evaluate", "settings_from_overrides", "TrackCache", "Scorer", "speech_frames",
+           "true_speaker_mass", "best_order", "status_rows", "RESULTS_CSV"]

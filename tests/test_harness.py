@@ -1,0 +1,254 @@
+"""Evaluation harness: systems by name, CSV/JSON/MD outputs, resuming, failures, skips."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from pyro_avss.audio import StftConfig
+from pyro_avss.checkpoint import SpeechModels
+from pyro_avss.data.clips import Clip
+from pyro_avss.data.mixtures import build_mixture_specs, write_mixture_manifest
+from pyro_avss.errors import ConfigError, InputError
+from pyro_avss.evaluation import harness, systems
+from pyro_avss.evaluation.harness import (best_order, evaluate, settings_from_overrides,
+                                          true_speaker_mass)
+from pyro_avss.evaluation.report import CSV_COLUMNS, read_results
+from pyro_avss.nets.lips import LipProjection
+from pyro_avss.nets.vae import DecoderBank, SpeechEncoder
+
+SR = 16000
+CFG = StftConfig(n_fft=256, hop=128)
+FAST = ["separate.steps=4", "separate.num_samples=2", "mcem.em_iterations=2", "mcem.mh_steps=4",
+        "mcem.burn_in=2", "mcem.final_steps=4", "mcem.final_burn_in=2"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _voice(f0: float, seconds: float, variant: int) -> np.ndarray:
+    t = np.arange(int(SR * seconds)) / SR
+    x = sum(np.sin(2 * np.pi * f0 * (h + 1) * t * (1 + 0.03 * variant)) / (h + 1) for h in range(8))
+    return (0.1 * x * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Two synthetic 'speakers' (a, b), white noise, a tiny random model with components
+    universal, a, b, a training-corpus manifest and a mixture manifest (2 × J=1, 1 × J=2)."""
+    root = tmp_path_factory.mktemp("harness")
+    clips, rows = [], []
+    for spk, f0 in (("a", 140.0), ("b", 220.0)):
+        for i in range(3):
+            path = root / f"{spk}{i}.wav"
+            sf.write(path, _voice(f0, 1.0, i), SR)
+            split = "train" if i < 2 else "dev"
+            rows.append({"id": f"{spk}{i}", "speaker": spk, "audio": str(path), "split": split})
+            if split == "dev":
+                clips.append(Clip(f"{spk}{i}", spk, path, None, "dev"))
+    with open(root / "train.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["id", "speaker", "audio", "split"])
+        w.writeheader()
+        w.writerows(rows)
+    sf.write(root / "noise.wav", (0.05 * np.random.default_rng(0).normal(size=3 * SR)).astype(np.float32), SR)
+    noises = [("white", root / "noise.wav")]
+    specs = build_mixture_specs(clips, noises, [0.0, 5.0], seed=0)[:3]
+    specs += build_mixture_specs(clips[:1], noises, [0.0], interferers=clips, num_interferers=1, seed=0)
+    write_mixture_manifest(specs, root / "mix.csv")
+    torch.manual_seed(0)
+    F = CFG.num_bins
+    config = {"data": {"corpora": [str(root / "train.csv")], "cache": str(root / "cache")}}
+    SpeechModels(SpeechEncoder(F, 4, 16, 0), DecoderBank(3, F, 4, 16, 0, names=["universal", "a", "b"]),
+                 LipProjection(4, 8), CFG, config=config).save(root / "model.pt")
+    return root, specs
+
+
+@pytest.fixture(scope="module")
+def first_run(setup):
+    root, specs = setup
+    names = "mixture,spectral-gating,nmf,universal,oracle-speaker,switching,mcem"
+    summary = evaluate(root / "mix.csv", root / "model.pt", root / "out", names, overrides=FAST,
+                       progress=False, examples=1)
+    return root, specs, summary, read_results(root / "out" / "results.csv")
+
+
+def test_outputs_are_written(first_run):
+    root, specs, summary, rows = first_run
+    out = root / "out"
+    for name in ("results.csv", "summary.json", "results.md", "metrics_vs_snr.png",
+                 "nmf_speech_bases.npz", f"examples/{specs[0].id}.png"):
+        assert (out / name).exists(), name
+    with open(out / "results.csv", newline="") as fh:
+        assert tuple(next(csv.reader(fh))) == CSV_COLUMNS
+    # one row per mixture, system and source: 3 x J=1 and 1 x J=2 mixtures, 7 systems
+    assert len(rows) == 7 * (3 + 2)
+    data = json.loads((out / "summary.json").read_text())
+    assert data["mixtures"] == 4 and set(data["systems"]) >= {"mixture", "switching", "mcem"}
+    assert data["systems"]["switching"]["ok"] == 5
+    assert "by_snr" in data["systems"]["universal"] and "white" in data["systems"]["nmf"]["by_noise"]
+    md = (out / "results.md").read_text()
+    assert "| switching |" in md and "SI-SDRi" in md and "MCEM handles one source" in md
+
+
+def test_rows_have_consistent_values(first_run):
+    _, specs, _, rows = first_run
+    by = {(r["id"], r["system"], int(r["source"])): r for r in rows}
+    for spec in specs:
+        mix = by[(spec.id, "mixture", 1)]
+        assert mix["status"] == "ok" and mix["si_sdri"] == 0.0 and mix["rtf"] == 0.0
+        assert math.isclose(mix["si_sdr"], mix["input_si_sdr"])
+    single = [s for s in specs if s.num_sources == 1]
+    for spec in single:
+        for name in ("spectral-gating", "nmf", "universal", "oracle-speaker", "switching", "mcem"):
+            r = by[(spec.id, name, 1)]
+            assert r["status"] == "ok", (name, r["error"])
+            assert math.isfinite(r["si_sdr"]) and math.isclose(r["si_sdri"], r["si_sdr"] - r["input_si_sdr"])
+            assert r["audio_s"] == pytest.approx(1.0, abs=0.01)
+            if name != "spectral-gating" and name != "nmf":
+                assert r["runtime_s"] > 0 and r["rtf"] == pytest.approx(r["runtime_s"] / r["audio_s"])
+        assert math.isnan(by[(spec.id, "universal", 1)]["switch_true_mass"])   # no switch there
+        assert by[(spec.id, "oracle-speaker", 1)]["switch_true_mass"] == pytest.approx(1.0)
+        assert 0.0 <= by[(spec.id, "switching", 1)]["switch_true_mass"] <= 1.0
+        assert 0.0 < by[(spec.id, "mcem", 1)]["acceptance"] < 1.0
+    two = [s for s in specs if s.num_sources == 2][0]
+    for name, status in (("spectral-gating", "skipped"), ("nmf", "skipped"), ("mcem", "skipped"),
+                         ("switching", "ok")):
+        for j in (1, 2):
+            r = by[(two.id, name, j)]
+            assert r["status"] == status
+            assert r["target_speaker"] == two.sources[j - 1].speaker
+    assert "J = 1" in by[(two.id, "mcem", 1)]["error"]
+
+
+def test_resume_computes_nothing_again(first_run, monkeypatch):
+    root, _, _, rows = first_run
+
+    def boom(*args, **kwargs):
+        raise AssertionError("recomputed a finished (mixture, system) pair")
+
+    monkeypatch.setattr(systems.SVISystem, "run", boom)
+    monkeypatch.setattr(systems.MCEMSystem, "run", boom)
+    monkeypatch.setattr(systems.SpectralGatingSystem, "run_one", boom)
+    monkeypatch.setattr(systems.NMFSystem, "run_one", boom)
+    evaluate(root / "mix.csv", root / "model.pt", root / "out",
+             "mixture,spectral-gating,nmf,universal,oracle-speaker,switching,mcem",
+             overrides=FAST, progress=False, examples=1)
+    again = read_results(root / "out" / "results.csv")
+    key = lambda r: (r["id"], r["system"], r["source"])  # noqa: E731
+    assert sorted(map(key, again)) == sorted(map(key, rows))
+    old = {key(r): r["si_sdr"] for r in rows if r["status"] == "ok"}
+    assert all(r["si_sdr"] == old[key(r)] for r in again if r["status"] == "ok")
+
+
+def test_failures_are_recorded_then_retried(setup, monkeypatch, tmp_path):
+    root, specs = setup
+
+    def broken(mixture, *args, **kwargs):
+        raise RuntimeError("gating exploded")
+
+    monkeypatch.setattr("pyro_avss.evaluation.baselines.spectral_gating", broken)
+    evaluate(root / "mix.csv", None, tmp_path, "spectral-gating", limit=2, progress=False)
+    rows = read_results(tmp_path / "results.csv")
+    assert len(rows) == 2 and all(r["status"] == "failed" for r in rows)
+    assert all("gating exploded" in r["error"] for r in rows)
+    monkeypatch.undo()
+    summary = evaluate(root / "mix.csv", None, tmp_path, "spectral-gating", limit=2, progress=False)
+    rows = read_results(tmp_path / "results.csv")
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    assert summary["systems"]["spectral-gating"]["failed"] == 0
+
+
+def test_metric_failures_are_recorded(setup, monkeypatch, tmp_path):
+    root, _ = setup
+
+    class Silent(systems.System):
+        name = "mixture"
+
+        def run_one(self, item):
+            return np.zeros_like(item.rendered.mixture), None, {}
+
+    monkeypatch.setitem(systems.SYSTEMS, "mixture", Silent)
+    summary = evaluate(root / "mix.csv", None, tmp_path, ["mixture"], limit=1, progress=False)
+    (row,) = read_results(tmp_path / "results.csv")
+    assert row["status"] == "ok" and math.isnan(row["si_sdr"]) and math.isnan(row["pesq_wb"])
+    assert "silent" in row["si_sdr_error"] and "silent" in row["pesq_wb_error"]
+    assert math.isfinite(row["input_si_sdr"])
+    assert summary["systems"]["mixture"]["metric_failures"]["pesq_wb"] == 1
+
+
+def test_resuming_with_other_settings_warns(setup, tmp_path):
+    root, _ = setup
+    evaluate(root / "mix.csv", None, tmp_path, "mixture", limit=1, progress=False)
+    with pytest.warns(UserWarning, match="other separation settings"):
+        evaluate(root / "mix.csv", None, tmp_path, "mixture", limit=1, progress=False,
+                 overrides=["separate.steps=3"])
+    assert len(read_results(tmp_path / "results.csv")) == 1
+
+
+def test_unknown_system_and_missing_model_are_clear_errors(setup, tmp_path):
+    root, _ = setup
+    with pytest.raises(InputError, match="unknown system 'wiener'.*choose from.*switching"):
+        evaluate(root / "mix.csv", root / "model.pt", tmp_path, "mixture,wiener", progress=False)
+    with pytest.raises(InputError, match="need a model"):
+        evaluate(root / "mix.csv", None, tmp_path, "universal", progress=False)
+    with pytest.raises(InputError, match="file not found"):
+        evaluate(tmp_path / "nope.csv", None, tmp_path, "mixture", progress=False)
+
+
+def test_oracle_without_component_is_skipped(setup, tmp_path):
+    root, specs = setup
+    torch.manual_seed(1)
+    F = CFG.num_bins
+    models = SpeechModels(SpeechEncoder(F, 4, 16, 0), DecoderBank(1, F, 4, 16, 0, names=["universal"]),
+                          LipProjection(4, 8), CFG)
+    evaluate(root / "mix.csv", None, tmp_path, "oracle-speaker,switching", limit=1, progress=False,
+             models=models, overrides=FAST)
+    rows = read_results(tmp_path / "results.csv")
+    assert [r["status"] for r in rows] == ["skipped", "skipped"]
+    assert "no component for speaker" in rows[0]["error"]
+    assert "no speaker components" in rows[1]["error"]
+
+
+def test_settings_from_overrides():
+    sep, mc, data = settings_from_overrides(
+        ["separate.steps=7", "mcem.em_iterations=3", "mcem.proposal_var=0.02", "data.cache=/x"],
+        {"data": {"corpora": ["grid"], "cache": "c"}})
+    assert sep.steps == 7 and mc.em_iterations == 3 and mc.proposal_var == 0.02
+    assert data["corpora"] == ["grid"] and data["cache"] == "/x"
+    with pytest.raises(ConfigError, match="unknown MCEM setting"):
+        settings_from_overrides(["mcem.nope=1"], {})
+    with pytest.raises(ConfigError, match="integer"):
+        settings_from_overrides(["mcem.mh_steps=1.5"], {})
+    with pytest.raises(ConfigError, match="unknown config key"):
+        settings_from_overrides(["separate.nope=1"], {})
+
+
+def test_true_speaker_mass_counts_speech_frames_only():
+    t = np.arange(SR) / SR
+    ref = np.where(t < 0.5, 0.0, np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    T = CFG.num_frames(ref.size)
+    post = np.zeros((T, 2))
+    speech = harness.speech_frames(ref, CFG)
+    assert 0.3 * T < speech.sum() < 0.7 * T
+    post[speech, 1] = 0.9
+    post[~speech, 1] = 0.0
+    assert true_speaker_mass(post, ref, 1, CFG) == pytest.approx(0.9)
+
+
+def test_best_order_matches_estimates_to_references():
+    rng = np.random.default_rng(0)
+    refs = rng.normal(size=(3, 4000))
+    est = refs[[2, 0, 1]] + 0.1 * rng.normal(size=(3, 4000))
+    order = best_order(est, refs)
+    np.testing.assert_allclose(est[order], refs, atol=0.5)
