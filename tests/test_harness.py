@@ -29,12 +29,6 @@ FAST = ["separate.steps=4", "separate.num_samples=2", "mcem.em_iterations=2", "m
         "mcem.burn_in=2", "mcem.final_steps=4", "mcem.final_burn_in=2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _voice(f0: float, seconds: float, variant: int) -> np.ndarray:

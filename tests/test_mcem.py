@@ -20,13 +20,6 @@ SR = 16000
 CFG = StftConfig(n_fft=128, hop=64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one intra-op thread is much faster on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_models(K: int = 2, seed: int = 0) -> SpeechModels:
