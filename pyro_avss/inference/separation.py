@@ -45,7 +45,7 @@ class SeparationSettings:
     switch_prior: str = "iid"
     stay_prob: float = 0.98
     noise_rank: int = 8
-    steps: int = 150
+    steps: int = 80
     tol: float = 1e-4
     lr: float = 0.05
     num_samples: int = 8
