@@ -24,6 +24,11 @@ import numpy as np
 
 from .roi import ROI_SIDE_PER_EYE_DISTANCE, MouthGeometry, geometry_from_landmarks
 
+# MediaPipe's native logging (glog/absl, TensorFlow Lite) prints several informational lines per
+# detector; keep warnings and errors only, unless the user chose a level.
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 # Face-mesh lip contours, each from image-left to image-right. The lower contours leave out the
 # corners they share with the upper ones, so every point appears once (40 points in all).
 OUTER_UPPER = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
