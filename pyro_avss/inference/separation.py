@@ -32,7 +32,7 @@ from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 from ..audio import istft, stft
 from ..checkpoint import SpeechModels
 from ..models.generative import MAX_PLATE_NESTING, SeparationModel
-from ..models.likelihood import frame_log_likelihood, joint_log_variance
+from ..models.likelihood import frame_log_likelihood, joint_log_variance, joint_variance
 from ..models.noise import NMFNoise
 from ..models.switch import joint_states, make_switch
 from .inputs import aligned_lips
@@ -47,9 +47,10 @@ class SeparationSettings:
     noise_rank: int = 8
     steps: int = 80
     tol: float = 1e-4
-    lr: float = 0.05
+    lr: float = 0.1
     num_samples: int = 8
     enumeration: str = "factor"
+    noise_updates: str = "mu"
     chunk_seconds: float = 20.0
     overlap_seconds: float = 2.0
     batch_size: int = 8
@@ -97,6 +98,8 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
 
     ``make_noise()`` and ``make_switch_prior(K, J)`` replace the NMF noise and the configured
     switch prior with pieces of your own (see ``docs/extending.md``)."""
+    if settings.noise_updates not in ("mu", "adam"):
+        raise ValueError(f"separate.noise_updates must be 'mu' or 'adam', got {settings.noise_updates!r}")
     J = lips.shape[-2]
     decoders = components_view(models, settings.components)
     K = decoders.num_components
@@ -114,6 +117,8 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
     ema, steps = None, 0
     for steps in range(1, settings.steps + 1):
         loss = svi.step(power, lips, present, mask) / frames
+        if settings.noise_updates == "mu" and hasattr(sep.noise, "multiplicative_update"):
+            noise_mu_step(sep, switch, power, lips, present, mask)
         if not math.isfinite(loss):
             raise FloatingPointError(f"separation loss became {loss} at step {steps}")
         if ema is None:
@@ -129,6 +134,21 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
         full[..., list(settings.components)] = post
         post = full
     return masks, post, steps
+
+
+@torch.no_grad()
+def noise_mu_step(sep: SeparationModel, switch, power, lips, present, mask) -> None:
+    """A multiplicative update of the noise at the guide mean of ``z``, with the expectations
+    over the exact switch posterior (see :meth:`NMFNoise.multiplicative_update`)."""
+    store = pyro.get_param_store()
+    J = lips.shape[-2]
+    pi = store["switch_pi"] if "switch_pi" in store else power.new_full(
+        (power.shape[0], J, sep.decoders.num_components), 1.0 / sep.decoders.num_components)
+    log_speech = sep.speech_log_variance(store["z_loc"], lips, present, store["gain"])
+    var = joint_variance(log_speech, sep.noise.log_variance(power, mask)).flatten(2, 1 + J)  # (B,T,S,F)
+    loglik = -(var.log() + power[:, :, None] / var).sum(-1)
+    gamma = switch.posterior(loglik, mask, pi)[..., None] * mask[:, :, None, None]
+    sep.noise.multiplicative_update((gamma / var).sum(2), (gamma * power[:, :, None] / var ** 2).sum(2))
 
 
 @torch.no_grad()

@@ -52,3 +52,19 @@ class NMFNoise:
         W = pyro.param("noise_W", lambda: lazy(0), constraint=constraints.positive)
         H = pyro.param("noise_H", lambda: lazy(1), constraint=constraints.positive)
         return (W @ H).clamp_min(1e-12).log().transpose(-1, -2)
+
+    @torch.no_grad()
+    def multiplicative_update(self, inv_var: torch.Tensor, power_inv_var2: torch.Tensor) -> None:
+        """One Itakura–Saito multiplicative update of ``W`` then ``H`` (exponent ½), in place.
+
+        With ``E[1/V]`` = ``inv_var`` and ``E[|X|²/V²]`` = ``power_inv_var2`` (both ``(B,T,F)``,
+        expectations over the switch posterior, zero on padded frames) and ``V = speech + WH``:
+
+            W ← W ⊙ [ (E[|X|²/V²]ᵀ Hᵀ) / (E[1/V]ᵀ Hᵀ) ]^½,   H ← H ⊙ [ (Wᵀ E[|X|²/V²]ᵀ) / (Wᵀ E[1/V]ᵀ) ]^½
+        """
+        W, H = pyro.param("noise_W"), pyro.param("noise_H")
+        a, b = power_inv_var2.transpose(-1, -2), inv_var.transpose(-1, -2)          # (B,F,T)
+        W = W * ((a @ H.transpose(-1, -2)) / (b @ H.transpose(-1, -2)).clamp_min(1e-30)).sqrt()
+        H = H * ((W.transpose(-1, -2) @ a) / (W.transpose(-1, -2) @ b).clamp_min(1e-30)).sqrt()
+        pyro.param("noise_W").unconstrained().data.copy_(W.clamp_min(1e-12).log())
+        pyro.param("noise_H").unconstrained().data.copy_(H.clamp_min(1e-12).log())
