@@ -34,6 +34,7 @@ def _fit(config: str, out: Path, overrides: list[str], rows, log: dict, name: st
 
     if (out / "model.pt").exists() and (out / "log.csv").exists():
         models = SpeechModels.load(out / "model.pt")            # reuse a finished run
+        log.setdefault("reused", []).append(name)
     else:
         if out.exists():
             shutil.rmtree(out)
@@ -174,7 +175,9 @@ def results_document(facts, s1, s2, s_mcem, s_eq, iters, command, out_dir: Path,
             shutil.copy(src, plots / name)
     L = ["# Results", "",
          f"Produced by `{command}` in {facts['total_wall_s'] / 60:.1f} minutes on: {_machine()}.",
-         "Every number below comes from that run; nothing is edited by hand.", "",
+         "Every number below comes from that run; nothing is edited by hand."
+         + (f" Models trained by an earlier run of the same command were reused ({', '.join(facts['reused'])}); "
+            "their training figures come from its logs." if facts.get("reused") else ""), "",
          "## Training", "",
          "| model | epochs | best dev loss (nats/frame) | training throughput (frames/s) | components |",
          "|---|---|---|---|---|"]
