@@ -59,10 +59,10 @@ DEFAULTS: dict[str, Any] = {
         "noise_rank": 8,
         "steps": 80,                 # SVI iteration cap (quality saturates by 50-100 steps)
         "tol": 1e-4,                 # stop when the relative change of the loss EMA is below this
-        "lr": 0.1,
+        "lr": 0.05,
         "num_samples": 8,            # z samples for the Wiener filter
         "enumeration": "factor",     # factor (hand-marginalised logsumexp) | pyro (TraceEnum_ELBO)
-        "noise_updates": "mu",       # mu (a multiplicative NMF update after each SVI step) | adam (SVI only)
+        "noise_updates": "adam",     # adam (SVI only) | mu (plus a multiplicative NMF update per step)
         "chunk_seconds": 20.0,
         "overlap_seconds": 2.0,
         "batch_size": 8,

@@ -26,8 +26,8 @@ def demo_sizes(small: bool) -> dict:
     if small:
         return {"speakers": 2, "utterances": 5, "dev": 2, "duration": 1.2, "noise_s": 6.0,
                 "universal_epochs": 4, "speaker_epochs": 3, "snrs": [0.0], "steps": 20}
-    return {"speakers": 3, "utterances": 12, "dev": 3, "duration": 2.0, "noise_s": 20.0,
-            "universal_epochs": 40, "speaker_epochs": 25, "snrs": [0.0, 5.0], "steps": 80}
+    return {"speakers": 3, "utterances": 20, "dev": 3, "duration": 2.0, "noise_s": 20.0,
+            "universal_epochs": 200, "speaker_epochs": 100, "snrs": [0.0, 5.0], "steps": 80}
 
 
 def run_demo(workdir: str | Path, *, small: bool = False, force: bool = False,
@@ -69,7 +69,8 @@ def run_demo(workdir: str | Path, *, small: bool = False, force: bool = False,
 
     step(3, "fit: universal audio-visual model, then speaker decoders")
     common = [f"data.corpora=[{corpus.manifest}]", f"data.cache={workdir / 'cache'}",
-              "data.detector=roi", "train.segment_frames=32", "train.batch_size=32"]
+              "data.detector=roi", "train.segment_frames=32", "train.batch_size=32",
+              "train.patience=40"]
     fit(load_config(None, common + [f"train.epochs={sizes['universal_epochs']}",
                                     "train.warmup_epochs=3", "train.lr=3e-3"]),
         workdir / "universal", device=device, progress=False, rows=rows)

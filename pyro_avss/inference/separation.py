@@ -47,10 +47,10 @@ class SeparationSettings:
     noise_rank: int = 8
     steps: int = 80
     tol: float = 1e-4
-    lr: float = 0.1
+    lr: float = 0.05
     num_samples: int = 8
     enumeration: str = "factor"
-    noise_updates: str = "mu"
+    noise_updates: str = "adam"
     chunk_seconds: float = 20.0
     overlap_seconds: float = 2.0
     batch_size: int = 8
