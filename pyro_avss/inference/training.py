@@ -120,10 +120,10 @@ def load_frames(rows: list[dict], projection: LipProjection, stft_cfg: StftConfi
         pos += T
     if not powers:
         raise InputError("training data", "no usable clips")
-    pad = lambda xs, width: torch.cat(xs + [torch.zeros((1,) + xs[0].shape[1:])])  # noqa: E731
-    fs.power = pad(powers, None)
-    fs.lips = pad(lips, None)
-    fs.present = pad(present, None)
+    def with_pad_row(xs):                     # one all-zero row that padding indices point at
+        return torch.cat(xs + [torch.zeros((1,) + xs[0].shape[1:])])
+
+    fs.power, fs.lips, fs.present = with_pad_row(powers), with_pad_row(lips), with_pad_row(present)
     fs.labels = torch.cat(labels + [torch.full((1,), -1, dtype=torch.long)])
     return fs
 
