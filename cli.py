@@ -17,6 +17,19 @@ from pyro_avss.errors import PyroAvssError
 SET_HELP = "override a config key, e.g. --set train.lr=1e-3 (repeatable)"
 
 
+def threads_option(f):
+    """``--threads N``: torch CPU threads (on a busy machine, 1 avoids oversubscription)."""
+    return click.option("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")(f)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _fail(exc: Exception) -> None:
     click.echo(f"error: {exc}", err=True)
     sys.exit(2)
@@ -63,11 +76,13 @@ def prepare(corpus, out, detector, workers, roi_size):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--seed", type=int, default=None, help="random seed (train.seed)")
 @click.option("--resume", is_flag=True, help="continue an interrupted run in --out")
-def fit(config_path, overrides, out, device, seed, resume):
+@threads_option
+def fit(config_path, overrides, out, device, seed, resume, threads):
     """Train a speech model (universal, speaker decoders or switching VAE) as configured."""
     from pyro_avss.config import load_config
     from pyro_avss.inference.training import fit as run_fit
 
+    _set_threads(threads)
     try:
         if resume and config_path is None and (Path(out) / "config.yaml").exists():
             config_path = Path(out) / "config.yaml"
@@ -95,7 +110,9 @@ def fit(config_path, overrides, out, device, seed, resume):
 @click.option("--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--detector", default=None, help="lip detector (default: the one the model was trained with)")
 @click.option("--quiet", is_flag=True, help="no progress bars")
-def separate(model, inputs, videos, sources, out, overrides, device, resample, force, detector, quiet):
+@threads_option
+def separate(model, inputs, videos, sources, out, overrides, device, resample, force, detector, quiet,
+             threads):
     """Separate each mixture into source1..J.wav, noise.wav, switch_posterior.csv and a PNG."""
     from pyro_avss.checkpoint import SpeechModels
     from pyro_avss.config import load_config
@@ -103,6 +120,7 @@ def separate(model, inputs, videos, sources, out, overrides, device, resample, f
     from pyro_avss.inference.separation import SeparationSettings
     from pyro_avss.inference.training import resolve_device
 
+    _set_threads(threads)
     try:
         models = SpeechModels.load(model)
         cfg = load_config(None, overrides)
@@ -178,7 +196,7 @@ def score(model, corpora, split, purity, cache, out):
               help="override a setting: separate.k=v, mcem.k=v or data.k=v (repeatable)")
 @click.option("--examples", type=int, default=3, show_default=True,
               help="keep audio and spectrograms of the first N mixtures")
-@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+@threads_option
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def evaluate(systems, mixtures, model, out, limit, device, overrides, examples, threads, quiet):
     """Run SYSTEMS on the mixtures of a manifest; write OUT/results.csv (per utterance),
@@ -186,10 +204,7 @@ def evaluate(systems, mixtures, model, out, limit, device, overrides, examples, 
     from pyro_avss.evaluation.harness import evaluate as run_evaluation
 
     try:
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
+        _set_threads(threads)
         summary = run_evaluation(mixtures, model, out, systems, limit=limit, device=device,
                                  overrides=overrides, examples=examples, progress=not quiet)
     except PyroAvssError as exc:
