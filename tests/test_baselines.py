@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +14,8 @@ from pyro_avss.evaluation.baselines import (estimate_noise_psd, learn_speech_bas
                                             nmf_separation, spectral_gating)
 from pyro_avss.evaluation.metrics import si_sdr
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import data_root, grid_rows
+
 SR = 16000
 
 
@@ -35,16 +34,11 @@ def _mix_at(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def grid_case():
-    manifest = DATA / "manifests" / "grid.csv"
-    if not manifest.exists():
-        pytest.skip(f"shared data not found at {DATA}")
-    with open(manifest, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["speaker"] == "s1"]
-    train = [DATA / r["audio"] for r in rows if r["split"] == "train"][:24]
-    dev = [DATA / r["audio"] for r in rows if r["split"] == "dev"][:2]
+    train = [r["audio"] for r in grid_rows("train", "s1", 24)]
+    dev = [r["audio"] for r in grid_rows("dev", "s1", 2)]
     bases = learn_speech_bases([_power(load_audio(p)) for p in train], rank=32, iterations=80,
                                max_frames=4000, seed=0)
-    noise = load_audio(DATA / "noise" / "doing_the_dishes.flac")
+    noise = load_audio(data_root() / "noise" / "doing_the_dishes.flac")
     cases = []
     for i, path in enumerate(dev):
         speech = load_audio(path)

@@ -15,9 +15,11 @@ from pyro_avss.data.clips import Clip
 from pyro_avss.data.mixtures import (PEAK_LIMIT, build_mixture_specs, materialise,
                                      read_mixture_manifest, render_mixture,
                                      write_mixture_manifest)
+from pyro_avss.data.selection import read_noises
 from pyro_avss.errors import InputError
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import data_root, grid_rows
+
 SR = 16000
 
 
@@ -30,15 +32,9 @@ def _db(a: np.ndarray, b: np.ndarray) -> float:
 # --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def grid():
-    manifest = DATA / "manifests" / "grid.csv"
-    if not manifest.exists():
-        pytest.skip(f"shared data not found at {DATA}")
-    with open(manifest, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    clips = [Clip(r["clip_id"], r["speaker"], DATA / r["audio"], DATA / r["video"], r["split"])
-             for r in rows]
-    with open(DATA / "manifests" / "noise.csv", newline="") as fh:
-        noises = [(r["name"], DATA / r["audio"]) for r in csv.DictReader(fh)]
+    clips = [Clip(r["id"], r["speaker"], Path(r["audio"]), Path(r["video"]), r["split"])
+             for r in grid_rows()]
+    noises = read_noises(data_root() / "manifests" / "noise.csv")
     s1_dev = [c for c in clips if c.speaker == "s1" and c.split == "dev"][:3]
     s4 = [c for c in clips if c.speaker == "s4"][:6]
     return s1_dev, s4, noises

@@ -24,9 +24,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from ..audio import load_audio
 from ..checkpoint import SpeechModels
-from ..inference.inputs import utterance_inputs
+from ..inference.inputs import row_inputs
 from ..models.generative import log_power_features
 from ..models.likelihood import mixture_log_likelihood
 from ..models.switch import make_switch
@@ -47,11 +46,7 @@ def clip_component_loglik(models: SpeechModels, inputs, num_samples: int = 4, se
 
 
 def _clip_inputs(models: SpeechModels, row: dict):
-    from ..video.track import LipTrack
-
-    audio = load_audio(row["audio"], models.stft.sample_rate)
-    track = LipTrack.load(row["lips"]) if models.uses_video and row.get("lips") else None
-    return utterance_inputs(audio, track, models.lips, models.stft)
+    return row_inputs(row, models.lips, models.stft, models.uses_video)
 
 
 def component_scores(models: SpeechModels, rows: list[dict], num_samples: int = 4) -> list[dict]:

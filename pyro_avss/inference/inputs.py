@@ -65,3 +65,14 @@ def utterance_inputs(audio, track, projection: LipProjection, cfg: StftConfig,
     times = start_s + cfg.frame_times(power.shape[0])
     lips, present = aligned_lips(track, projection, times)
     return Inputs(power, scale, lips, present)
+
+
+def row_inputs(row: dict, projection: LipProjection, cfg: StftConfig, use_video: bool) -> Inputs:
+    """Inputs of one prepared-manifest row (``audio`` and, when ``use_video``, its cached
+    ``lips`` track); raises ``InputError`` for an unreadable file."""
+    from ..audio import load_audio
+    from ..video.track import LipTrack
+
+    audio = load_audio(row["audio"], cfg.sample_rate)
+    track = LipTrack.load(row["lips"]) if use_video and row.get("lips") else None
+    return utterance_inputs(audio, track, projection, cfg)

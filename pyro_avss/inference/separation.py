@@ -32,7 +32,7 @@ from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 from ..audio import istft, stft
 from ..checkpoint import SpeechModels
 from ..models.generative import MAX_PLATE_NESTING, SeparationModel
-from ..models.likelihood import frame_log_likelihood, joint_log_variance, joint_variance
+from ..models.likelihood import frame_log_likelihood, joint_log_variance
 from ..models.noise import NMFNoise
 from ..models.switch import joint_states, make_switch
 from .inputs import aligned_lips
@@ -136,19 +136,38 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
     return masks, post, steps
 
 
+def _fitted_switch_prior(sep: SeparationModel, power, J: int) -> torch.Tensor:
+    """π ``(B, J, K)`` from the param store, or uniform when the switch prior learns none."""
+    store = pyro.get_param_store()
+    if "switch_pi" in store:
+        return store["switch_pi"]
+    K = sep.decoders.num_components
+    return power.new_full((power.shape[0], J, K), 1.0 / K)
+
+
+def _state_posterior(sep: SeparationModel, switch, z, power, lips, present, mask, log_noise, pi):
+    """For one value of ``z``: ``log(g σ²)`` ``(B,T,J,K,F)``, the log mixture variance of every
+    joint state ``(B,T,S,F)`` and the exact switch posterior ``(B,T,S)``."""
+    J = lips.shape[-2]
+    log_speech = sep.speech_log_variance(z, lips, present, pyro.get_param_store()["gain"])
+    log_var = joint_log_variance(log_speech, log_noise)                         # (B,T,K..K,F)
+    obs = power.reshape(power.shape[:2] + (1,) * J + power.shape[-1:])
+    loglik = frame_log_likelihood(obs, log_var).flatten(-J)                     # (B,T,S)
+    return log_speech, log_var.flatten(2, 1 + J), switch.posterior(loglik, mask, pi)
+
+
 @torch.no_grad()
 def noise_mu_step(sep: SeparationModel, switch, power, lips, present, mask) -> None:
     """A multiplicative update of the noise at the guide mean of ``z``, with the expectations
     over the exact switch posterior (see :meth:`NMFNoise.multiplicative_update`)."""
-    store = pyro.get_param_store()
-    J = lips.shape[-2]
-    pi = store["switch_pi"] if "switch_pi" in store else power.new_full(
-        (power.shape[0], J, sep.decoders.num_components), 1.0 / sep.decoders.num_components)
-    log_speech = sep.speech_log_variance(store["z_loc"], lips, present, store["gain"])
-    var = joint_variance(log_speech, sep.noise.log_variance(power, mask)).flatten(2, 1 + J)  # (B,T,S,F)
-    loglik = -(var.log() + power[:, :, None] / var).sum(-1)
-    gamma = switch.posterior(loglik, mask, pi)[..., None] * mask[:, :, None, None]
-    sep.noise.multiplicative_update((gamma / var).sum(2), (gamma * power[:, :, None] / var ** 2).sum(2))
+    log_noise = sep.noise.log_variance(power, mask, sep.plates(power))
+    pi = _fitted_switch_prior(sep, power, lips.shape[-2])
+    _, log_var, gamma = _state_posterior(sep, switch, pyro.param("z_loc"), power, lips, present,
+                                         mask, log_noise, pi)
+    inv_var = torch.exp(-log_var)                                               # (B,T,S,F)
+    gamma = gamma[..., None] * mask[:, :, None, None]
+    sep.noise.multiplicative_update((gamma * inv_var).sum(2),
+                                    (gamma * power[:, :, None] * inv_var ** 2).sum(2))
 
 
 @torch.no_grad()
@@ -156,22 +175,16 @@ def posterior_masks(sep: SeparationModel, switch, power, lips, present, mask, nu
     """Wiener masks ``(B,T,J+1,F)`` (sources then noise) and switch marginals ``(B,T,J,K)``."""
     store = pyro.get_param_store()
     z_loc, z_scale = store["z_loc"], store["z_scale"]
-    gain, pi = store["gain"], (store["switch_pi"] if "switch_pi" in store else None)
     log_noise = sep.noise.log_variance(power, mask, sep.plates(power))
     J, K = lips.shape[-2], sep.decoders.num_components
-    if pi is None:
-        pi = power.new_full((power.shape[0], J, K), 1.0 / K)
+    pi = _fitted_switch_prior(sep, power, J)
+    states = joint_states(K, J).to(power.device)                                 # (S,J)
     masks = power.new_zeros(power.shape[:2] + (J + 1,) + power.shape[-1:])
     post = power.new_zeros(power.shape[:2] + (J, K))
     for _ in range(num_samples):
         z = z_loc + z_scale * torch.randn_like(z_loc)
-        log_speech = sep.speech_log_variance(z, lips, present, gain)            # (B,T,J,K,F)
-        log_var = joint_log_variance(log_speech, log_noise)                     # (B,T,K..K,F)
-        obs = power.reshape(power.shape[:2] + (1,) * J + power.shape[-1:])
-        loglik = frame_log_likelihood(obs, log_var).flatten(-J)                 # (B,T,S)
-        gamma = switch.posterior(loglik, mask, pi)                               # (B,T,S)
-        flat_var = log_var.flatten(2, 1 + J)                                     # (B,T,S,F)
-        states = joint_states(K, J).to(power.device)                             # (S,J)
+        log_speech, flat_var, gamma = _state_posterior(sep, switch, z, power, lips, present, mask,
+                                                       log_noise, pi)
         for j in range(J):
             ls = log_speech[:, :, j][:, :, states[:, j]]                         # (B,T,S,F)
             masks[:, :, j] += (gamma[..., None] * torch.exp(ls - flat_var)).sum(2)

@@ -31,14 +31,14 @@ import pyro
 import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
-from ..audio import StftConfig, load_audio
+from ..audio import StftConfig
 from ..checkpoint import SpeechModels
 from ..errors import InputError, TrainingDiverged
 from ..models.generative import MAX_PLATE_NESTING, speech_guide, speech_model
 from ..models.switch import make_switch
 from ..nets.lips import LipProjection
 from ..nets.vae import DecoderBank, SpeechEncoder
-from .inputs import utterance_inputs
+from .inputs import row_inputs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,16 +94,12 @@ def load_frames(rows: list[dict], projection: LipProjection, stft_cfg: StftConfi
 
     A clip that cannot be read is appended to ``skipped`` as ``(id, reason)`` and left out.
     """
-    from ..video.track import LipTrack
-
     powers, lips, present, labels = [], [], [], []
     fs = FrameSet(torch.empty(0), torch.empty(0), torch.empty(0), torch.empty(0))
     pos = 0
     for row in rows:
         try:
-            audio = load_audio(row["audio"], stft_cfg.sample_rate)
-            track = LipTrack.load(row["lips"]) if use_video and row.get("lips") else None
-            x = utterance_inputs(audio, track, projection, stft_cfg)
+            x = row_inputs(row, projection, stft_cfg, use_video)
         except (InputError, OSError, ValueError) as exc:
             skipped.append((row.get("id", "?"), str(exc)))
             continue
