@@ -54,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
     },
     "separate": {
-        "switch_prior": "iid",       # iid | markov
+        "switch_prior": "utterance", # utterance (one component per source and chunk) | iid | markov
         "stay_prob": 0.98,
         "noise_rank": 8,
         "steps": 80,                 # SVI iteration cap (quality saturates by 50-100 steps)

@@ -104,7 +104,7 @@ def brute_force_posterior(loglik, log_prior_path):
     return post
 
 
-@pytest.mark.parametrize("prior", ["iid", "markov"])
+@pytest.mark.parametrize("prior", ["iid", "markov", "utterance"])
 def test_switch_posterior_equals_brute_force(prior):
     """Two sources, K = 2 components (4 joint states), 5 frames: 4^5 paths."""
     K, J, Tn = 2, 2, 5
@@ -119,6 +119,9 @@ def test_switch_posterior_equals_brute_force(prior):
     if prior == "iid":
         def log_prior_path(path):
             return sum(log_pi_joint[s] for s in path)
+    elif prior == "utterance":               # only constant paths have prior mass
+        def log_prior_path(path):
+            return log_pi_joint[path[0]] if len(set(path)) == 1 else torch.tensor(-math.inf).double()
     else:
         A = torch.tensor([[0.8, 0.2], [0.2, 0.8]], dtype=torch.float64).log()
         logA = sum(A[states[:, None, j], states[None, :, j]] for j in range(J))

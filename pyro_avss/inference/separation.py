@@ -32,7 +32,6 @@ from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 from ..audio import istft, stft
 from ..checkpoint import SpeechModels
 from ..models.generative import MAX_PLATE_NESTING, SeparationModel
-from ..models.likelihood import frame_log_likelihood, joint_log_variance
 from ..models.noise import NMFNoise
 from ..models.switch import joint_states, make_switch
 from .inputs import aligned_lips
@@ -42,7 +41,7 @@ from .inputs import aligned_lips
 class SeparationSettings:
     """See ``separate`` in :data:`pyro_avss.config.DEFAULTS` for the meaning of each field."""
 
-    switch_prior: str = "iid"
+    switch_prior: str = "utterance"
     stay_prob: float = 0.98
     noise_rank: int = 8
     steps: int = 80
@@ -145,25 +144,15 @@ def _fitted_switch_prior(sep: SeparationModel, power, J: int) -> torch.Tensor:
     return power.new_full((power.shape[0], J, K), 1.0 / K)
 
 
-def _state_posterior(sep: SeparationModel, switch, z, power, lips, present, mask, log_noise, pi):
-    """For one value of ``z``: ``log(g σ²)`` ``(B,T,J,K,F)``, the log mixture variance of every
-    joint state ``(B,T,S,F)`` and the exact switch posterior ``(B,T,S)``."""
-    J = lips.shape[-2]
-    log_speech = sep.speech_log_variance(z, lips, present, pyro.get_param_store()["gain"])
-    log_var = joint_log_variance(log_speech, log_noise)                         # (B,T,K..K,F)
-    obs = power.reshape(power.shape[:2] + (1,) * J + power.shape[-1:])
-    loglik = frame_log_likelihood(obs, log_var).flatten(-J)                     # (B,T,S)
-    return log_speech, log_var.flatten(2, 1 + J), switch.posterior(loglik, mask, pi)
-
-
 @torch.no_grad()
 def noise_mu_step(sep: SeparationModel, switch, power, lips, present, mask) -> None:
     """A multiplicative update of the noise at the guide mean of ``z``, with the expectations
     over the exact switch posterior (see :meth:`NMFNoise.multiplicative_update`)."""
     log_noise = sep.noise.log_variance(power, mask, sep.plates(power))
     pi = _fitted_switch_prior(sep, power, lips.shape[-2])
-    _, log_var, gamma = _state_posterior(sep, switch, pyro.param("z_loc"), power, lips, present,
-                                         mask, log_noise, pi)
+    _, log_var, loglik = sep.state_log_likelihood(pyro.param("z_loc"), power, lips, present,
+                                                  log_noise, pyro.param("gain"))
+    gamma = switch.posterior(loglik, mask, pi)
     inv_var = torch.exp(-log_var)                                               # (B,T,S,F)
     gamma = gamma[..., None] * mask[:, :, None, None]
     sep.noise.multiplicative_update((gamma * inv_var).sum(2),
@@ -183,8 +172,9 @@ def posterior_masks(sep: SeparationModel, switch, power, lips, present, mask, nu
     post = power.new_zeros(power.shape[:2] + (J, K))
     for _ in range(num_samples):
         z = z_loc + z_scale * torch.randn_like(z_loc)
-        log_speech, flat_var, gamma = _state_posterior(sep, switch, z, power, lips, present, mask,
-                                                       log_noise, pi)
+        log_speech, flat_var, loglik = sep.state_log_likelihood(z, power, lips, present, log_noise,
+                                                                store["gain"])
+        gamma = switch.posterior(loglik, mask, pi)
         for j in range(J):
             ls = log_speech[:, :, j][:, :, states[:, j]]                         # (B,T,S,F)
             masks[:, :, j] += (gamma[..., None] * torch.exp(ls - flat_var)).sum(2)

@@ -6,7 +6,7 @@ speech components (speaker-specific decoders, audio-only or audio-visual, or a u
 For every utterance b, frame t and source j::
 
     z_j[t]  ~ N(0, I_D)                                   latent speech code
-    m_j[t]  ~ switch prior (i.i.d. π_j or sticky Markov)  which component speaks
+    m_j[t]  ~ switch prior                                which component speaks
     s_j[f,t] ~ CN(0, g_j[t] · σ²_{m_j[t]}(z_j[t], v_j[t])[f])
     b[f,t]   ~ CN(0, (W H)[f,t])                           noise (NMF)
     x = Σ_j s_j + b   =>   x[f,t] | z, m ~ CN(0, Σ_j g_j σ²_{j,m_j} + (W H)[f,t])
@@ -14,8 +14,11 @@ For every utterance b, frame t and source j::
 ``v_j[t]`` is source j's lip embedding at frame t (with ``present_j[t] = 0`` where no face was
 found). ``σ²_k`` is decoder k of a :class:`~pyro_avss.nets.vae.DecoderBank`; all K decoders are
 evaluated once per step as ``(..., J, K, F)``, the likelihood of every joint switch state is then
-formed with ``logaddexp`` (:mod:`.likelihood`), and the switch prior sums the switch out exactly
-(:mod:`.switch`).
+formed by summing variances (:mod:`.likelihood`), and the switch prior sums the switch out
+exactly (:mod:`.switch`). Switch priors: one component per source for the whole utterance (or
+chunk) — the separation default, since a source is one person —, i.i.d. per frame with weights
+``π_j``, or a sticky Markov chain; the last two let a source change component within an
+utterance (e.g. an audio-only component for frames where its face is lost).
 
 *Training* (``speech_model`` / ``speech_guide``) is the special case J = 1, no noise, g = 1, on
 clean power spectrograms normalised per utterance; labels, where known, restrict the switch. The
@@ -23,8 +26,8 @@ guide is the amortised encoder ``q(z | s, v)``; the KL term is annealed by ``pou
 ``z`` only (allowed because ``p(z)`` does not depend on the switch).
 
 *Separation* (:class:`SeparationModel`) freezes the decoders and fits, per utterance, the gains
-``g``, the noise ``W, H``, the switch prior ``π`` and a per-frame Gaussian guide ``q(z_j[t])``
-initialised from the encoder applied to the mixture and source j's lips.
+``g``, the noise ``W, H``, the switch weights ``π`` (i.i.d. prior) and a per-frame Gaussian
+guide ``q(z_j[t])`` initialised from the encoder applied to the mixture and source j's lips.
 
 Plate layout: ``plate("utt", B, dim=-2)`` outside ``plate("time", T, dim=-1)``; ``(J, D)`` is
 the event shape of ``z``; ``max_plate_nesting = 2``; enumerated switches use dims -3, -4, ...
@@ -38,7 +41,7 @@ import torch
 from pyro import poutine
 from pyro.distributions import constraints
 
-from .likelihood import mixture_log_likelihood
+from .likelihood import frame_log_likelihood, joint_log_variance, mixture_log_likelihood
 from .noise import NMFNoise
 from .switch import EXCLUDED, SwitchPrior
 
@@ -115,6 +118,17 @@ class SeparationModel:
         """``log(g_j σ²_{j,k})`` as ``(..., B, T, J, K, F)``."""
         return gain.log()[..., None, None] + self.decoders(z, lips, present)
 
+    def state_log_likelihood(self, z, power, lips, present, log_noise, gain):
+        """For one value of ``z``: ``log(g σ²)`` ``(..., B,T,J,K,F)``, the log mixture variance of
+        every joint switch state ``(..., B,T,S,F)`` and the per-frame log-likelihood of every
+        joint state ``(..., B,T,S)``."""
+        J = lips.shape[-2]
+        log_speech = self.speech_log_variance(z, lips, present, gain)
+        log_var = joint_log_variance(log_speech, log_noise)                    # (...,B,T,K..K,F)
+        obs = power.reshape(power.shape[:-1] + (1,) * J + power.shape[-1:])
+        loglik = frame_log_likelihood(obs, log_var).flatten(-J)                 # (...,B,T,S)
+        return log_speech, log_var.flatten(-1 - J, -2), loglik
+
     def plates(self, power):
         """The ``utt`` and ``time`` plates, created once per trace and handed to the pieces."""
         B, T, _ = power.shape
@@ -131,8 +145,7 @@ class SeparationModel:
             with time, poutine.mask(mask=mask):
                 z = pyro.sample("z", dist.Normal(power.new_zeros(()), 1.0)
                                 .expand([J, self.decoders.latent_dim]).to_event(2))
-            log_speech = self.speech_log_variance(z, lips, present, gain)
-            loglik = mixture_log_likelihood(power, log_speech, log_noise).flatten(-J)  # (B,T,S)
+            _, _, loglik = self.state_log_likelihood(z, power, lips, present, log_noise, gain)
             self.switch.observe(loglik, mask, time)
 
     def initial_guide(self, power, lips, present):

@@ -17,6 +17,11 @@ posterior ``p(m[t] = s | x, z)``.
   per-state log-likelihoods (a parallel scan); posteriors are ``∂ log Z / ∂ ℓ`` by autograd
   (forward–backward). Per-frame maxima are subtracted first for float32 precision.
 
+* :class:`UtteranceSwitch`: one component per source for the whole (chunk of the) recording,
+  ``m_j[t] = m_j ~ Categorical(π_j)`` (the limit ``stay → 1`` of the Markov chain). The evidence
+  is ``log Σ_s π(s) exp Σ_t ℓ[t, s]``; the posterior of every frame is the utterance posterior
+  ``softmax_s(log π(s) + Σ_t ℓ[t, s])``, so weak per-frame evidence adds up over the utterance.
+
 Padded frames (``mask`` False) contribute nothing and have the prior as posterior (iid) or
 only propagate the chain (Markov).
 """
@@ -38,6 +43,13 @@ EXCLUDED = -1.0e5
 def joint_states(num_components: int, num_sources: int) -> torch.Tensor:
     """``(S, J)`` table of the component of each source in each joint state (row-major)."""
     return torch.tensor(list(itertools.product(range(num_components), repeat=num_sources)))
+
+
+def joint_sum(values: torch.Tensor) -> torch.Tensor:
+    """Per-source terms ``(..., J, K)`` -> per joint state ``(..., S)``: ``Σ_j values[j, s_j]``."""
+    J, K = values.shape[-2:]
+    states = joint_states(K, J).to(values.device)                    # (S, J)
+    return sum(values[..., j, states[:, j]] for j in range(J))
 
 
 class SwitchPrior:
@@ -64,9 +76,7 @@ class SwitchPrior:
 
     def joint_log_prior(self, pi: torch.Tensor) -> torch.Tensor:
         """``(B, J, K)`` -> ``(B, S)``: ``Σ_j log π_j[s_j]``."""
-        states = joint_states(self.K, self.J).to(pi.device)          # (S, J)
-        logp = pi.clamp_min(1e-30).log()
-        return sum(logp[:, j, states[:, j]] for j in range(self.J))
+        return joint_sum(pi.clamp_min(1e-30).log())
 
     def observe(self, loglik: torch.Tensor, mask: torch.Tensor, time_plate) -> None:
         """Add ``log p(x | z)`` with the switch summed out as a Pyro factor."""
@@ -167,11 +177,36 @@ class MarkovSwitch(SwitchPrior):
         return post
 
 
+class UtteranceSwitch(SwitchPrior):
+    """One component per source and utterance (see module docstring). π is uniform unless
+    ``learn_prior``: a per-utterance learnt π would only echo the utterance's own posterior."""
+
+    def __init__(self, num_components, num_sources=1, learn_prior=False):
+        super().__init__(num_components, num_sources, learn_prior)
+
+    def utterance_logits(self, loglik: torch.Tensor, mask: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
+        """``(..., B, T, S)`` -> ``(..., B, S)``: ``log π(s) + Σ_t ℓ[t, s]`` over valid frames."""
+        return (loglik * mask[..., None]).sum(-2) + self.joint_log_prior(pi)
+
+    def observe(self, loglik, mask, time_plate=None):
+        """Add the evidence. Call inside ``plate("utt", dim=-2)`` only."""
+        pi = self.prior_probs(loglik.shape[-3], loglik.device)
+        pyro.factor("x", torch.logsumexp(self.utterance_logits(loglik, mask, pi), -1)[..., None])
+
+    def posterior(self, loglik, mask, pi):
+        """The utterance posterior ``(..., B, S)`` repeated on every frame: ``(..., B, T, S)``."""
+        post = torch.softmax(self.utterance_logits(loglik, mask, pi), -1)
+        return post[..., None, :].expand_as(loglik)
+
+
 def make_switch(prior: str, num_components: int, num_sources: int = 1, *, learn_prior=True,
                 stay_prob=0.98, enumerate=False) -> SwitchPrior:
-    """Build a switch prior by name (``"iid"`` or ``"markov"``)."""
+    """Build a switch prior by name (``"iid"``, ``"markov"`` or ``"utterance"``; the utterance
+    switch always has a uniform π)."""
     if prior == "iid":
         return IIDSwitch(num_components, num_sources, learn_prior, enumerate=enumerate)
     if prior == "markov":
         return MarkovSwitch(num_components, num_sources, learn_prior, stay_prob=stay_prob)
-    raise ValueError(f"unknown switch prior {prior!r} (use 'iid' or 'markov')")
+    if prior == "utterance":
+        return UtteranceSwitch(num_components, num_sources)
+    raise ValueError(f"unknown switch prior {prior!r} (use 'iid', 'markov' or 'utterance')")
