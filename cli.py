@@ -314,9 +314,8 @@ def mix(targets, noise_path, out, split, speakers, per_speaker, snr, num_interfe
               type=click.Path(file_okay=False), help="the real corpora (GRID, LibriSpeech, noise)")
 @click.option("--doc", default="docs/results.md", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu or cuda")
-@click.option("--mcem-mixtures", type=int, default=12, show_default=True,
-              help="0 dB mixtures on which MCEM is compared with SVI")
-def results(out, data_root, doc, device, mcem_mixtures):
+@threads_option
+def results(out, data_root, doc, device, threads):
     """Train everything from the real corpora, evaluate all systems (MCEM included) on
     deterministic GRID dev mixtures and write docs/results.md (about an hour on 2 CPU cores)."""
     from pyro_avss.evaluation.results import run_results
@@ -325,10 +324,10 @@ def results(out, data_root, doc, device, mcem_mixtures):
         f" {flag} {value}" for flag, value, default in (
             ("--out", out, "runs/results"), ("--data", data_root, "../shared/data"),
             ("--doc", doc, "docs/results.md"), ("--device", device, "cpu"),
-            ("--mcem-mixtures", mcem_mixtures, 12)) if value != default)
+            ("--threads", threads, None)) if value != default)
     try:
-        run_results(out, data_root, doc, device=device, mcem_mixtures=mcem_mixtures, command=command,
-                    echo=click.echo)
+        _set_threads(threads)
+        run_results(out, data_root, doc, device=device, command=command, echo=click.echo)
     except PyroAvssError as exc:
         _fail(exc)
 
