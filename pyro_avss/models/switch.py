@@ -22,8 +22,8 @@ posterior ``p(m[t] = s | x, z)``.
   is ``log Σ_s π(s) exp Σ_t ℓ[t, s]``; the posterior of every frame is the utterance posterior
   ``softmax_s(log π(s) + Σ_t ℓ[t, s])``, so weak per-frame evidence adds up over the utterance.
 
-Padded frames (``mask`` False) contribute nothing and have the prior as posterior (iid) or
-only propagate the chain (Markov).
+Padded frames (``mask`` False) contribute nothing and have the prior as posterior (iid), only
+propagate the chain (Markov) or get the utterance posterior (utterance).
 """
 
 from __future__ import annotations
@@ -43,13 +43,6 @@ EXCLUDED = -1.0e5
 def joint_states(num_components: int, num_sources: int) -> torch.Tensor:
     """``(S, J)`` table of the component of each source in each joint state (row-major)."""
     return torch.tensor(list(itertools.product(range(num_components), repeat=num_sources)))
-
-
-def joint_sum(values: torch.Tensor) -> torch.Tensor:
-    """Per-source terms ``(..., J, K)`` -> per joint state ``(..., S)``: ``Σ_j values[j, s_j]``."""
-    J, K = values.shape[-2:]
-    states = joint_states(K, J).to(values.device)                    # (S, J)
-    return sum(values[..., j, states[:, j]] for j in range(J))
 
 
 class SwitchPrior:
@@ -76,7 +69,9 @@ class SwitchPrior:
 
     def joint_log_prior(self, pi: torch.Tensor) -> torch.Tensor:
         """``(B, J, K)`` -> ``(B, S)``: ``Σ_j log π_j[s_j]``."""
-        return joint_sum(pi.clamp_min(1e-30).log())
+        states = joint_states(self.K, self.J).to(pi.device)          # (S, J)
+        logp = pi.clamp_min(1e-30).log()
+        return sum(logp[:, j, states[:, j]] for j in range(self.J))
 
     def observe(self, loglik: torch.Tensor, mask: torch.Tensor, time_plate) -> None:
         """Add ``log p(x | z)`` with the switch summed out as a Pyro factor."""
