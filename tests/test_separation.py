@@ -13,6 +13,7 @@ import torch
 
 from pyro_avss.audio import load_audio
 from pyro_avss.checkpoint import SpeechModels
+from pyro_avss.errors import InputError
 from pyro_avss.evaluation.metrics import si_sdr
 from pyro_avss.inference.separation import SeparationSettings, chunk_bounds, separate_recordings
 from pyro_avss.nets.lips import LipProjection
@@ -122,6 +123,17 @@ def test_real_speech_in_real_noise_improves_by_more_than_3_db(small_grid_model):
     assert np.mean(gains) > 3.0, gains
 
 
+@pytest.mark.parametrize("change, key", [({"lr_decay": 1.5}, "separate.lr_decay"),
+                                         ({"lr_decay": 0.0}, "separate.lr_decay"),
+                                         ({"lr": -0.1}, "separate.lr"),
+                                         ({"noise_updates": "em"}, "separate.noise_updates"),
+                                         ({"steps": 0}, "separate")])
+def test_bad_separation_settings_name_their_key(change, key):
+    with pytest.raises(InputError) as err:
+        SeparationSettings(**change)
+    assert str(err.value).startswith(key + ":")
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True)
 
@@ -160,3 +172,6 @@ def test_cli_separate_outputs_and_bad_inputs(tmp_path, small_grid_model):
     res = run_cli("separate", "--model", str(tmp_path / "nope.pt"), "--mixture", str(good), "--out",
                   str(tmp_path / "o3"))
     assert res.returncode == 2 and res.stderr.strip().endswith("nope.pt: model file not found")
+    res = run_cli("separate", "--model", model, "--mixture", str(good), "--out", str(tmp_path / "o4"),
+                  "--set", "separate.lr_decay=2")
+    assert res.returncode != 0 and "separate.lr_decay: must be in (0, 1], got 2" in res.stderr

@@ -3,7 +3,10 @@
 For a batch of (chunks of) mixtures the frozen speech models, the switch prior and the NMF noise
 form :class:`~pyro_avss.models.generative.SeparationModel`. SVI (Adam) fits the gains, the noise,
 the switch prior and the per-frame guide ``q(z)``, starting from the encoder's output, until the
-relative change of the smoothed loss falls below ``tol`` or ``steps`` is reached. Then, with
+relative change of the smoothed loss falls below ``tol`` or ``steps`` is reached. The learning
+rate starts high and decays geometrically, ``lr_i = lr · lr_decay^i``: gains and NMF factors are
+fitted in log space and must move by several nats within a few dozen steps (Adam moves a
+parameter by at most about ``lr`` per step), while the decay lets ``q(z)`` settle. Then, with
 ``S`` samples ``z^(s) ~ q(z)``, the posterior-mean Wiener masks are
 
     M_j[t, f] = (1/S) Σ_s Σ_state γ_s[t, state] · g_j σ²_{j, state_j}(z^(s)) / V_state(z^(s))[t, f]
@@ -31,6 +34,7 @@ from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 
 from ..audio import istft, stft
 from ..checkpoint import SpeechModels
+from ..errors import InputError
 from ..models.generative import MAX_PLATE_NESTING, SeparationModel
 from ..models.noise import NMFNoise
 from ..models.switch import joint_states, make_switch
@@ -46,7 +50,8 @@ class SeparationSettings:
     noise_rank: int = 8
     steps: int = 80
     tol: float = 1e-4
-    lr: float = 0.05
+    lr: float = 0.4
+    lr_decay: float = 0.97
     num_samples: int = 8
     enumeration: str = "factor"
     noise_updates: str = "adam"
@@ -56,6 +61,18 @@ class SeparationSettings:
     seed: int = 0
     components: tuple[int, ...] | None = None   # restrict the switch to these components
                                                 # (one index: the oracle / a fixed model)
+
+    def __post_init__(self):
+        """Refuse values that would fail (or silently do nothing) later, with the config key."""
+        if self.noise_updates not in ("mu", "adam"):
+            raise InputError("separate.noise_updates", f"must be 'mu' or 'adam', got {self.noise_updates!r}")
+        if not self.lr > 0:
+            raise InputError("separate.lr", f"must be > 0, got {self.lr}")
+        if not 0 < self.lr_decay <= 1:
+            raise InputError("separate.lr_decay", f"must be in (0, 1], got {self.lr_decay}")
+        if self.steps < 1 or self.num_samples < 1:
+            raise InputError("separate", f"steps and num_samples must be >= 1, got {self.steps} "
+                                         f"and {self.num_samples}")
 
     @classmethod
     def from_config(cls, section: dict, **changes) -> "SeparationSettings":
@@ -97,8 +114,6 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
 
     ``make_noise()`` and ``make_switch_prior(K, J)`` replace the NMF noise and the configured
     switch prior with pieces of your own (see ``docs/extending.md``)."""
-    if settings.noise_updates not in ("mu", "adam"):
-        raise ValueError(f"separate.noise_updates must be 'mu' or 'adam', got {settings.noise_updates!r}")
     J = lips.shape[-2]
     decoders = components_view(models, settings.components)
     K = decoders.num_components
@@ -111,7 +126,9 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
     pyro.clear_param_store()
     pyro.set_rng_seed(settings.seed)
     elbo = (TraceEnum_ELBO if enumerate_ else Trace_ELBO)(max_plate_nesting=MAX_PLATE_NESTING)
-    svi = SVI(sep.model, sep.guide, pyro.optim.Adam({"lr": settings.lr}), elbo)
+    optim = pyro.optim.ClippedAdam({"lr": settings.lr, "lrd": settings.lr_decay,
+                                    "clip_norm": math.inf})           # Adam with a decaying rate
+    svi = SVI(sep.model, sep.guide, optim, elbo)
     frames = float(mask.sum())
     ema, steps = None, 0
     for steps in range(1, settings.steps + 1):
