@@ -57,10 +57,11 @@ DEFAULTS: dict[str, Any] = {
         "switch_prior": "utterance", # utterance (one component per source and chunk) | iid | markov
         "stay_prob": 0.98,
         "noise_rank": 8,
-        "steps": 80,                 # SVI iteration cap (quality saturates by 50-100 steps)
+        "noise_init_level": 6.0,     # initial E[noise variance] / mean mixture power (flat spectrum)
+        "steps": 50,                 # SVI iteration cap; many more let the NMF noise absorb speech
         "tol": 1e-4,                 # stop when the relative change of the loss EMA is below this
         "lr": 0.4,                   # Adam's first learning rate ...
-        "lr_decay": 0.97,            # ... multiplied by this after every step (0.4 -> 0.035 at 80)
+        "lr_decay": 0.95,            # ... multiplied by this after every step (0.4 -> 0.03 at 50)
         "num_samples": 8,            # z samples for the Wiener filter
         "enumeration": "factor",     # factor (hand-marginalised logsumexp) | pyro (TraceEnum_ELBO)
         "noise_updates": "adam",     # adam (SVI only) | mu (plus a multiplicative NMF update per step)

@@ -48,10 +48,11 @@ class SeparationSettings:
     switch_prior: str = "utterance"
     stay_prob: float = 0.98
     noise_rank: int = 8
-    steps: int = 80
+    noise_init_level: float = 6.0
+    steps: int = 50
     tol: float = 1e-4
     lr: float = 0.4
-    lr_decay: float = 0.97
+    lr_decay: float = 0.95
     num_samples: int = 8
     enumeration: str = "factor"
     noise_updates: str = "adam"
@@ -68,6 +69,8 @@ class SeparationSettings:
             raise InputError("separate.noise_updates", f"must be 'mu' or 'adam', got {self.noise_updates!r}")
         if not self.lr > 0:
             raise InputError("separate.lr", f"must be > 0, got {self.lr}")
+        if not self.noise_init_level > 0:
+            raise InputError("separate.noise_init_level", f"must be > 0, got {self.noise_init_level}")
         if not 0 < self.lr_decay <= 1:
             raise InputError("separate.lr_decay", f"must be in (0, 1], got {self.lr_decay}")
         if self.steps < 1 or self.num_samples < 1:
@@ -121,7 +124,8 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
     switch = (make_switch_prior(K, J) if make_switch_prior is not None else
               make_switch(settings.switch_prior, K, J, stay_prob=settings.stay_prob, enumerate=enumerate_))
     enumerate_ = getattr(switch, "enumerate", False)
-    noise = make_noise() if make_noise is not None else NMFNoise(settings.noise_rank, settings.seed)
+    noise = make_noise() if make_noise is not None else NMFNoise(settings.noise_rank, settings.seed,
+                                                                         settings.noise_init_level)
     sep = SeparationModel(models.encoder, decoders, switch, noise)
     pyro.clear_param_store()
     pyro.set_rng_seed(settings.seed)

@@ -7,8 +7,14 @@ sites and then also provides ``guide(power, mask, plates)``. :class:`NMFNoise` i
 
 NMF noise: ``b[f, t] ~ CN(0, (W H)[f, t])`` with ``W ≥ 0`` of shape ``(F, R)`` and ``H ≥ 0`` of
 shape ``(R, T)`` per utterance, fitted at test time (the method never sees noise in training).
-Initialisation: the first column of W is a stationary noise floor (the 20th percentile of the
-mixture power over valid frames of each bin), the others small random spectra; H starts at one.
+Initialisation: ``W ~ U(0, 2L/R)`` and ``H ~ U(0, 2)`` elementwise (seeded), so the noise starts
+with a flat expected spectrum ``E[WH] = L`` times the mixture's mean power (the separation model
+normalises the power to mean one). With ``L = 6`` the noise at first explains every bin, and SVI
+lowers it wherever the speech model explains the mixture better. Measured on the 51 GRID dev
+mixtures of ``cli.py results`` (80 SVI steps, lr 0.4 decaying by 0.97): L = 6 gave 9.0 dB
+SI-SDRi, L = 2 8.8, L = 0.6 and L = 20 8.4; a start shaped like a noise floor (a low quantile of
+the mixture power per bin) 8.2-8.3; one shaped like the mixture's mean spectrum 5.2, because the
+noise then absorbs the speech.
 """
 
 from __future__ import annotations
@@ -27,17 +33,18 @@ def noise_floor(power: torch.Tensor, mask: torch.Tensor, quantile: float = 0.2) 
 class NMFNoise:
     """Non-negative matrix factorisation noise variance ``W H`` of rank ``rank``."""
 
-    def __init__(self, rank: int = 8, seed: int = 0):
-        self.rank, self.seed = rank, seed
+    def __init__(self, rank: int = 8, seed: int = 0, init_level: float = 6.0):
+        if rank < 1 or not init_level > 0:
+            raise ValueError(f"NMF noise needs rank >= 1 and init_level > 0, got {rank} and {init_level}")
+        self.rank, self.seed, self.init_level = rank, seed, init_level
 
     def init_params(self, power, mask):
+        """Random ``W (B,F,R)``, ``H (B,R,T)`` with ``E[W H] = init_level`` (module docstring)."""
         B, T, F = power.shape
         gen = torch.Generator().manual_seed(self.seed)
-        floor = noise_floor(power, mask)                                       # (B, F)
-        W = 0.1 * floor[..., None] * (0.5 + torch.rand(B, F, self.rank, generator=gen)).to(power)
-        W[..., 0] = floor
-        H = torch.ones(B, self.rank, T, device=power.device, dtype=power.dtype)
-        return W, H
+        W = torch.rand(B, F, self.rank, generator=gen) * (2 * self.init_level / self.rank)
+        H = torch.rand(B, self.rank, T, generator=gen) * 2
+        return W.clamp_min(1e-6).to(power), H.clamp_min(1e-6).to(power)
 
     def log_variance(self, power: torch.Tensor, mask: torch.Tensor, plates=None) -> torch.Tensor:
         """Register ``noise_W (B,F,R)`` and ``noise_H (B,R,T)``; return ``log(WH)ᵀ (B,T,F)``."""
