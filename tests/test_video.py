@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 
 import cv2
@@ -370,3 +371,13 @@ def test_real_clip_with_a_missing_last_frame():
     index, valid = align_to_frames(track.timestamps, frame_times, track.face_found, 1 / track.fps)
     assert track.num_frames == 74
     assert valid[frame_times <= 2.94].all() and not valid[frame_times > 2.94 + 0.021].any()
+
+
+def test_native_stderr_is_silenced_only_inside_the_block(capfd):
+    from pyro_avss.video.landmarks import native_stderr_silenced
+
+    os.write(2, b"before\n")
+    with native_stderr_silenced():
+        os.write(2, b"native chatter\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "before\nafter\n"

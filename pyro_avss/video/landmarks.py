@@ -16,7 +16,9 @@ face in this frame) and ``close()``. :func:`make_detector` builds one by name:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import dataclass
 
 import cv2
@@ -84,6 +86,23 @@ def _downscale(image: np.ndarray, max_side: int) -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Point file descriptor 2 at ``/dev/null`` meanwhile: native libraries write their logs there
+    directly, before (absl) or outside (TensorFlow Lite) any logging level applies. Keep the
+    block short; Python's own ``sys.stderr`` writes in it are lost too."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 class MediapipeLipDetector:
     """MediaPipe face mesh (tracking mode) on frames shrunk to ``max_side`` pixels at most;
     landmarks are mapped back to the original pixel grid."""
@@ -107,6 +126,7 @@ class MediapipeLipDetector:
     def reset(self) -> None:
         self.close()
         self._mesh = self._factory()
+        self._fresh = True
 
     def close(self) -> None:
         if self._mesh is not None:
@@ -114,7 +134,13 @@ class MediapipeLipDetector:
             self._mesh = None
 
     def observe(self, rgb: np.ndarray, gray: np.ndarray) -> FaceObservation | None:
-        result = self._mesh.process(np.ascontiguousarray(_downscale(rgb, self.max_side)))
+        frame = np.ascontiguousarray(_downscale(rgb, self.max_side))
+        if self._fresh:        # TFLite warns on fd 2 when a new graph runs its first frame
+            with native_stderr_silenced():
+                result = self._mesh.process(frame)
+            self._fresh = False
+        else:
+            result = self._mesh.process(frame)
         if not result.multi_face_landmarks:
             return None
         points = result.multi_face_landmarks[0].landmark
