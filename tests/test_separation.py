@@ -123,6 +123,16 @@ def test_real_speech_in_real_noise_improves_by_more_than_3_db(small_grid_model):
     assert np.mean(gains) > 3.0, gains
 
 
+def test_separation_leaves_the_networks_untouched():
+    models = random_models(K=2)
+    before = {n: p.detach().clone() for n, p in models.decoders.named_parameters()}
+    separate_recordings(models, [(noisy(0.5), [None])], SeparationSettings(steps=3, num_samples=1))
+    for n, p in models.decoders.named_parameters():
+        assert p.requires_grad and p.grad is None, n        # frozen during SVI, restored after
+        assert torch.equal(p, before[n]), n
+    assert all(p.requires_grad and p.grad is None for p in models.encoder.parameters())
+
+
 @pytest.mark.parametrize("change, key", [({"lr_decay": 1.5}, "separate.lr_decay"),
                                          ({"lr_decay": 0.0}, "separate.lr_decay"),
                                          ({"lr": -0.1}, "separate.lr"),
