@@ -50,6 +50,19 @@ def test_sources_and_noise_sum_to_the_mixture(J, prior):
     assert np.allclose(out.posterior.sum(-1), 1, atol=1e-4)
 
 
+@pytest.mark.parametrize("components, per_source", [(None, ((2,), (0,))), ((0, 2), ((0,), (2,)))])
+def test_each_source_can_be_told_its_component(components, per_source):
+    x = noisy()
+    settings = SeparationSettings(steps=5, num_samples=2, switch_prior="iid", components=components,
+                                  source_components=per_source)
+    out = separate_recordings(random_models(K=3), [(x, [None, None])], settings)[0]
+    for j, (k,) in enumerate(per_source):
+        assert np.allclose(out.posterior[:, j, k], 1, atol=1e-4), j
+    assert np.abs(out.sources.sum(0) + out.noise - x).max() < 1e-4
+    with pytest.raises(InputError, match="gives 2 sources but the mixture has 1"):
+        separate_recordings(random_models(K=3), [(x, [None])], settings)
+
+
 def test_pyro_enumeration_and_logsumexp_factor_give_the_same_separation():
     x = noisy()
     a, b = (separate_recordings(random_models(), [(x, [None])],

@@ -9,7 +9,7 @@ handles (:class:`SystemResult`). Names (:data:`SYSTEM_NAMES`):
   (J = 1 only; the bases are cached in the output folder, learning them is not timed);
 * ``universal``: our SVI with the component named ``"universal"`` only;
 * ``oracle-speaker``: our SVI told the speaker: the component named like the target speaker (for
-  J ≥ 2 the switch is restricted to the components of the speakers present);
+  J ≥ 2 each source's switch is restricted to the component of the speaker in its video);
 * ``switching``: our SVI with every component except ``"universal"`` (not told the speaker);
 * ``mcem``, ``mcem-oracle``, ``mcem-universal``: the published MCEM algorithm
   (:mod:`pyro_avss.inference.mcem`) on the same components as ``switching``, ``oracle-speaker``
@@ -298,8 +298,15 @@ class SVISystem(System):
     def check(self, item):
         self.components(item)
 
+    def source_components(self, item: EvalItem):
+        """For the oracle with J ≥ 2: each source's own speaker component; otherwise None."""
+        if self.kind != "oracle" or item.num_sources < 2:
+            return None
+        names = self.ctx.models.component_names
+        return tuple((names.index(str(s.speaker)),) for s in item.spec.sources)
+
     def group_key(self, item):
-        return (item.num_sources, self.components(item))
+        return (item.num_sources, self.components(item), self.source_components(item))
 
     def run(self, items):
         from dataclasses import replace
@@ -307,7 +314,8 @@ class SVISystem(System):
         from ..inference.separation import separate_recordings
 
         chosen = self.components(items[0])
-        settings = replace(self.ctx.separation, components=chosen)
+        settings = replace(self.ctx.separation, components=chosen,
+                           source_components=self.source_components(items[0]))
         jobs = [(i.rendered.mixture, i.tracks) for i in items]
         start = time.perf_counter()
         results = separate_recordings(self.ctx.models, jobs, settings, self.ctx.device)

@@ -63,6 +63,8 @@ class SeparationSettings:
     seed: int = 0
     components: tuple[int, ...] | None = None   # restrict the switch to these components
                                                 # (one index: the oracle / a fixed model)
+    source_components: tuple[tuple[int, ...], ...] | None = None
+    # per source, the components its switch may use (an oracle for J >= 2: each video's speaker)
 
     def __post_init__(self):
         """Refuse values that would fail (or silently do nothing) later, with the config key."""
@@ -126,9 +128,26 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
               make_switch(settings.switch_prior, K, J, stay_prob=settings.stay_prob, enumerate=enumerate_))
     noise = (make_noise() if make_noise is not None else
              NMFNoise(settings.noise_rank, settings.seed, settings.noise_init_level))
-    sep = SeparationModel(models.encoder, decoders, switch, noise)
+    sep = SeparationModel(models.encoder, decoders, switch, noise,
+                          allowed=allowed_components(settings, J, models.decoders.num_components))
     with frozen(models.encoder, decoders):
         return _fit(sep, switch, models.decoders.num_components, power, lips, present, mask, settings)
+
+
+def allowed_components(settings: SeparationSettings, J: int, num_components: int):
+    """``(J, K')`` bool over the components in use (``settings.components`` or all K) from
+    ``settings.source_components``, or None when every source may use every component."""
+    if settings.source_components is None:
+        return None
+    if len(settings.source_components) != J:
+        raise InputError("separate.source_components", f"gives {len(settings.source_components)} "
+                                                       f"sources but the mixture has {J}")
+    used = list(settings.components) if settings.components is not None else list(range(num_components))
+    allowed = torch.tensor([[k in per_source for k in used] for per_source in settings.source_components])
+    empty = [j + 1 for j in range(J) if not allowed[j].any()]
+    if empty:
+        raise InputError("separate.source_components", f"source {empty[0]} has no component in use")
+    return allowed
 
 
 def _fit(sep: SeparationModel, switch, num_components: int, power, lips, present, mask,

@@ -43,7 +43,7 @@ from pyro.distributions import constraints
 
 from .likelihood import frame_log_likelihood, joint_log_variance, mixture_log_likelihood
 from .noise import NMFNoise
-from .switch import EXCLUDED, SwitchPrior
+from .switch import EXCLUDED, SwitchPrior, joint_states
 
 MAX_PLATE_NESTING = 2
 
@@ -94,6 +94,15 @@ def speech_guide(batch: dict, encoder, switch=None, beta: float = 1.0) -> None:
 # ---------------------------------------------------------------------------------------------
 # separation: J sources, K components each, NMF noise, fitted per utterance
 # ---------------------------------------------------------------------------------------------
+def state_log_mask(allowed: torch.Tensor) -> torch.Tensor:
+    """``(J, K)`` bool -> ``(K^J,)``: 0 for joint states whose every source uses an allowed
+    component, ``EXCLUDED`` otherwise (states in the order of :func:`~.switch.joint_states`)."""
+    J, K = allowed.shape
+    states = joint_states(K, J)                                                  # (S, J)
+    ok = allowed[torch.arange(J), states].all(-1)                                # (S,)
+    return torch.where(ok, 0.0, EXCLUDED)
+
+
 class SeparationModel:
     """Test-time model and guide for a batch of mixtures.
 
@@ -108,11 +117,15 @@ class SeparationModel:
     :param noise: a noise model with ``log_variance(power, mask, plates)`` (default
         :class:`NMFNoise`) and, if it has latent variables, ``guide(power, mask, plates)``;
         ``plates`` are the model's ``(utt, time)`` plate objects, to be re-entered.
+    :param allowed: optional ``(J, K)`` bool; ``allowed[j, k] = False`` removes component k from
+        source j's switch (an oracle told who speaks in each video). The joint states that use
+        a removed component get log-likelihood ``EXCLUDED``, so the switch sums them out to ~0.
     """
 
-    def __init__(self, encoder, decoders, switch: SwitchPrior, noise=None):
+    def __init__(self, encoder, decoders, switch: SwitchPrior, noise=None, allowed=None):
         self.encoder, self.decoders, self.switch = encoder, decoders, switch
         self.noise = noise if noise is not None else NMFNoise()
+        self.state_log_mask = None if allowed is None else state_log_mask(torch.as_tensor(allowed))
 
     def speech_log_variance(self, z, lips, present, gain):
         """``log(g_j σ²_{j,k})`` as ``(..., B, T, J, K, F)``."""
@@ -127,6 +140,8 @@ class SeparationModel:
         log_var = joint_log_variance(log_speech, log_noise)                    # (...,B,T,K..K,F)
         obs = power.reshape(power.shape[:-1] + (1,) * J + power.shape[-1:])
         loglik = frame_log_likelihood(obs, log_var).flatten(-J)                 # (...,B,T,S)
+        if self.state_log_mask is not None:
+            loglik = loglik + self.state_log_mask.to(loglik)
         return log_speech, log_var.flatten(-1 - J, -2), loglik
 
     def plates(self, power):
