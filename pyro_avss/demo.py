@@ -27,7 +27,7 @@ def demo_sizes(small: bool) -> dict:
         return {"speakers": 2, "utterances": 5, "dev": 2, "duration": 1.2, "noise_s": 6.0,
                 "universal_epochs": 4, "speaker_epochs": 3, "snrs": [0.0], "steps": 20}
     return {"speakers": 3, "utterances": 20, "dev": 3, "duration": 2.0, "noise_s": 20.0,
-            "universal_epochs": 200, "speaker_epochs": 100, "snrs": [0.0, 5.0], "steps": 80}
+            "universal_epochs": 200, "speaker_epochs": 100, "snrs": [0.0, 5.0], "steps": 50}
 
 
 def run_demo(workdir: str | Path, *, small: bool = False, force: bool = False,
