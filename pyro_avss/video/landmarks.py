@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 
 import cv2
@@ -86,21 +87,34 @@ def _downscale(image: np.ndarray, max_side: int) -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
+#: What MediaPipe's native code prints on stderr whenever it builds a face-mesh graph or one of its
+#: TensorFlow Lite models, before any logging level applies. The last one is a note about the
+#: face-mesh graph's own internal wiring, which the Python solution API does not expose.
+NATIVE_CHATTER = ("inference_feedback_manager", "TensorFlow Lite XNNPACK delegate",
+                  "absl::InitializeLog", "landmark_projection_calculator")
+
+
 @contextlib.contextmanager
-def native_stderr_silenced():
-    """Point file descriptor 2 at ``/dev/null`` meanwhile: native libraries write their logs there
-    directly, before (absl) or outside (TensorFlow Lite) any logging level applies. Keep the
-    block short; Python's own ``sys.stderr`` writes in it are lost too."""
+def native_stderr_filtered(drop=NATIVE_CHATTER):
+    """Collect what is written to file descriptor 2 meanwhile (by native libraries, which write
+    there directly, and by Python) and write it back afterwards without the lines that contain
+    one of ``drop``; everything else, warnings included, still reaches stderr."""
     sys.stderr.flush()
     saved = os.dup(2)
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
+    with tempfile.TemporaryFile() as buffer:
+        try:
+            os.dup2(buffer.fileno(), 2)
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            buffer.seek(0)
+            kept = [line for line in buffer.read().decode(errors="replace").splitlines(keepends=True)
+                    if not any(d in line for d in drop)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 class MediapipeLipDetector:
@@ -126,7 +140,6 @@ class MediapipeLipDetector:
     def reset(self) -> None:
         self.close()
         self._mesh = self._factory()
-        self._fresh = True
 
     def close(self) -> None:
         if self._mesh is not None:
@@ -134,13 +147,7 @@ class MediapipeLipDetector:
             self._mesh = None
 
     def observe(self, rgb: np.ndarray, gray: np.ndarray) -> FaceObservation | None:
-        frame = np.ascontiguousarray(_downscale(rgb, self.max_side))
-        if self._fresh:        # TFLite warns on fd 2 when a new graph runs its first frame
-            with native_stderr_silenced():
-                result = self._mesh.process(frame)
-            self._fresh = False
-        else:
-            result = self._mesh.process(frame)
+        result = self._mesh.process(np.ascontiguousarray(_downscale(rgb, self.max_side)))
         if not result.multi_face_landmarks:
             return None
         points = result.multi_face_landmarks[0].landmark

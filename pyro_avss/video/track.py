@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InputError
 from .decode import VideoReader, no_frames_error
-from .landmarks import INNER_LIP_PAIRS, MOUTH_CORNERS, make_detector
+from .landmarks import INNER_LIP_PAIRS, MOUTH_CORNERS, make_detector, native_stderr_filtered
 from .roi import crop_roi, resize_frame, to_gray
 
 TRACK_KEYS = ("rois", "landmarks", "timestamps", "fps", "face_found", "detector")
@@ -126,6 +126,11 @@ def extract_lip_track(video_path: str | Path, detector="mediapipe", roi_size: in
     :param roi_size: side S of the ROIs (pixels).
     :raises InputError: missing file, not a video, or no decodable frame.
     """
+    with native_stderr_filtered():          # MediaPipe's informational lines, not the rest
+        return _extract(video_path, detector, roi_size)
+
+
+def _extract(video_path, detector, roi_size: int) -> LipTrack:
     owned = isinstance(detector, str)
     det = make_detector(detector) if owned else detector
     try:
