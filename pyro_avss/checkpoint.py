@@ -3,8 +3,9 @@
 A model file is one ``torch.save`` of a dict that holds only tensors and plain Python values, so
 it loads with ``torch.load(path, weights_only=True)``: the format version, the resolved training
 config, the STFT and lip-embedding settings, the component (speaker) names and kinds, the
-network sizes, the weights of the encoder, the decoder bank and the lip projection, training
-facts and software versions.
+network sizes, the weights of the encoder, the decoder bank, the lip projection and (format 2)
+the learned temporal lip encoder and the visual prior where the model has them, training facts
+and software versions. Format-1 files (no temporal lip encoder, ``N(0, I)`` prior) still load.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import torch
 
 from .audio import StftConfig
 from .errors import InputError
-from .nets.lips import LipProjection
-from .nets.vae import DecoderBank, SpeechEncoder
+from .nets.lips import LipProjection, LipTemporalEncoder
+from .nets.vae import DecoderBank, SpeechEncoder, VisualPrior
 
 FORMAT = "pyro_avss-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def software_versions() -> dict:
@@ -41,6 +42,9 @@ class SpeechModels:
     :param encoder: ``q(z | s, v)``.
     :param decoders: the K components ``p(s | z, v)``.
     :param lips: the fitted lip projection (unfitted when the model is audio-only).
+    :param lip_encoder: the learned temporal lip embedding applied after the projection, or None
+        (the projection is the embedding).
+    :param prior: the visual prior ``p(z | v)``, or None (``N(0, I)``).
     :param stft: STFT settings the model was trained with.
     :param config: the resolved training configuration.
     :param info: training facts (epochs, losses, data) recorded in the file.
@@ -52,6 +56,8 @@ class SpeechModels:
     stft: StftConfig
     config: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    lip_encoder: LipTemporalEncoder | None = None
+    prior: VisualPrior | None = None
 
     @property
     def component_names(self) -> list[str]:
@@ -65,6 +71,9 @@ class SpeechModels:
         self.encoder.to(device)
         self.decoders.to(device)
         self.lips.to(device)
+        for net in (self.lip_encoder, self.prior):
+            if net is not None:
+                net.to(device)
         return self
 
     def to_dict(self) -> dict:
@@ -80,6 +89,11 @@ class SpeechModels:
             "encoder": _cpu(self.encoder.state_dict()),
             "decoders": _cpu(d.state_dict()),
             "lip_projection": _cpu(self.lips.state_dict()),
+            "lip_encoder": None if self.lip_encoder is None else {
+                "in_dim": self.lip_encoder.in_dim, "out_dim": self.lip_encoder.out_dim,
+                "hidden": self.lip_encoder.hidden, "weights": _cpu(self.lip_encoder.state_dict())},
+            "prior": None if self.prior is None else {
+                "hidden": self.prior.hidden, "weights": _cpu(self.prior.state_dict())},
             "info": self.info, "versions": software_versions(),
         }
 
@@ -106,8 +120,16 @@ class SpeechModels:
         decoders.load_state_dict(data["decoders"])
         lips = LipProjection(data["lips"]["dim"], data["lips"]["downsample"])
         lips.load_state_dict(data["lip_projection"])
+        lip_encoder = prior = None
+        if data.get("lip_encoder"):
+            e = data["lip_encoder"]
+            lip_encoder = LipTemporalEncoder(e["in_dim"], e["out_dim"], e["hidden"])
+            lip_encoder.load_state_dict(e["weights"])
+        if data.get("prior"):
+            prior = VisualPrior(s["lip_dim"], s["latent_dim"], data["prior"]["hidden"])
+            prior.load_state_dict(data["prior"]["weights"])
         return cls(encoder, decoders, lips, StftConfig(**data["stft"]), data.get("config", {}),
-                   data.get("info", {}))
+                   data.get("info", {}), lip_encoder, prior)
 
     @classmethod
     def load(cls, path: str | Path, map_location="cpu") -> "SpeechModels":

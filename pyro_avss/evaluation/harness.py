@@ -157,6 +157,14 @@ def best_order(estimates: np.ndarray, references: np.ndarray) -> list[int]:
     return list(max(itertools.permutations(range(J)), key=lambda p: sum(score[p[j], j] for j in range(J))))
 
 
+def swapped(estimate: np.ndarray, references: np.ndarray, j: int) -> float:
+    """1.0 when ``estimate`` (source j's) is closer, in SI-SDR, to another source's reference
+    than to its own — it holds the wrong talker —, else 0.0."""
+    own = si_sdr(estimate, references[j])
+    other = max(si_sdr(estimate, references[i]) for i in range(len(references)) if i != j)
+    return float(other > own)
+
+
 def _base_row(spec: MixtureSpec, system: str, j: int, status: str, error: str = "") -> dict:
     return {"id": spec.id, "condition": spec.condition, "snr_db": spec.snr_db,
             "noise": spec.noise.name, "system": system, "source": j + 1,
@@ -206,6 +214,7 @@ class Scorer:
             row["rtf"] = result.runtime_s / row["audio_s"]
             row.update(result.info)
             row["switch_true_mass"] = self._mass(post, j, item, refs[j], result.components)
+            row["swapped"] = swapped(est[j], refs, j) if len(refs) > 1 else math.nan
             out.append(row)
         return out
 

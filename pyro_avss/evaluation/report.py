@@ -16,6 +16,9 @@
 * ``switch_true_mass``: mean posterior probability of the component named like
   ``target_speaker`` over the speech frames of that source (frames whose clean energy is within
   40 dB of its loudest frame); empty when the system has no switch or no such component;
+* ``swapped`` (J ≥ 2): 1 when the estimate of a source has a higher SI-SDR against another
+  source's reference than against its own (it holds the wrong talker), else 0; its mean is the
+  swap rate;
 * ``steps`` (SVI steps or EM iterations) and ``acceptance`` (MCEM's MH acceptance rate).
 """
 
@@ -39,10 +42,10 @@ ERROR_COLUMNS = tuple(f"{m}_error" for m in ALL_METRICS) + tuple(f"input_{m}_err
 CSV_COLUMNS = (("id", "condition", "snr_db", "noise", "system", "source", "target_speaker",
                 "status", "error")
                + tuple(f"input_{m}" for m in ALL_METRICS) + METRICS + ERROR_COLUMNS
-               + ("runtime_s", "audio_s", "rtf", "switch_true_mass", "steps", "acceptance"))
+               + ("runtime_s", "audio_s", "rtf", "switch_true_mass", "swapped", "steps", "acceptance"))
 NUMERIC = {c for c in CSV_COLUMNS if c.startswith("input_") and not c.endswith("_error")} \
-    | set(METRICS) | {"snr_db", "runtime_s", "audio_s", "rtf", "switch_true_mass", "steps",
-                      "acceptance", "source"}
+    | set(METRICS) | {"snr_db", "runtime_s", "audio_s", "rtf", "switch_true_mass", "swapped",
+                      "steps", "acceptance", "source"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +105,7 @@ def _stats(rows: list[dict]) -> dict:
     """Means (NaN-free), valid counts and metric-failure counts of ok rows."""
     out: dict = {"rows": len(rows)}
     means, counts, fails = {}, {}, {}
-    for key in METRICS + ("input_si_sdr", "switch_true_mass", "rtf", "runtime_s"):
+    for key in METRICS + ("input_si_sdr", "switch_true_mass", "swapped", "rtf", "runtime_s"):
         values = np.array([r[key] for r in rows], dtype=float)
         valid = values[np.isfinite(values)]
         means[key] = float(valid.mean()) if valid.size else None

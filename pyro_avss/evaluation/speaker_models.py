@@ -5,7 +5,8 @@ component k alone is
 
     ELBO_k = Σ_t E_q(z_t)[ log p(x_t | z_t, v_t, k) ] − KL(q(z_t | x_t, v_t) ‖ N(0, I)),
 
-with the model's encoder as ``q`` (the same bound training maximises; the expectation by
+with the model's encoder as ``q`` and its latent prior (``N(0, I)`` or the visual prior
+``p(z | v)``) in the KL (the same bound training maximises; the expectation by
 ``num_samples`` draws, the KL in closed form). :func:`component_scores` reports
 ``−ELBO_k / T`` (nats per frame, lower is better) for every clip and component, from which
 :func:`speaker_table` builds the speaker × component table.
@@ -36,7 +37,12 @@ def clip_component_loglik(models: SpeechModels, inputs, num_samples: int = 4, se
     """``(T, K)`` per-frame ELBO terms of every component for one clip."""
     gen = torch.Generator().manual_seed(seed)
     loc, scale = models.encoder(log_power_features(inputs.power), inputs.lips, inputs.present)
-    kl = 0.5 * (loc ** 2 + scale ** 2 - 1 - 2 * scale.log()).sum(-1)           # (T,)
+    if models.prior is None:
+        p_loc, p_scale = torch.zeros_like(loc), torch.ones_like(scale)
+    else:
+        p_loc, p_scale = models.prior(inputs.lips, inputs.present)
+    kl = torch.distributions.kl_divergence(torch.distributions.Normal(loc, scale),
+                                           torch.distributions.Normal(p_loc, p_scale)).sum(-1)  # (T,)
     total = 0.0
     for _ in range(num_samples):
         z = loc + scale * torch.randn(loc.shape, generator=gen)
@@ -46,7 +52,7 @@ def clip_component_loglik(models: SpeechModels, inputs, num_samples: int = 4, se
 
 
 def _clip_inputs(models: SpeechModels, row: dict):
-    return row_inputs(row, models.lips, models.stft, models.uses_video)
+    return row_inputs(row, models.lips, models.stft, models.uses_video, models.lip_encoder)
 
 
 def component_scores(models: SpeechModels, rows: list[dict], num_samples: int = 4) -> list[dict]:

@@ -7,7 +7,9 @@ track into the same tensors through this module:
   models never depend on the recording level;
 * ``lips (T, Dv)`` and ``present (T,)``: the lip embedding of the video frame nearest to each
   STFT frame centre (by timestamp), zero and ``present = 0`` where no face was found or the
-  video does not cover the frame.
+  video does not cover the frame. With a learned temporal lip encoder (``temporal``), that
+  per-frame projection sequence is then embedded over time (training instead embeds each
+  mini-batch itself, since the encoder is being learnt).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 
 from ..audio import StftConfig, stft
-from ..nets.lips import LipProjection
+from ..nets.lips import LipProjection, LipTemporalEncoder
 
 
 @dataclass
@@ -38,36 +40,44 @@ def normalised_power(audio, cfg: StftConfig) -> tuple[torch.Tensor, float]:
     return power / scale, scale
 
 
-def aligned_lips(track, projection: LipProjection, frame_times: np.ndarray):
+def aligned_lips(track, projection: LipProjection, frame_times: np.ndarray,
+                 temporal: LipTemporalEncoder | None = None):
     """Lip embedding per STFT frame: ``(T, Dv)`` and ``(T,)`` presence (float).
 
-    ``track`` is a :class:`pyro_avss.video.track.LipTrack` or None (audio only).
+    ``track`` is a :class:`pyro_avss.video.track.LipTrack` or None (audio only); ``temporal``
+    the model's learned temporal lip encoder, applied to the aligned sequence, or None.
     """
     from ..video.align import align_to_frames
 
     T = len(frame_times)
+    dim = projection.dim if temporal is None else temporal.out_dim
     if track is None or not bool(projection.fitted):
-        return torch.zeros(T, projection.dim), torch.zeros(T)
+        return torch.zeros(T, dim), torch.zeros(T)
     found = torch.as_tensor(track.face_found, dtype=torch.bool)
     embedding = projection(torch.as_tensor(track.rois), found)                # (N, Dv)
     index, valid = align_to_frames(track.timestamps, frame_times, track.face_found, 1.0 / track.fps)
     index = torch.as_tensor(np.asarray(index), dtype=torch.long)
     valid = torch.as_tensor(np.asarray(valid), dtype=torch.bool)
-    lips = embedding[index.clamp(0, embedding.shape[0] - 1)] * valid[:, None]
-    return lips.float(), valid.float()
+    lips = (embedding[index.clamp(0, embedding.shape[0] - 1)] * valid[:, None]).float()
+    if temporal is not None:
+        with torch.no_grad():
+            param = next(temporal.parameters())
+            lips = temporal(lips.to(param), valid.float().to(param)).cpu()
+    return lips, valid.float()
 
 
 def utterance_inputs(audio, track, projection: LipProjection, cfg: StftConfig,
-                     start_s: float = 0.0) -> Inputs:
+                     start_s: float = 0.0, temporal: LipTemporalEncoder | None = None) -> Inputs:
     """All model inputs of one utterance; ``start_s`` is where ``audio`` starts in the video's
     time line (for chunks of a longer recording: the same trim applies to both streams)."""
     power, scale = normalised_power(audio, cfg)
     times = start_s + cfg.frame_times(power.shape[0])
-    lips, present = aligned_lips(track, projection, times)
+    lips, present = aligned_lips(track, projection, times, temporal)
     return Inputs(power, scale, lips, present)
 
 
-def row_inputs(row: dict, projection: LipProjection, cfg: StftConfig, use_video: bool) -> Inputs:
+def row_inputs(row: dict, projection: LipProjection, cfg: StftConfig, use_video: bool,
+               temporal: LipTemporalEncoder | None = None) -> Inputs:
     """Inputs of one prepared-manifest row (``audio`` and, when ``use_video``, its cached
     ``lips`` track); raises ``InputError`` for an unreadable file."""
     from ..audio import load_audio
@@ -75,4 +85,4 @@ def row_inputs(row: dict, projection: LipProjection, cfg: StftConfig, use_video:
 
     audio = load_audio(row["audio"], cfg.sample_rate)
     track = LipTrack.load(row["lips"]) if use_video and row.get("lips") else None
-    return utterance_inputs(audio, track, projection, cfg)
+    return utterance_inputs(audio, track, projection, cfg, temporal=temporal)

@@ -243,7 +243,8 @@ def mcem_separate(models: SpeechModels, audio, track=None, settings: MCEMSetting
     cfg = models.stft
     models.to(device)
     decoders = components_view(models, settings.components)
-    x = utterance_inputs(audio, track if models.uses_video else None, models.lips, cfg)
+    x = utterance_inputs(audio, track if models.uses_video else None, models.lips, cfg,
+                         temporal=models.lip_encoder)
     power, lips, present = x.power.to(device), x.lips.to(device), x.present.to(device)
     gen = torch.Generator(device=device).manual_seed(settings.seed)
     problem = _Problem(decoders, power, lips, present, settings, gen)

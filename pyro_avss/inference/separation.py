@@ -55,6 +55,8 @@ class SeparationSettings:
     lr: float = 0.4
     lr_decay: float = 0.95
     num_samples: int = 8
+    guide_init: str = "encoder"
+    gain: str = "frame"
     enumeration: str = "factor"
     noise_updates: str = "adam"
     chunk_seconds: float = 20.0
@@ -70,6 +72,13 @@ class SeparationSettings:
         """Refuse values that would fail (or silently do nothing) later, with the config key."""
         if self.noise_updates not in ("mu", "adam"):
             raise InputError("separate.noise_updates", f"must be 'mu' or 'adam', got {self.noise_updates!r}")
+        from ..models.generative import GAINS, GUIDE_INITS
+
+        if self.guide_init not in GUIDE_INITS:
+            raise InputError("separate.guide_init", f"must be one of {', '.join(GUIDE_INITS)}, "
+                                                    f"got {self.guide_init!r}")
+        if self.gain not in GAINS:
+            raise InputError("separate.gain", f"must be one of {', '.join(GAINS)}, got {self.gain!r}")
         if not self.lr > 0:
             raise InputError("separate.lr", f"must be > 0, got {self.lr}")
         if not self.noise_init_level > 0:
@@ -128,9 +137,14 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
               make_switch(settings.switch_prior, K, J, stay_prob=settings.stay_prob, enumerate=enumerate_))
     noise = (make_noise() if make_noise is not None else
              NMFNoise(settings.noise_rank, settings.seed, settings.noise_init_level))
+    if settings.guide_init != "encoder" and models.prior is None:
+        raise InputError("separate.guide_init", f"{settings.guide_init!r} needs a model trained "
+                                                "with a visual prior (model.prior=visual)")
     sep = SeparationModel(models.encoder, decoders, switch, noise,
-                          allowed=allowed_components(settings, J, models.decoders.num_components))
-    with frozen(models.encoder, decoders):
+                          allowed=allowed_components(settings, J, models.decoders.num_components),
+                          prior=models.prior, guide_init=settings.guide_init, gain=settings.gain)
+    nets = [n for n in (models.encoder, decoders, models.prior) if n is not None]
+    with frozen(*nets):
         return _fit(sep, switch, models.decoders.num_components, power, lips, present, mask, settings)
 
 
@@ -291,7 +305,7 @@ def separate_recordings(models: SpeechModels, jobs: list[tuple[np.ndarray, list]
             power = spec.abs().pow(2)
             power = power / power.mean().clamp_min(1e-12)
             times = start / cfg.sample_rate + cfg.frame_times(spec.shape[0])
-            lp = [aligned_lips(t, models.lips, times) for t in tracks]
+            lp = [aligned_lips(t, models.lips, times, models.lip_encoder) for t in tracks]
             chunks.append(_Chunk(j, start, length, power, spec,
                                  torch.stack([x[0] for x in lp], 1), torch.stack([x[1] for x in lp], 1)))
     order = sorted(range(len(chunks)), key=lambda i: chunks[i].power.shape[0])

@@ -36,8 +36,8 @@ from ..checkpoint import SpeechModels
 from ..errors import InputError, TrainingDiverged
 from ..models.generative import MAX_PLATE_NESTING, speech_guide, speech_model
 from ..models.switch import make_switch
-from ..nets.lips import LipProjection
-from ..nets.vae import DecoderBank, SpeechEncoder
+from ..nets.lips import LipProjection, LipTemporalEncoder
+from ..nets.vae import DecoderBank, SpeechEncoder, VisualPrior
 from .inputs import row_inputs
 
 
@@ -75,17 +75,47 @@ class FrameSet:
         return seg[torch.randperm(len(seg), generator=generator)]
 
     def batch(self, segments: torch.Tensor, length: int, lip_dropout: float = 0.0,
-              generator: torch.Generator | None = None) -> dict:
-        """Gather ``(B, length)`` frames of the given segments; padding points at the pad row."""
+              generator: torch.Generator | None = None, context: int = 0) -> dict:
+        """Gather ``(B, length)`` frames of the given segments; padding points at the pad row.
+
+        With ``context`` > 0 the lips (and their presence) come with ``context`` extra frames on
+        each side, ``(B, length + 2·context, Dv)``, taken from the same clip where it has them
+        (missing beyond its ends), for a temporal lip encoder to see around the segment."""
         steps = torch.arange(length)
         mask = steps[None, :] < segments[:, 1:2]
-        index = torch.where(mask, segments[:, :1] + steps, self.power.shape[0] - 1)
-        present = self.present[index]
+        pad_row = self.power.shape[0] - 1
+        index = torch.where(mask, segments[:, :1] + steps, pad_row)
+        wide = torch.arange(-context, length + context)
+        lip_index = segments[:, :1] + wide
+        first = self.clip_first[segments[:, 0]][:, None]
+        inside = (lip_index >= first) & (lip_index < first + self.clip_length[segments[:, 0]][:, None])
+        inside &= (wide[None, :] < segments[:, 1:2] + context)
+        lip_index = torch.where(inside, lip_index, pad_row)
+        present = self.present[lip_index]
         if lip_dropout > 0:
             keep = torch.rand(len(segments), 1, generator=generator) >= lip_dropout
             present = present * keep
-        return {"power": self.power[index], "lips": self.lips[index] * present[..., None],
+        return {"power": self.power[index], "lips": self.lips[lip_index] * present[..., None],
                 "present": present, "labels": self.labels[index], "mask": mask}
+
+    @property
+    def clip_first(self) -> torch.Tensor:
+        """``(N + 1,)`` first frame of each frame's clip (the pad row: itself)."""
+        return self._bounds()[0]
+
+    @property
+    def clip_length(self) -> torch.Tensor:
+        """``(N + 1,)`` length of each frame's clip (the pad row: 1)."""
+        return self._bounds()[1]
+
+    def _bounds(self):
+        if getattr(self, "_cached_bounds", None) is None:
+            first = torch.full((self.power.shape[0],), self.power.shape[0] - 1, dtype=torch.long)
+            length = torch.ones(self.power.shape[0], dtype=torch.long)
+            for start, n in zip(self.starts, self.lengths):
+                first[start:start + n], length[start:start + n] = start, n
+            self._cached_bounds = (first, length)
+        return self._cached_bounds
 
 
 def load_frames(rows: list[dict], projection: LipProjection, stft_cfg: StftConfig,
@@ -139,15 +169,24 @@ def build_models(cfg: dict, speakers: list[str], video_speakers: set[str],
     F = stft_cfg.num_bins
     gen = torch.Generator().manual_seed(tr["seed"])
     if mode == "universal":
-        lip_dim = cfg["lips"]["dim"] if use_video else 0
-        projection = LipProjection(cfg["lips"]["dim"], cfg["lips"]["downsample"])
+        lc = cfg["lips"]
+        if lc["front_end"] not in ("pca", "temporal"):
+            raise InputError("lips.front_end", f"unknown front end {lc['front_end']!r} (pca, temporal)")
+        if mc["prior"] not in ("standard", "visual"):
+            raise InputError("model.prior", f"unknown prior {mc['prior']!r} (standard, visual)")
+        temporal = use_video and lc["front_end"] == "temporal"
+        lip_dim = (lc["embed_dim"] if temporal else lc["dim"]) if use_video else 0
+        projection = LipProjection(lc["dim"], lc["downsample"])
         if use_video:
             tracks = [LipTrack.load(r["lips"]) for r in train_rows if r.get("lips")]
             projection.fit([(t.rois, t.face_found) for t in tracks], seed=tr["seed"])
+        lip_encoder = LipTemporalEncoder(lc["dim"], lc["embed_dim"]) if temporal else None
+        prior = VisualPrior(lip_dim, mc["latent_dim"], mc["hidden"]) if use_video and mc["prior"] == "visual" else None
         encoder = SpeechEncoder(F, mc["latent_dim"], mc["hidden"], lip_dim)
         decoders = DecoderBank(1, F, mc["latent_dim"], mc["hidden"], lip_dim,
                                uses_video=[use_video], names=["universal"])
-        return SpeechModels(encoder, decoders, projection, stft_cfg), None
+        return SpeechModels(encoder, decoders, projection, stft_cfg, lip_encoder=lip_encoder,
+                            prior=prior), None
     if mode not in ("speakers", "switching"):
         raise InputError("train.mode", f"unknown mode {mode!r} (universal, speakers, switching)")
     if not tr["init"]:
@@ -173,7 +212,8 @@ def build_models(cfg: dict, speakers: list[str], video_speakers: set[str],
     decoders = DecoderBank.from_components(parts, d.num_bins, d.latent_dim, d.hidden, d.lip_dim,
                                            perturb=tr["perturb"] if mode == "switching" else 0.0,
                                            generator=gen)
-    return SpeechModels(base.encoder, decoders, base.lips, stft_cfg), labels
+    return SpeechModels(base.encoder, decoders, base.lips, stft_cfg, lip_encoder=base.lip_encoder,
+                        prior=base.prior), labels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,9 +237,13 @@ class Trainer:
         self.elbo = (TraceEnum_ELBO(max_plate_nesting=MAX_PLATE_NESTING) if getattr(self.switch, "enumerate", False)
                      else Trace_ELBO(max_plate_nesting=MAX_PLATE_NESTING))
         self.train_encoder = mode == "universal"
-        models.encoder.requires_grad_(self.train_encoder)
-        params = list(models.decoders.parameters()) + (list(models.encoder.parameters())
-                                                       if self.train_encoder else [])
+        # the encoder, the temporal lip encoder and the visual prior define the shared latent
+        # space: learnt with the universal model, frozen for every later decoder
+        self.shared = [n for n in (models.encoder, models.lip_encoder, models.prior) if n is not None]
+        params = list(models.decoders.parameters())
+        for net in self.shared:
+            net.requires_grad_(self.train_encoder)
+            params += list(net.parameters()) if self.train_encoder else []
         self.optim = torch.optim.Adam(params, lr=self.tr["lr"])
         self.epoch, self.best, self.bad_epochs, self.log = 0, math.inf, 0, []
 
@@ -213,10 +257,20 @@ class Trainer:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         frames = batch["mask"].sum().clamp_min(1)
         m = self.models
+        c = self.lip_context
+        if m.lip_encoder is not None:
+            batch["lips"] = m.lip_encoder(batch["lips"], batch["present"])
+        if c:
+            batch["lips"], batch["present"] = batch["lips"][:, c:-c], batch["present"][:, c:-c]
         objective = self.elbo.differentiable_loss if differentiable else self.elbo.loss
         return objective(
-            lambda b: speech_model(b, m.decoders, self.switch, beta),
+            lambda b: speech_model(b, m.decoders, self.switch, beta, m.prior),
             lambda b: speech_guide(b, m.encoder, None, beta), batch) / frames
+
+    @property
+    def lip_context(self) -> int:
+        """Frames of lips needed on each side of a segment (the temporal encoder's reach)."""
+        return self.models.lip_encoder.context if self.models.lip_encoder is not None else 0
 
     @torch.no_grad()
     def dev_loss(self) -> float:
@@ -229,7 +283,7 @@ class Trainer:
             segs = self.dev_set.segments(L, torch.Generator().manual_seed(0))
             total, frames = 0.0, 0
             for i in range(0, len(segs), 256):
-                batch = self.dev_set.batch(segs[i:i + 256], L)
+                batch = self.dev_set.batch(segs[i:i + 256], L, context=self.lip_context)
                 n = int(batch["mask"].sum())
                 total += float(self.loss(batch, 1.0, differentiable=False)) * n
                 frames += n
@@ -240,6 +294,8 @@ class Trainer:
         return {"epoch": self.epoch, "best": self.best, "bad_epochs": self.bad_epochs,
                 "log": self.log, "encoder": self.models.encoder.state_dict(),
                 "decoders": self.models.decoders.state_dict(), "optim": self.optim.state_dict(),
+                "lip_encoder": _state_or_none(self.models.lip_encoder),
+                "prior": _state_or_none(self.models.prior),
                 "rng_torch": torch.get_rng_state(), "rng_numpy": _numpy_state(),
                 "rng_python": list(random.getstate()[1]), "rng_python_pos": random.getstate()[2]}
 
@@ -248,6 +304,10 @@ class Trainer:
         self.log = list(state["log"])
         self.models.encoder.load_state_dict(state["encoder"])
         self.models.decoders.load_state_dict(state["decoders"])
+        for name in ("lip_encoder", "prior"):
+            net = getattr(self.models, name)
+            if net is not None and state.get(name) is not None:
+                net.load_state_dict(state[name])
         self.optim.load_state_dict(state["optim"])
         torch.set_rng_state(state["rng_torch"])
         np.random.set_state(("MT19937", np.asarray(state["rng_numpy"]["keys"], dtype=np.uint32),
@@ -279,12 +339,14 @@ class Trainer:
             if self.tr["max_steps_per_epoch"]:
                 steps = min(steps, self.tr["max_steps_per_epoch"])
             beta = self.beta(self.epoch)
-            self.models.encoder.train(self.train_encoder)
+            for net in self.shared:
+                net.train(self.train_encoder)
             t0, total, frames = time.perf_counter(), 0.0, 0
             bar = tqdm(range(steps), desc=f"epoch {self.epoch + 1}/{last_epoch}", leave=False,
                        disable=not self.progress)
             for i in bar:
-                batch = self.train_set.batch(segs[i * B:(i + 1) * B], L, self.tr["lip_dropout"], gen)
+                batch = self.train_set.batch(segs[i * B:(i + 1) * B], L, self.tr["lip_dropout"], gen,
+                                             context=self.lip_context)
                 loss = self.loss(batch, beta)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
@@ -318,6 +380,10 @@ class Trainer:
                 print(f"epoch {self.epoch}: train {row['train_loss']:.3f}  dev {dev:.3f}  "
                       f"beta {beta:.2f}  {row['frames_per_s']:.0f} frames/s", flush=True)
         return self.log
+
+
+def _state_or_none(net):
+    return None if net is None else net.state_dict()
 
 
 def _numpy_state() -> dict:

@@ -5,7 +5,8 @@ speech components (speaker-specific decoders, audio-only or audio-visual, or a u
 
 For every utterance b, frame t and source j::
 
-    z_j[t]  ~ N(0, I_D)                                   latent speech code
+    z_j[t]  ~ N(0, I_D)  or  p(z | v_j[t-c..t+c])         latent speech code (no lips, or
+                                                          the visual prior of source j's lips)
     m_j[t]  ~ switch prior                                which component speaks
     s_j[f,t] ~ CN(0, g_j[t] · σ²_{m_j[t]}(z_j[t], v_j[t])[f])
     b[f,t]   ~ CN(0, (W H)[f,t])                           noise (NMF)
@@ -23,11 +24,19 @@ utterance (e.g. an audio-only component for frames where its face is lost).
 *Training* (``speech_model`` / ``speech_guide``) is the special case J = 1, no noise, g = 1, on
 clean power spectrograms normalised per utterance; labels, where known, restrict the switch. The
 guide is the amortised encoder ``q(z | s, v)``; the KL term is annealed by ``poutine.scale`` on
-``z`` only (allowed because ``p(z)`` does not depend on the switch).
+``z`` only (allowed because ``p(z)`` does not depend on the switch). With a visual prior
+(:class:`~pyro_avss.nets.vae.VisualPrior`, the conditional-VAE construction) the KL is taken to
+``p(z | v)`` instead of ``N(0, I)``; frames without a face keep ``N(0, I)``.
 
 *Separation* (:class:`SeparationModel`) freezes the decoders and fits, per utterance, the gains
 ``g``, the noise ``W, H``, the switch weights ``π`` (i.i.d. prior) and a per-frame Gaussian
-guide ``q(z_j[t])`` initialised from the encoder applied to the mixture and source j's lips.
+guide ``q(z_j[t])``. That guide starts from the encoder applied to the mixture and source j's
+lips (``guide_init = "encoder"``), from source j's visual prior (``"prior"``: each source starts
+from its own lips, not from a mixture they all share), or from their product (``"product"``:
+the precision-weighted combination of the two Gaussians). The gains are per frame
+(``gain = "frame"``) or one per source and chunk (``"utterance"``: the decoders, trained on
+per-utterance normalised speech, then carry the frame-to-frame level, so a source cannot take
+over another's frames by raising its gain there).
 
 Plate layout: ``plate("utt", B, dim=-2)`` outside ``plate("time", T, dim=-1)``; ``(J, D)`` is
 the event shape of ``z``; ``max_plate_nesting = 2``; enumerated switches use dims -3, -4, ...
@@ -46,6 +55,8 @@ from .noise import NMFNoise
 from .switch import EXCLUDED, SwitchPrior, joint_states
 
 MAX_PLATE_NESTING = 2
+GUIDE_INITS = ("encoder", "prior", "product")
+GAINS = ("frame", "utterance")
 
 
 def log_power_features(power: torch.Tensor) -> torch.Tensor:
@@ -63,25 +74,34 @@ def label_log_mask(labels: torch.Tensor, num_components: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # training: clean speech, one source, no noise
 # ---------------------------------------------------------------------------------------------
-def speech_model(batch: dict, decoders, switch: SwitchPrior, beta: float = 1.0) -> None:
+def latent_prior(prior, lips, present, shape) -> dist.Distribution:
+    """The prior of ``z`` with event shape ``shape[-2:]`` (sources, latent dim): ``N(0, I)`` when
+    ``prior`` is None, else the visual prior of each source's lips (``lips (..., J, Dv)``)."""
+    if prior is None:
+        return dist.Normal(lips.new_zeros(()), 1.0).expand(shape).to_event(2)
+    loc, scale = prior(lips, present)
+    return dist.Normal(loc, scale).to_event(2)
+
+
+def speech_model(batch: dict, decoders, switch: SwitchPrior, beta: float = 1.0, prior=None) -> None:
     """Model of a mini-batch of clean segments.
 
     ``batch``: ``power (B,T,F)``, ``lips (B,T,Dv)``, ``present (B,T)``, ``labels (B,T)`` long,
-    ``mask (B,T)`` bool.
+    ``mask (B,T)`` bool. ``prior``: a :class:`~pyro_avss.nets.vae.VisualPrior` or None (``N(0, I)``).
     """
     power, mask = batch["power"], batch["mask"]
     B, T, _ = power.shape
     time = pyro.plate("time", T, dim=-1)
     with pyro.plate("utt", B, dim=-2):
         with time, poutine.mask(mask=mask), poutine.scale(scale=beta):
-            z = pyro.sample("z", dist.Normal(power.new_zeros(()), 1.0)
-                            .expand([1, decoders.latent_dim]).to_event(2))
+            z = pyro.sample("z", latent_prior(prior, batch["lips"][..., None, :],
+                                              batch["present"][..., None], [1, decoders.latent_dim]))
         log_speech = decoders(z, batch["lips"][..., None, :], batch["present"][..., None])
         loglik = mixture_log_likelihood(power, log_speech, None)                    # (B,T,K)
         switch.observe(loglik + label_log_mask(batch["labels"], decoders.num_components), mask, time)
 
 
-def speech_guide(batch: dict, encoder, switch=None, beta: float = 1.0) -> None:
+def speech_guide(batch: dict, encoder, switch=None, beta: float = 1.0, prior=None) -> None:
     """Amortised guide ``q(z | s, v)`` for :func:`speech_model`."""
     power, mask = batch["power"], batch["mask"]
     B, T, _ = power.shape
@@ -117,15 +137,27 @@ class SeparationModel:
     :param noise: a noise model with ``log_variance(power, mask, plates)`` (default
         :class:`NMFNoise`) and, if it has latent variables, ``guide(power, mask, plates)``;
         ``plates`` are the model's ``(utt, time)`` plate objects, to be re-entered.
+    :param prior: optional :class:`~pyro_avss.nets.vae.VisualPrior` (frozen): each source's
+        ``z`` prior is then ``p(z | v_j)`` of its own lips, else ``N(0, I)``.
+    :param guide_init: ``encoder``, ``prior`` or ``product`` (module docstring).
+    :param gain: ``frame`` (``gain (B,T,J)``) or ``utterance`` (``gain (B,1,J)``).
     :param allowed: optional ``(J, K)`` bool; ``allowed[j, k] = False`` removes component k from
         source j's switch (an oracle told who speaks in each video). The joint states that use
         a removed component get log-likelihood ``EXCLUDED``, so the switch sums them out to ~0.
     """
 
-    def __init__(self, encoder, decoders, switch: SwitchPrior, noise=None, allowed=None):
+    def __init__(self, encoder, decoders, switch: SwitchPrior, noise=None, allowed=None,
+                 prior=None, guide_init: str = "encoder", gain: str = "frame"):
+        if guide_init not in GUIDE_INITS:
+            raise ValueError(f"guide_init must be one of {', '.join(GUIDE_INITS)}, got {guide_init!r}")
+        if gain not in GAINS:
+            raise ValueError(f"gain must be one of {', '.join(GAINS)}, got {gain!r}")
+        if guide_init != "encoder" and prior is None:
+            raise ValueError(f"guide_init={guide_init!r} needs a model with a visual prior")
         self.encoder, self.decoders, self.switch = encoder, decoders, switch
         self.noise = noise if noise is not None else NMFNoise()
         self.state_log_mask = None if allowed is None else state_log_mask(torch.as_tensor(allowed))
+        self.prior, self.guide_init, self.gain = prior, guide_init, gain
 
     def speech_log_variance(self, z, lips, present, gain):
         """``log(g_j σ²_{j,k})`` as ``(..., B, T, J, K, F)``."""
@@ -154,20 +186,30 @@ class SeparationModel:
         J = lips.shape[-2]
         utt, time = self.plates(power)
         log_noise = self.noise.log_variance(power, mask, (utt, time))             # (..., B,T,F)
-        gain = pyro.param("gain", lambda: power.new_full((B, T, J), 1.0 / (J + 1)),
+        frames = T if self.gain == "frame" else 1
+        gain = pyro.param("gain", lambda: power.new_full((B, frames, J), 1.0 / (J + 1)),
                           constraint=constraints.positive)
         with utt:
             with time, poutine.mask(mask=mask):
-                z = pyro.sample("z", dist.Normal(power.new_zeros(()), 1.0)
-                                .expand([J, self.decoders.latent_dim]).to_event(2))
+                z = pyro.sample("z", latent_prior(self.prior, lips, present,
+                                                  [J, self.decoders.latent_dim]))
             _, _, loglik = self.state_log_likelihood(z, power, lips, present, log_noise, gain)
             self.switch.observe(loglik, mask, time)
 
     def initial_guide(self, power, lips, present):
-        """Encoder applied to the mixture and each source's lips: ``(loc, scale)`` ``(B,T,J,D)``."""
+        """Starting ``(loc, scale)`` ``(B,T,J,D)`` of ``q(z)`` (``guide_init``): the encoder on
+        the mixture and each source's lips, each source's visual prior, or their product
+        ``N(μ, σ²)`` with ``σ⁻² = σ_e⁻² + σ_p⁻²`` and ``μ = σ² (μ_e σ_e⁻² + μ_p σ_p⁻²)``."""
         with torch.no_grad():
+            if self.guide_init == "prior":
+                return self.prior(lips, present)
             features = log_power_features(power)[..., None, :].expand(*lips.shape[:-1], -1)
-            return self.encoder(features, lips, present)
+            loc, scale = self.encoder(features, lips, present)
+            if self.guide_init == "encoder":
+                return loc, scale
+            p_loc, p_scale = self.prior(lips, present)
+            w_e, w_p = scale.pow(-2), p_scale.pow(-2)
+            return (loc * w_e + p_loc * w_p) / (w_e + w_p), (w_e + w_p).rsqrt()
 
     def guide(self, power, lips, present, mask):
         B, T, _ = power.shape

@@ -125,3 +125,31 @@ class DecoderBank(nn.Module):
             for name in ("b1", "w2", "b2", "w3", "b3"):
                 getattr(bank, name).copy_(torch.stack([noisy(p[name]) for p in parts]))
         return bank
+
+
+class VisualPrior(nn.Module):
+    """The visual prior ``p(z | v) = N(μ(v), diag σ²(v))`` of the conditional VAE.
+
+    ``h = tanh(W_2 tanh(W_1 v + b_1) + b_2)``, ``μ = present · (W_μ h + b_μ)``,
+    ``log σ = present · clamp(W_σ h + b_σ)``: a network of one source's lip embedding (usually the
+    temporal :class:`~pyro_avss.nets.lips.LipTemporalEncoder`, which already sees ±190 ms).
+    Where no face is seen (``present = 0``) it falls back to the standard normal ``N(0, I)``, the
+    prior of the audio-only model, so a lost face never pushes ``z`` anywhere.
+
+    In training the KL term is taken to this prior; in separation each source's ``z`` prior is
+    conditioned on that source's own lips, which is what ties a voice to a face before any
+    decoder runs.
+    """
+
+    def __init__(self, lip_dim: int, latent_dim: int = 16, hidden: int = 128):
+        super().__init__()
+        self.lip_dim, self.latent_dim, self.hidden = lip_dim, latent_dim, hidden
+        self.body = nn.Sequential(nn.Linear(lip_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
+        self.loc = nn.Linear(hidden, latent_dim)
+        self.log_scale = nn.Linear(hidden, latent_dim)
+
+    def forward(self, lips: torch.Tensor, present: torch.Tensor):
+        """``lips (..., Dv)``, ``present (...)`` -> ``(loc, scale)`` each ``(..., D)``."""
+        h = self.body(lips)
+        p = present.unsqueeze(-1).to(h.dtype)
+        return self.loc(h) * p, (self.log_scale(h).clamp(-6.0, 2.0) * p).exp()

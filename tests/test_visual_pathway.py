@@ -1,0 +1,136 @@
+"""The learned visual pathway: temporal lip encoder, visual prior p(z | v), lip-specific guide."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+
+from pyro_avss.audio import StftConfig
+from pyro_avss.checkpoint import SpeechModels
+from pyro_avss.errors import InputError
+from pyro_avss.inference.separation import SeparationSettings, fit_batch
+from pyro_avss.inference.training import FrameSet
+from pyro_avss.models.generative import SeparationModel, speech_guide, speech_model
+from pyro_avss.models.switch import make_switch
+from pyro_avss.nets.lips import LipProjection, LipTemporalEncoder
+from pyro_avss.nets.vae import DecoderBank, SpeechEncoder, VisualPrior
+
+F, D, DV = 33, 4, 6
+
+
+def test_temporal_encoder_sees_exactly_its_context_and_zeroes_missing_frames():
+    torch.manual_seed(0)
+    enc = LipTemporalEncoder(5, DV, 8)
+    u, present = torch.randn(2, 60, 5), torch.ones(2, 60)
+    present[1, 20:25] = 0
+    v = enc(u, present)
+    assert v.shape == (2, 60, DV)
+    assert torch.all(v[1, 20:25] == 0)                       # no face: no embedding
+    t, c = 30, enc.context
+    moved = u.clone()
+    moved[:, t + c + 1:] += 5.0                               # beyond the reach of frame t
+    assert torch.allclose(enc(moved, present)[:, t], v[:, t])
+    moved = u.clone()
+    moved[:, t + c] += 5.0                                    # at the edge of its reach
+    assert not torch.allclose(enc(moved, present)[:, t], v[:, t])
+    # extra leading axes (sources) are batch axes
+    assert torch.allclose(enc(u[:, None].expand(2, 3, 60, 5), present[:, None].expand(2, 3, 60))[:, 1], v,
+                          atol=1e-6)
+
+
+def test_visual_prior_is_standard_normal_without_a_face():
+    prior = VisualPrior(DV, D, 16)
+    loc, scale = prior(torch.randn(7, DV), torch.tensor([1, 1, 0, 0, 1, 0, 1.0]))
+    assert torch.all(loc[[2, 3, 5]] == 0) and torch.allclose(scale[[2, 3, 5]], torch.ones(3, D))
+    assert loc[[0, 1, 4, 6]].abs().sum() > 0
+
+
+def test_training_batches_bring_lip_context_from_the_same_clip_only():
+    lips = torch.arange(10.0)[:, None].repeat(1, 2)           # clip 0: frames 0-5, clip 1: 6-9
+    fs = FrameSet(torch.ones(11, F), torch.cat([lips, torch.zeros(1, 2)]), torch.ones(11),
+                  torch.full((11,), -1), starts=[0, 6], lengths=[6, 4], clip_ids=["a", "b"],
+                  speakers=["x", "x"])
+    fs.present[-1] = 0
+    b = fs.batch(torch.tensor([[2, 3], [6, 4]]), 4, context=2)
+    assert b["lips"].shape == (2, 8, 2) and b["power"].shape == (2, 4, F)
+    assert b["lips"][0, :, 0].tolist() == [0, 1, 2, 3, 4, 5, 0, 0]        # clip 0 ends at frame 5
+    assert b["present"][0].tolist() == [1, 1, 1, 1, 1, 1, 0, 0]
+    assert b["present"][1].tolist() == [0, 0, 1, 1, 1, 1, 0, 0]           # nothing before clip 1
+    assert b["lips"][1, 2:6, 0].tolist() == [6, 7, 8, 9]
+    plain = fs.batch(torch.tensor([[2, 3], [6, 4]]), 4)
+    assert torch.equal(plain["lips"], b["lips"][:, 2:6] * plain["present"][..., None])
+
+
+def test_training_kl_is_taken_to_the_visual_prior():
+    torch.manual_seed(0)
+    B, T = 2, 5
+    batch = {"power": torch.rand(B, T, F) + 0.1, "lips": torch.randn(B, T, DV),
+             "present": torch.ones(B, T), "labels": torch.full((B, T), -1), "mask": torch.ones(B, T, dtype=bool)}
+    dec, enc, prior = DecoderBank(1, F, D, 16, DV), SpeechEncoder(F, D, 16, DV), VisualPrior(DV, D, 16)
+    switch = make_switch("iid", 1, 1, learn_prior=False)
+    guide = poutine.trace(speech_guide).get_trace(batch, enc)
+    model = poutine.trace(poutine.replay(speech_model, guide)).get_trace(batch, dec, switch, 1.0, prior)
+    z = guide.nodes["z"]["value"]
+    loc, scale = prior(batch["lips"], batch["present"])
+    expected = torch.distributions.Normal(loc[..., None, :], scale[..., None, :]).log_prob(z).sum((-1, -2))
+    assert torch.allclose(model.nodes["z"]["fn"].log_prob(z), expected)
+
+
+def _models(prior=True, seed=0):
+    torch.manual_seed(seed)
+    return SpeechModels(SpeechEncoder(F, D, 16, DV), DecoderBank(2, F, D, 16, DV), LipProjection(DV, 8),
+                        StftConfig(), prior=VisualPrior(DV, D, 16) if prior else None)
+
+
+def test_lip_specific_guide_starts_each_source_from_its_own_lips():
+    m = _models()
+    B, T, J = 1, 12, 2
+    power, lips = torch.rand(B, T, F) + 0.1, torch.randn(B, T, J, DV)
+    present = torch.ones(B, T, J)
+    switch = make_switch("utterance", 2, J)
+    by_encoder = SeparationModel(m.encoder, m.decoders, switch, prior=m.prior)
+    by_prior = SeparationModel(m.encoder, m.decoders, switch, prior=m.prior, guide_init="prior")
+    both = SeparationModel(m.encoder, m.decoders, switch, prior=m.prior, guide_init="product")
+    loc_p, scale_p = by_prior.initial_guide(power, lips, present)
+    assert torch.allclose(loc_p, m.prior(lips, present)[0])
+    loc_e, scale_e = by_encoder.initial_guide(power, lips, present)
+    loc_b, scale_b = both.initial_guide(power, lips, present)
+    assert torch.all(scale_b < torch.minimum(scale_e, scale_p))   # a product is narrower than both
+    lo, hi = torch.minimum(loc_e, loc_p), torch.maximum(loc_e, loc_p)
+    assert torch.all((loc_b >= lo - 1e-6) & (loc_b <= hi + 1e-6))
+    with pytest.raises(ValueError, match="visual prior"):
+        SeparationModel(m.encoder, m.decoders, switch, guide_init="prior")
+
+
+@pytest.mark.parametrize("gain, frames", [("frame", 12), ("utterance", 1)])
+def test_separation_with_the_visual_prior_and_each_gain(gain, frames):
+    m = _models()
+    B, T, J = 2, 12, 2
+    power = torch.rand(B, T, F) + 0.1
+    mask = torch.ones(B, T, dtype=torch.bool)
+    mask[1, 9:] = False
+    s = SeparationSettings(steps=3, num_samples=2, guide_init="product", gain=gain)
+    masks, post, _ = fit_batch(m, power, torch.randn(B, T, J, DV), torch.ones(B, T, J), mask, s)
+    assert tuple(pyro.param("gain").shape) == (B, frames, J)
+    assert torch.allclose(masks.sum(2), torch.ones(B, T, F), atol=1e-4)
+    with pytest.raises(InputError, match="separate.guide_init"):
+        fit_batch(_models(prior=False), power, torch.randn(B, T, J, DV), torch.ones(B, T, J), mask, s)
+    with pytest.raises(InputError, match="separate.gain"):
+        SeparationSettings(gain="bogus")
+
+
+def test_model_file_keeps_the_temporal_encoder_and_the_prior(tmp_path):
+    m = _models()
+    m.lip_encoder = LipTemporalEncoder(5, DV, 8)
+    m.save(tmp_path / "m.pt")
+    back = SpeechModels.load(tmp_path / "m.pt")
+    u, p = torch.randn(20, 5), torch.ones(20)
+    assert torch.equal(back.lip_encoder(u, p), m.lip_encoder(u, p))
+    v = torch.randn(3, DV)
+    assert all(torch.equal(a, b) for a, b in zip(back.prior(v, torch.ones(3)), m.prior(v, torch.ones(3))))
+    plain = _models(prior=False)
+    plain.save(tmp_path / "plain.pt")
+    again = SpeechModels.load(tmp_path / "plain.pt")
+    assert again.prior is None and again.lip_encoder is None
