@@ -31,9 +31,9 @@ DEFAULTS: dict[str, Any] = {
     },
     # front_end: pca (the projection is the embedding) | temporal (a learned temporal encoder of
     # the projected ROIs, trained with the universal model; embed_dim is its output size)
-    "lips": {"dim": 24, "downsample": 32, "front_end": "pca", "embed_dim": 32},
+    "lips": {"dim": 24, "downsample": 32, "front_end": "temporal", "embed_dim": 32},
     # prior: standard (z ~ N(0, I)) | visual (z ~ p(z | lips), the conditional-VAE prior)
-    "model": {"latent_dim": 16, "hidden": 128, "use_video": True, "prior": "standard"},
+    "model": {"latent_dim": 16, "hidden": 128, "use_video": True, "prior": "visual"},
     "train": {
         # universal: one decoder on all speakers; speakers: one decoder per speaker, fine-tuned from
         # `init` with the encoder frozen; switching: K decoders trained jointly, switch enumerated
@@ -66,9 +66,10 @@ DEFAULTS: dict[str, Any] = {
         "lr": 0.4,                   # Adam's first learning rate ...
         "lr_decay": 0.95,            # ... multiplied by this after every step (0.4 -> 0.03 at 50)
         "num_samples": 8,            # z samples for the Wiener filter
-        "guide_init": "encoder",     # encoder (on the mixture) | prior (each source's visual
-                                     # prior) | product (of the two); prior/product need p(z|v)
-        "gain": "frame",             # frame (g_j[t]) | utterance (one gain per source and chunk)
+        "guide_init": "auto",        # encoder (on the mixture) | prior (each source's visual
+                                     # prior) | product (of the two; needs p(z|v)) | auto
+                                     # (product when the model has a visual prior, else encoder)
+        "gain": "utterance",         # utterance (one gain per source and chunk) | frame (g_j[t])
         "enumeration": "factor",     # factor (hand-marginalised logsumexp) | pyro (TraceEnum_ELBO)
         "noise_updates": "adam",     # adam (SVI only) | mu (plus a multiplicative NMF update per step)
         "chunk_seconds": 20.0,

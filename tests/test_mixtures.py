@@ -157,6 +157,21 @@ def test_interferers_exclude_target_speaker(synthetic):
         build_mixture_specs(clips, noises, [0.0], num_interferers=3)
 
 
+def test_more_talkers_than_speakers_reuse_speakers_with_other_clips(synthetic):
+    clips, noises, _ = synthetic
+    two_speakers = [c for c in clips if c.speaker in ("a", "b")]         # a_0, a_1, b_2
+    specs = build_mixture_specs(two_speakers, noises, [0.0], num_interferers=2, seed=3,
+                                reuse_speakers=True)
+    for spec in specs:
+        ids = [s.id for s in spec.sources]
+        assert len(set(ids)) == 3                                     # never one clip twice
+        assert {s.speaker for s in spec.sources} == {"a", "b"}        # every other speaker first
+    with pytest.raises(InputError, match="interfering speaker"):
+        build_mixture_specs(two_speakers, noises, [0.0], num_interferers=2)
+    with pytest.raises(InputError, match="fewer"):
+        build_mixture_specs(two_speakers, noises, [0.0], num_interferers=3, reuse_speakers=True)
+
+
 def test_short_noise_is_looped(synthetic):
     clips, noises, _ = synthetic
     specs = build_mixture_specs(clips[:1], noises[:1], [3.0], seed=0, per_target=4)

@@ -213,7 +213,7 @@ def build_mixture_specs(targets: Sequence[Clip], noises: Sequence[tuple[str, str
                         snrs_db: float | Iterable[float], *,
                         interferers: Sequence[Clip] | None = None, num_interferers: int = 0,
                         sir_db: float = 0.0, per_target: int = 1, seed: int = 0,
-                        sample_rate: int = 16000) -> list[MixtureSpec]:
+                        sample_rate: int = 16000, reuse_speakers: bool = False) -> list[MixtureSpec]:
     """Draw mixtures deterministically and compute their gains.
 
     For every target and every ``k < per_target`` a random generator is seeded with
@@ -235,6 +235,9 @@ def build_mixture_specs(targets: Sequence[Clip], noises: Sequence[tuple[str, str
     :param per_target: independent draws per target.
     :param seed: non-negative integer.
     :param sample_rate: Hz; files with another rate are refused.
+    :param reuse_speakers: when there are fewer other speakers than ``num_interferers``, fill
+        the remaining interferers with further clips (never the target clip, never one clip
+        twice) of any speaker, the target's included; e.g. three talkers from two speakers.
     :returns: ``len(targets) * per_target * len(snrs_db)`` specs, target-major, then k, then SNR.
     :raises InputError: unreadable or silent audio, duplicate ids or noise names, too few
         interfering speakers, bad arguments.
@@ -258,7 +261,7 @@ def build_mixture_specs(targets: Sequence[Clip], noises: Sequence[tuple[str, str
             noise_audio = load(noise_path)
             span = len(noise_audio) - n + 1 if len(noise_audio) >= n else len(noise_audio)
             start = int(rng.integers(span))
-            chosen = _draw_interferers(rng, pool, target, num_interferers)
+            chosen = _draw_interferers(rng, pool, target, num_interferers, reuse_speakers)
 
             raw_sources = [target_audio] + [_fit_length(load(_abs_path(c.audio)), n)
                                             for c in chosen]
@@ -304,7 +307,7 @@ def _check_build_args(targets, noises, snrs, num_interferers, sir_db, per_target
 
 
 def _draw_interferers(rng: np.random.Generator, pool: Sequence[Clip], target: Clip,
-                      count: int) -> list[Clip]:
+                      count: int, reuse_speakers: bool = False) -> list[Clip]:
     if count == 0:
         return []
     by_speaker: dict[str, list[Clip]] = {}
@@ -312,14 +315,20 @@ def _draw_interferers(rng: np.random.Generator, pool: Sequence[Clip], target: Cl
         if str(clip.speaker) != str(target.speaker):
             by_speaker.setdefault(str(clip.speaker), []).append(clip)
     speakers = sorted(by_speaker)
-    if len(speakers) < count:
+    if len(speakers) < count and not reuse_speakers:
         raise InputError(target.id, f"needs {count} interfering speaker(s) other than "
                                     f"{target.speaker!r}, the pool has {len(speakers)}")
-    picked = rng.choice(len(speakers), size=count, replace=False)
+    picked = rng.choice(len(speakers), size=min(count, len(speakers)), replace=False)
     chosen = []
     for idx in picked:
         clips = by_speaker[speakers[int(idx)]]
         chosen.append(clips[int(rng.integers(len(clips)))])
+    taken = {str(target.id)} | {str(c.id) for c in chosen}
+    rest = [c for c in pool if str(c.id) not in taken]
+    while len(chosen) < count:
+        if not rest:
+            raise InputError(target.id, f"needs {count} interfering clips, the pool has fewer")
+        chosen.append(rest.pop(int(rng.integers(len(rest)))))
     return chosen
 
 

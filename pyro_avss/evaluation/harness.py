@@ -204,7 +204,8 @@ class Scorer:
         out = []
         for j in range(len(refs)):
             inputs = self.inputs(item, j)
-            if np.array_equal(est[j], mixture):
+            unprocessed = np.array_equal(est[j], mixture)
+            if unprocessed:
                 metrics = {k[len("input_"):]: v for k, v in inputs.items()}
             else:
                 metrics = compute_metrics(est[j], refs[j])
@@ -214,7 +215,7 @@ class Scorer:
             row["rtf"] = result.runtime_s / row["audio_s"]
             row.update(result.info)
             row["switch_true_mass"] = self._mass(post, j, item, refs[j], result.components)
-            row["swapped"] = swapped(est[j], refs, j) if len(refs) > 1 else math.nan
+            row["swapped"] = swapped(est[j], refs, j) if len(refs) > 1 and not unprocessed else math.nan
             out.append(row)
         return out
 

@@ -55,8 +55,8 @@ class SeparationSettings:
     lr: float = 0.4
     lr_decay: float = 0.95
     num_samples: int = 8
-    guide_init: str = "encoder"
-    gain: str = "frame"
+    guide_init: str = "auto"
+    gain: str = "utterance"
     enumeration: str = "factor"
     noise_updates: str = "adam"
     chunk_seconds: float = 20.0
@@ -74,8 +74,8 @@ class SeparationSettings:
             raise InputError("separate.noise_updates", f"must be 'mu' or 'adam', got {self.noise_updates!r}")
         from ..models.generative import GAINS, GUIDE_INITS
 
-        if self.guide_init not in GUIDE_INITS:
-            raise InputError("separate.guide_init", f"must be one of {', '.join(GUIDE_INITS)}, "
+        if self.guide_init not in ("auto",) + GUIDE_INITS:
+            raise InputError("separate.guide_init", f"must be one of auto, {', '.join(GUIDE_INITS)}, "
                                                     f"got {self.guide_init!r}")
         if self.gain not in GAINS:
             raise InputError("separate.gain", f"must be one of {', '.join(GAINS)}, got {self.gain!r}")
@@ -137,12 +137,15 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
               make_switch(settings.switch_prior, K, J, stay_prob=settings.stay_prob, enumerate=enumerate_))
     noise = (make_noise() if make_noise is not None else
              NMFNoise(settings.noise_rank, settings.seed, settings.noise_init_level))
-    if settings.guide_init != "encoder" and models.prior is None:
-        raise InputError("separate.guide_init", f"{settings.guide_init!r} needs a model trained "
+    guide_init = settings.guide_init
+    if guide_init == "auto":               # the lip-specific start wherever the model can give it
+        guide_init = "product" if models.prior is not None else "encoder"
+    if guide_init != "encoder" and models.prior is None:
+        raise InputError("separate.guide_init", f"{guide_init!r} needs a model trained "
                                                 "with a visual prior (model.prior=visual)")
     sep = SeparationModel(models.encoder, decoders, switch, noise,
                           allowed=allowed_components(settings, J, models.decoders.num_components),
-                          prior=models.prior, guide_init=settings.guide_init, gain=settings.gain)
+                          prior=models.prior, guide_init=guide_init, gain=settings.gain)
     nets = [n for n in (models.encoder, decoders, models.prior) if n is not None]
     with frozen(*nets):
         return _fit(sep, switch, models.decoders.num_components, power, lips, present, mask, settings)
