@@ -71,13 +71,15 @@ ABLATION_MODELS = (
     ("grid_temporal_standard", ["model.prior=standard"], "learned lips, N(0, I) prior"),
 )
 
-#: (label, separation overrides): the default model separated with other settings
+#: (label, model name or None for the default model, separation overrides): other ablation rows
 ABLATION_SETTINGS = (
-    ("default model, encoder-on-mixture start", ["separate.guide_init=encoder"]),
-    ("default model, visual-prior start only", ["separate.guide_init=prior"]),
-    ("default model, per-frame gains", ["separate.gain=frame"]),
-    ("default model, encoder start and per-frame gains",
+    ("default model, encoder-on-mixture start", None, ["separate.guide_init=encoder"]),
+    ("default model, visual-prior start only", None, ["separate.guide_init=prior"]),
+    ("default model, per-frame gains", None, ["separate.gain=frame"]),
+    ("default model, encoder start and per-frame gains", None,
      ["separate.guide_init=encoder", "separate.gain=frame"]),
+    ("PCA lips, N(0, I) prior, per-frame gains (the previous system)", "grid_pca_standard",
+     ["separate.gain=frame"]),
 )
 
 
@@ -203,8 +205,9 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
     for name, _, label in ABLATION_MODELS:
         ablation[label] = {n: _evaluate(manifests[n], ablation_models[name], out_dir / f"eval_{n}_{name}",
                                         "switching", device) for n in ("1spk", "2spk")}
-    for label, changes in ABLATION_SETTINGS:
-        ablation[label] = {n: _evaluate(manifests[n], spk_model, out_dir / f"eval_{n}_{_slug(label)}",
+    for label, name, changes in ABLATION_SETTINGS:
+        model = ablation_models[name] if name else spk_model
+        ablation[label] = {n: _evaluate(manifests[n], model, out_dir / f"eval_{n}_{_slug(label)}",
                                         "switching", device, changes) for n in ("1spk", "2spk")}
     say("switch prior: i.i.d. per frame instead of one component per utterance")
     iid = ["separate.switch_prior=iid"]
