@@ -204,7 +204,8 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
     ablation = {}
     for name, _, label in ABLATION_MODELS:
         ablation[label] = {n: _evaluate(manifests[n], ablation_models[name], out_dir / f"eval_{n}_{name}",
-                                        "switching", device) for n in ("1spk", "2spk")}
+                                        "switching", device, ["separate.gain=utterance"])
+                           for n in ("1spk", "2spk")}
     for label, name, changes in ABLATION_SETTINGS:
         model = ablation_models[name] if name else spk_model
         ablation[label] = {n: _evaluate(manifests[n], model, out_dir / f"eval_{n}_{_slug(label)}",
@@ -322,9 +323,10 @@ def results_document(facts, evals, ablation, s_iid, s_eq, s_mcem, iters, command
     L += _system_table(evals["3spk"], by_snr=False)
     L += ["", "## Visual pathway ablation (tuned-on split, switching system)", "",
           "Learned lips: the temporal lip encoder (`lips.front_end=temporal`) instead of the per-frame "
-          "PCA projection; visual prior: `model.prior=visual` instead of N(0, I). Separation of the "
-          "default rows: `guide_init=auto` (the product of the encoder-on-mixture and the visual-prior "
-          "Gaussians) and one gain per source and chunk.", "",
+          "PCA projection; visual prior: `model.prior=visual` instead of N(0, I). The model rows are "
+          "separated with `guide_init=auto` (the product of the encoder-on-mixture and the "
+          "visual-prior Gaussians where the model has a visual prior, else the encoder alone) and "
+          "one gain per source and chunk (`gain=utterance`).", "",
           "| model / separation | 1 speaker: SI-SDRi | 2 speakers: SI-SDRi | 2 speakers: swap rate | "
           "2 speakers: p(true) | 2 speakers: RTF |", "|---|---|---|---|---|---|"]
     rows = [("**default: learned lips, visual prior, lip-specific start, per-utterance gain**",

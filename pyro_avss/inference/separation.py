@@ -56,7 +56,7 @@ class SeparationSettings:
     lr_decay: float = 0.95
     num_samples: int = 8
     guide_init: str = "auto"
-    gain: str = "utterance"
+    gain: str = "auto"
     enumeration: str = "factor"
     noise_updates: str = "adam"
     chunk_seconds: float = 20.0
@@ -77,8 +77,8 @@ class SeparationSettings:
         if self.guide_init not in ("auto",) + GUIDE_INITS:
             raise InputError("separate.guide_init", f"must be one of auto, {', '.join(GUIDE_INITS)}, "
                                                     f"got {self.guide_init!r}")
-        if self.gain not in GAINS:
-            raise InputError("separate.gain", f"must be one of {', '.join(GAINS)}, got {self.gain!r}")
+        if self.gain not in ("auto",) + GAINS:
+            raise InputError("separate.gain", f"must be one of auto, {', '.join(GAINS)}, got {self.gain!r}")
         if not self.lr > 0:
             raise InputError("separate.lr", f"must be > 0, got {self.lr}")
         if not self.noise_init_level > 0:
@@ -140,12 +140,15 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
     guide_init = settings.guide_init
     if guide_init == "auto":               # the lip-specific start wherever the model can give it
         guide_init = "product" if models.prior is not None else "encoder"
+    gain = settings.gain
+    if gain == "auto":                     # see `separate.gain` in pyro_avss.config
+        gain = "utterance" if models.prior is not None else "frame"
     if guide_init != "encoder" and models.prior is None:
         raise InputError("separate.guide_init", f"{guide_init!r} needs a model trained "
                                                 "with a visual prior (model.prior=visual)")
     sep = SeparationModel(models.encoder, decoders, switch, noise,
                           allowed=allowed_components(settings, J, models.decoders.num_components),
-                          prior=models.prior, guide_init=guide_init, gain=settings.gain)
+                          prior=models.prior, guide_init=guide_init, gain=gain)
     nets = [n for n in (models.encoder, decoders, models.prior) if n is not None]
     with frozen(*nets):
         return _fit(sep, switch, models.decoders.num_components, power, lips, present, mask, settings)
