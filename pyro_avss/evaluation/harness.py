@@ -157,10 +157,12 @@ def best_order(estimates: np.ndarray, references: np.ndarray) -> list[int]:
     return list(max(itertools.permutations(range(J)), key=lambda p: sum(score[p[j], j] for j in range(J))))
 
 
-def swapped(estimate: np.ndarray, references: np.ndarray, j: int) -> float:
-    """1.0 when ``estimate`` (source j's) is closer, in SI-SDR, to another source's reference
-    than to its own — it holds the wrong talker —, else 0.0."""
-    own = si_sdr(estimate, references[j])
+def swapped(estimate: np.ndarray, references: np.ndarray, j: int, own: float) -> float:
+    """1.0 when ``estimate`` (source j's, with SI-SDR ``own`` against its reference) is closer,
+    in SI-SDR, to another source's reference than to its own — it holds the wrong talker —,
+    else 0.0 (NaN when ``own`` could not be computed)."""
+    if not math.isfinite(own):
+        return math.nan
     other = max(si_sdr(estimate, references[i]) for i in range(len(references)) if i != j)
     return float(other > own)
 
@@ -215,7 +217,8 @@ class Scorer:
             row["rtf"] = result.runtime_s / row["audio_s"]
             row.update(result.info)
             row["switch_true_mass"] = self._mass(post, j, item, refs[j], result.components)
-            row["swapped"] = swapped(est[j], refs, j) if len(refs) > 1 and not unprocessed else math.nan
+            row["swapped"] = (swapped(est[j], refs, j, metrics["si_sdr"]) if len(refs) > 1 and not unprocessed
+                              else math.nan)
             out.append(row)
         return out
 

@@ -56,6 +56,15 @@ class FrameSet:
     lengths: list[int] = field(default_factory=list)
     clip_ids: list[str] = field(default_factory=list)
     speakers: list[str] = field(default_factory=list)
+    clip_first: torch.Tensor = field(init=False)    # (N + 1,) first frame of each frame's clip
+    clip_length: torch.Tensor = field(init=False)   # (N + 1,) its length (the pad row: itself, 1)
+
+    def __post_init__(self):
+        pad_row = self.power.shape[0] - 1
+        self.clip_first = torch.full((pad_row + 1,), pad_row, dtype=torch.long)
+        self.clip_length = torch.ones(pad_row + 1, dtype=torch.long)
+        for start, n in zip(self.starts, self.lengths):
+            self.clip_first[start:start + n], self.clip_length[start:start + n] = start, n
 
     @property
     def num_frames(self) -> int:
@@ -98,26 +107,6 @@ class FrameSet:
         return {"power": self.power[index], "lips": self.lips[lip_index] * present[..., None],
                 "present": present, "labels": self.labels[index], "mask": mask}
 
-    @property
-    def clip_first(self) -> torch.Tensor:
-        """``(N + 1,)`` first frame of each frame's clip (the pad row: itself)."""
-        return self._bounds()[0]
-
-    @property
-    def clip_length(self) -> torch.Tensor:
-        """``(N + 1,)`` length of each frame's clip (the pad row: 1)."""
-        return self._bounds()[1]
-
-    def _bounds(self):
-        if getattr(self, "_cached_bounds", None) is None:
-            first = torch.full((self.power.shape[0],), self.power.shape[0] - 1, dtype=torch.long)
-            length = torch.ones(self.power.shape[0], dtype=torch.long)
-            for start, n in zip(self.starts, self.lengths):
-                first[start:start + n], length[start:start + n] = start, n
-            self._cached_bounds = (first, length)
-        return self._cached_bounds
-
-
 def load_frames(rows: list[dict], projection: LipProjection, stft_cfg: StftConfig,
                 label_of: dict[str, int] | None, use_video: bool, skipped: list) -> FrameSet:
     """Read the clips of a prepared manifest into a :class:`FrameSet`.
@@ -125,7 +114,7 @@ def load_frames(rows: list[dict], projection: LipProjection, stft_cfg: StftConfi
     A clip that cannot be read is appended to ``skipped`` as ``(id, reason)`` and left out.
     """
     powers, lips, present, labels = [], [], [], []
-    fs = FrameSet(torch.empty(0), torch.empty(0), torch.empty(0), torch.empty(0))
+    starts, lengths, clip_ids, speakers = [], [], [], []
     pos = 0
     for row in rows:
         try:
@@ -139,19 +128,19 @@ def load_frames(rows: list[dict], projection: LipProjection, stft_cfg: StftConfi
         present.append(x.present)
         label = -1 if label_of is None else label_of.get(row["speaker"], -1)
         labels.append(torch.full((T,), label, dtype=torch.long))
-        fs.starts.append(pos)
-        fs.lengths.append(T)
-        fs.clip_ids.append(row["id"])
-        fs.speakers.append(row["speaker"])
+        starts.append(pos)
+        lengths.append(T)
+        clip_ids.append(row["id"])
+        speakers.append(row["speaker"])
         pos += T
     if not powers:
         raise InputError("training data", "no usable clips")
     def with_pad_row(xs):                     # one all-zero row that padding indices point at
         return torch.cat(xs + [torch.zeros((1,) + xs[0].shape[1:])])
 
-    fs.power, fs.lips, fs.present = with_pad_row(powers), with_pad_row(lips), with_pad_row(present)
-    fs.labels = torch.cat(labels + [torch.full((1,), -1, dtype=torch.long)])
-    return fs
+    return FrameSet(with_pad_row(powers), with_pad_row(lips), with_pad_row(present),
+                    torch.cat(labels + [torch.full((1,), -1, dtype=torch.long)]),
+                    starts, lengths, clip_ids, speakers)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -76,7 +76,8 @@ def label_log_mask(labels: torch.Tensor, num_components: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 def latent_prior(prior, lips, present, shape) -> dist.Distribution:
     """The prior of ``z`` with event shape ``shape[-2:]`` (sources, latent dim): ``N(0, I)`` when
-    ``prior`` is None, else the visual prior of each source's lips (``lips (..., J, Dv)``)."""
+    ``prior`` is None, else the visual prior of each source's lips (``lips (..., J, Dv)``);
+    ``prior(lips, present) -> (loc, scale)``."""
     if prior is None:
         return dist.Normal(lips.new_zeros(()), 1.0).expand(shape).to_event(2)
     loc, scale = prior(lips, present)
@@ -101,7 +102,7 @@ def speech_model(batch: dict, decoders, switch: SwitchPrior, beta: float = 1.0, 
         switch.observe(loglik + label_log_mask(batch["labels"], decoders.num_components), mask, time)
 
 
-def speech_guide(batch: dict, encoder, switch=None, beta: float = 1.0, prior=None) -> None:
+def speech_guide(batch: dict, encoder, switch=None, beta: float = 1.0) -> None:
     """Amortised guide ``q(z | s, v)`` for :func:`speech_model`."""
     power, mask = batch["power"], batch["mask"]
     B, T, _ = power.shape
@@ -158,6 +159,17 @@ class SeparationModel:
         self.noise = noise if noise is not None else NMFNoise()
         self.state_log_mask = None if allowed is None else state_log_mask(torch.as_tensor(allowed))
         self.prior, self.guide_init, self.gain = prior, guide_init, gain
+        self._prior_memo = None
+
+    def visual_prior(self, lips, present):
+        """``(loc, scale)`` ``(B,T,J,D)`` of the frozen visual prior for these lips, computed once
+        and reused by every SVI step and the guide's start (the lips do not change while one
+        batch is fitted)."""
+        memo = self._prior_memo
+        if memo is None or memo[0] is not lips or memo[1] is not present:
+            with torch.no_grad():
+                memo = self._prior_memo = (lips, present, *self.prior(lips, present))
+        return memo[2], memo[3]
 
     def speech_log_variance(self, z, lips, present, gain):
         """``log(g_j σ²_{j,k})`` as ``(..., B, T, J, K, F)``."""
@@ -191,8 +203,8 @@ class SeparationModel:
                           constraint=constraints.positive)
         with utt:
             with time, poutine.mask(mask=mask):
-                z = pyro.sample("z", latent_prior(self.prior, lips, present,
-                                                  [J, self.decoders.latent_dim]))
+                prior = None if self.prior is None else self.visual_prior
+                z = pyro.sample("z", latent_prior(prior, lips, present, [J, self.decoders.latent_dim]))
             _, _, loglik = self.state_log_likelihood(z, power, lips, present, log_noise, gain)
             self.switch.observe(loglik, mask, time)
 
@@ -202,12 +214,12 @@ class SeparationModel:
         ``N(μ, σ²)`` with ``σ⁻² = σ_e⁻² + σ_p⁻²`` and ``μ = σ² (μ_e σ_e⁻² + μ_p σ_p⁻²)``."""
         with torch.no_grad():
             if self.guide_init == "prior":
-                return self.prior(lips, present)
+                return self.visual_prior(lips, present)
             features = log_power_features(power)[..., None, :].expand(*lips.shape[:-1], -1)
             loc, scale = self.encoder(features, lips, present)
             if self.guide_init == "encoder":
                 return loc, scale
-            p_loc, p_scale = self.prior(lips, present)
+            p_loc, p_scale = self.visual_prior(lips, present)
             w_e, w_p = scale.pow(-2), p_scale.pow(-2)
             return (loc * w_e + p_loc * w_p) / (w_e + w_p), (w_e + w_p).rsqrt()
 
