@@ -70,7 +70,11 @@ def run_demo(workdir: str | Path, *, small: bool = False, force: bool = False,
     step(3, "fit: universal audio-visual model, then speaker decoders")
     common = [f"data.corpora=[{corpus.manifest}]", f"data.cache={workdir / 'cache'}",
               "data.detector=roi", "train.segment_frames=32", "train.batch_size=32",
-              "train.patience=40"]
+              "train.patience=40",
+              # the per-frame PCA lips and the N(0, I) prior: on this small synthetic corpus the
+              # learned temporal lips and the visual prior separated far worse (switching SI-SDRi
+              # -4.3 dB against the mixture), a failure not yet understood (see the README limits)
+              "lips.front_end=pca", "model.prior=standard"]
     fit(load_config(None, common + [f"train.epochs={sizes['universal_epochs']}",
                                     "train.warmup_epochs=3", "train.lr=3e-3"]),
         workdir / "universal", device=device, progress=False, rows=rows)
