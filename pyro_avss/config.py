@@ -61,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
         "stay_prob": 0.98,
         "noise_rank": 8,
         "noise_init_level": 6.0,     # initial E[noise variance] / mean mixture power (flat spectrum)
+        "noise_smoothness": 0.0,     # σ of the log-activation random walk (nats/frame); 0 = free H
         "steps": 50,                 # SVI iteration cap; many more let the NMF noise absorb speech
         "tol": 1e-4,                 # stop when the relative change of the loss EMA is below this
         "lr": 0.4,                   # Adam's first learning rate ...
@@ -73,6 +74,7 @@ DEFAULTS: dict[str, Any] = {
                                      # | auto: utterance with a visual prior, else frame (GRID
                                      # two talkers +1.2 dB with p(z|v); a small model without
                                      # one could not carry the level and lost 3 dB)
+        "prior_weight": 1.0,         # weight of the z prior (KL) term at test time
         "enumeration": "factor",     # factor (hand-marginalised logsumexp) | pyro (TraceEnum_ELBO)
         "noise_updates": "adam",     # adam (SVI only) | mu (plus a multiplicative NMF update per step)
         "chunk_seconds": 20.0,

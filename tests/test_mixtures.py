@@ -102,6 +102,16 @@ def test_single_source_enhancement_specs(grid):
     assert len(r.mixture) == len(sf.read(str(s1_dev[0].audio))[0])
 
 
+def test_cycled_noises_give_every_noise_its_share_and_keep_the_other_draws(grid):
+    s1_dev, s4, noises = grid
+    targets = s1_dev + s4
+    cycled = build_mixture_specs(targets, noises[:3], 0.0, seed=3, cycle_noises=True)
+    assert [s.noise.name for s in cycled] == [sorted(n for n, _ in noises[:3])[i % 3] for i in range(len(targets))]
+    drawn = build_mixture_specs(targets, noises[:3], 0.0, seed=3)
+    same = [a.noise.start == b.noise.start for a, b in zip(cycled, drawn) if a.noise.name == b.noise.name]
+    assert same and all(same)                     # the excerpt draw is unchanged where the noise is
+
+
 def test_manifest_round_trip_and_materialise(two_speaker_specs, tmp_path):
     path = write_mixture_manifest(two_speaker_specs, tmp_path / "lists" / "mix.csv")
     with open(path, newline="") as fh:

@@ -213,7 +213,8 @@ def build_mixture_specs(targets: Sequence[Clip], noises: Sequence[tuple[str, str
                         snrs_db: float | Iterable[float], *,
                         interferers: Sequence[Clip] | None = None, num_interferers: int = 0,
                         sir_db: float = 0.0, per_target: int = 1, seed: int = 0,
-                        sample_rate: int = 16000, reuse_speakers: bool = False) -> list[MixtureSpec]:
+                        sample_rate: int = 16000, reuse_speakers: bool = False,
+                        cycle_noises: bool = False) -> list[MixtureSpec]:
     """Draw mixtures deterministically and compute their gains.
 
     For every target and every ``k < per_target`` a random generator is seeded with
@@ -235,6 +236,9 @@ def build_mixture_specs(targets: Sequence[Clip], noises: Sequence[tuple[str, str
     :param per_target: independent draws per target.
     :param seed: non-negative integer.
     :param sample_rate: Hz; files with another rate are refused.
+    :param cycle_noises: give target ``i`` (in the order of ``targets``) the noise ``i mod N``
+        (name order) instead of a random one, so that every noise gets as many mixtures; the
+        random draw is still made, so the other draws do not change.
     :param reuse_speakers: when there are fewer other speakers than ``num_interferers``, fill
         the remaining interferers with further clips (never the target clip, never one clip
         twice) of any speaker, the target's included; e.g. three talkers from two speakers.
@@ -252,12 +256,14 @@ def build_mixture_specs(targets: Sequence[Clip], noises: Sequence[tuple[str, str
     condition = f"{1 + num_interferers}spk"
 
     specs: list[MixtureSpec] = []
-    for target in targets:
+    for index, target in enumerate(targets):
         target_audio = load(_abs_path(target.audio))
         n = len(target_audio)
         for k in range(per_target):
             rng = np.random.default_rng([seed, _stable_hash(str(target.id)), k])
-            noise_name, noise_path = noise_pool[int(rng.integers(len(noise_pool)))]
+            drawn = int(rng.integers(len(noise_pool)))
+            noise_name, noise_path = noise_pool[(index * per_target + k) % len(noise_pool)
+                                                if cycle_noises else drawn]
             noise_audio = load(noise_path)
             span = len(noise_audio) - n + 1 if len(noise_audio) >= n else len(noise_audio)
             start = int(rng.integers(span))

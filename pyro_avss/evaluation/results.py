@@ -8,10 +8,11 @@ From the real corpora in ``data_root`` (the layout of ``../shared/data``) it
    (PCA lips and/or the ``N(0, I)`` prior), the LibriSpeech universal audio-only model and
    LibriSpeech speaker decoders;
 2. scores every speaker decoder on every dev speaker, and the purity of the unlabelled switch;
-3. builds deterministic GRID dev mixtures (:func:`dev_mixtures`): a tuned-on split, whose
-   noises and clips every setting was chosen on, and a held-out split (other noises, other s1
-   clips, other seeds); one, two and three talkers; evaluates every system on them, MCEM
-   included, the ablation rows, and MCEM and our SVI at equal iteration counts;
+3. builds deterministic dev mixtures (:func:`dev_mixtures`): a tuned-on split, whose noises
+   and clips every setting was chosen on, and a held-out split (other noises, other clips,
+   other seeds), each noise with as many targets; GRID with one, two and three talkers and
+   LibriSpeech with one; evaluates every system on them, MCEM included, the ablation rows,
+   and MCEM and our SVI at equal iteration counts;
 4. writes ``docs/results.md`` with the tables, the exact command and the machine, and copies
    the plots next to it.
 """
@@ -63,6 +64,10 @@ def _evaluate(manifest, model, out, systems, device, overrides=(), limit=None):
 #: GRID dev noises that settings are chosen on; the other noises of the data are held out
 TUNED_NOISES = ("doing_the_dishes", "dude_miaowing", "exercise_bike", "running_tap")
 
+#: babble densities (talkers) built from the LibriSpeech pool speakers: the first joins the
+#: tuned-on noises (a speech-like noise to choose settings on), the second is held out
+BABBLE_TUNED, BABBLE_HELD = 3, 8
+
 #: (name, model overrides, label): GRID models trained besides the default (learned temporal
 #: lips and the visual prior p(z | v), configs/grid_universal.yaml) for the ablation table
 ABLATION_MODELS = (
@@ -87,34 +92,60 @@ def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in label).strip("_")
 
 
-def dev_mixtures(data_root: Path) -> dict:
-    """The deterministic GRID dev mixture sets of the results run.
+def dev_noises(data_root: Path, folder: Path) -> tuple[list, list]:
+    """``(tuned, held)`` noise lists ``(name, path)``: the :data:`TUNED_NOISES` and
+    ``babble3`` against the other real noises and ``babble8``; the babbles are written to
+    ``folder`` from the LibriSpeech pool speakers (:mod:`~pyro_avss.data.babble`)."""
+    from ..data.babble import write_babble_noises
+    from ..data.corpora import scan_corpus
+    from ..data.selection import read_noises
+
+    noises = read_noises(data_root / "manifests" / "noise.csv")
+    libri, _ = scan_corpus(data_root / "librispeech")
+    pool = [c for c in libri if "train-clean-100" in Path(c.audio).parts]
+    babble_tuned, babble_held = write_babble_noises(pool, [BABBLE_TUNED, BABBLE_HELD], folder)
+    tuned = [n for n in noises if n[0] in TUNED_NOISES] + [babble_tuned]
+    held = [n for n in noises if n[0] not in TUNED_NOISES] + [babble_held]
+    return tuned, held
+
+
+def dev_mixtures(data_root: Path, noise_folder: Path) -> dict:
+    """The deterministic dev mixture sets of the results run.
 
     Tuned-on split (every setting was chosen on these): the first 10 s1 dev clips and the 7 s4
-    dev clips as targets, the :data:`TUNED_NOISES`; one talker at −5/0/5 dB (seed 0), two talkers
-    (the other speaker's dev clip at SIR 0 dB) at 0/5 dB (seed 1), three talkers (s1 + s4 + a
-    second s1 clip, SIR 0 dB) at 5 dB (seed 4). Held-out split (no choice looked at it): the next
-    10 s1 dev clips and the same s4 targets (GRID has only 7 s4 dev clips), the other noises,
-    other seeds (3 and 2)."""
+    dev clips as targets, the tuned noises of :func:`dev_noises`; one talker at −5/0/5 dB (seed
+    0), two talkers (the other speaker's dev clip at SIR 0 dB) at 0/5 dB (seed 1), three talkers
+    (s1 + s4 + a second s1 clip, SIR 0 dB) at 5 dB (seed 4); LibriSpeech (audio only): the first
+    dev utterance of each of the 10 speakers at −5/0/5 dB (seed 5). Held-out split (no choice
+    looked at it): the next 10 s1 dev clips and the same s4 targets (GRID has only 7 s4 dev
+    clips), the other LibriSpeech dev utterances, the held-out noises, other seeds (3, 2, 6)."""
     from ..data.corpora import scan_corpus
     from ..data.mixtures import build_mixture_specs
-    from ..data.selection import read_noises, select_clips
+    from ..data.selection import select_clips
 
     clips, _ = scan_corpus(data_root / "grid")
-    noises = read_noises(data_root / "manifests" / "noise.csv")
-    tuned = [n for n in noises if n[0] in TUNED_NOISES]
-    held = [n for n in noises if n[0] not in TUNED_NOISES]
+    libri, _ = scan_corpus(data_root / "librispeech")
+    tuned, held = dev_noises(data_root, noise_folder)
     s1, s4 = select_clips(clips, "dev", ["s1"]), select_clips(clips, "dev", ["s4"])
     pool = select_clips(clips, "dev")
     targets, targets_held = s1[:10] + s4, s1[10:20] + s4
-    two = dict(interferers=pool, num_interferers=1, sir_db=0.0)
+    libri_dev = select_clips(libri, "dev")
+    first = {}
+    for c in libri_dev:
+        first.setdefault(c.speaker, c)
+    libri_tuned = list(first.values())
+    libri_held = [c for c in libri_dev if first[c.speaker] is not c]
+    two = dict(interferers=pool, num_interferers=1, sir_db=0.0, cycle_noises=True)
+    snrs, cycle = [-5.0, 0.0, 5.0], dict(cycle_noises=True)
     return {
-        "1spk": build_mixture_specs(targets, tuned, [-5.0, 0.0, 5.0], seed=0),
-        "1spk_held": build_mixture_specs(targets_held, held, [-5.0, 0.0, 5.0], seed=3),
+        "1spk": build_mixture_specs(targets, tuned, snrs, seed=0, **cycle),
+        "1spk_held": build_mixture_specs(targets_held, held, snrs, seed=3, **cycle),
+        "libri": build_mixture_specs(libri_tuned, tuned, snrs, seed=5, **cycle),
+        "libri_held": build_mixture_specs(libri_held, held, snrs, seed=6, **cycle),
         "2spk": build_mixture_specs(targets, tuned, [0.0, 5.0], seed=1, **two),
         "2spk_held": build_mixture_specs(targets_held, held, [0.0, 5.0], seed=2, **two),
         "3spk": build_mixture_specs(targets, tuned, [5.0], interferers=pool, num_interferers=2,
-                                    sir_db=0.0, seed=4, reuse_speakers=True),
+                                    sir_db=0.0, seed=4, reuse_speakers=True, **cycle),
     }
 
 
@@ -178,7 +209,7 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
         del u
 
     say("build the GRID dev mixtures (tuned-on and held-out splits)")
-    specs = dev_mixtures(data_root)
+    specs = dev_mixtures(data_root, out_dir / "noise")
     manifests = {}
     for key, sp in specs.items():
         manifests[key] = out_dir / f"mixtures_{key}.csv"

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyro
 import torch
+from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 
 from ..audio import istft, stft
@@ -50,6 +51,7 @@ class SeparationSettings:
     stay_prob: float = 0.98
     noise_rank: int = 8
     noise_init_level: float = 6.0
+    noise_smoothness: float = 0.0
     steps: int = 50
     tol: float = 1e-4
     lr: float = 0.4
@@ -57,6 +59,7 @@ class SeparationSettings:
     num_samples: int = 8
     guide_init: str = "auto"
     gain: str = "auto"
+    prior_weight: float = 1.0
     enumeration: str = "factor"
     noise_updates: str = "adam"
     chunk_seconds: float = 20.0
@@ -79,6 +82,13 @@ class SeparationSettings:
                                                     f"got {self.guide_init!r}")
         if self.gain not in ("auto",) + GAINS:
             raise InputError("separate.gain", f"must be one of auto, {', '.join(GAINS)}, got {self.gain!r}")
+        if not self.noise_smoothness >= 0:
+            raise InputError("separate.noise_smoothness", f"must be >= 0, got {self.noise_smoothness}")
+        if self.noise_smoothness > 0 and self.noise_updates == "mu":
+            raise InputError("separate.noise_updates", "mu needs separate.noise_smoothness=0 (the "
+                                                       "multiplicative update knows no smoothness prior)")
+        if not self.prior_weight > 0:
+            raise InputError("separate.prior_weight", f"must be > 0, got {self.prior_weight}")
         if not self.lr > 0:
             raise InputError("separate.lr", f"must be > 0, got {self.lr}")
         if not self.noise_init_level > 0:
@@ -136,7 +146,8 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
     switch = (make_switch_prior(K, J) if make_switch_prior is not None else
               make_switch(settings.switch_prior, K, J, stay_prob=settings.stay_prob, enumerate=enumerate_))
     noise = (make_noise() if make_noise is not None else
-             NMFNoise(settings.noise_rank, settings.seed, settings.noise_init_level))
+             NMFNoise(settings.noise_rank, settings.seed, settings.noise_init_level,
+                      settings.noise_smoothness))
     guide_init = settings.guide_init
     if guide_init == "auto":               # the lip-specific start wherever the model can give it
         guide_init = "product" if models.prior is not None else "encoder"
@@ -148,7 +159,8 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
                                                 "with a visual prior (model.prior=visual)")
     sep = SeparationModel(models.encoder, decoders, switch, noise,
                           allowed=allowed_components(settings, J, models.decoders.num_components),
-                          prior=models.prior, guide_init=guide_init, gain=gain)
+                          prior=models.prior, guide_init=guide_init, gain=gain,
+                          prior_weight=settings.prior_weight)
     nets = [n for n in (models.encoder, decoders, models.prior) if n is not None]
     with frozen(*nets):
         return _fit(sep, switch, models.decoders.num_components, power, lips, present, mask, settings)
@@ -228,11 +240,22 @@ def _fitted_switch_prior(sep: SeparationModel, power, J: int) -> torch.Tensor:
     return power.new_full((power.shape[0], J, K), 1.0 / K)
 
 
+def fitted_log_noise(sep: SeparationModel, power, mask) -> torch.Tensor:
+    """The fitted log noise variance ``(B,T,F)``: the noise model's ``log_variance`` with its
+    latent variables (if any) replayed from one draw of its guide (the point estimate, for the
+    ``Delta`` guides of MAP-fitted noise)."""
+    plates = sep.plates(power)
+    if not hasattr(sep.noise, "guide"):
+        return sep.noise.log_variance(power, mask, plates)
+    guide_trace = poutine.trace(sep.noise.guide).get_trace(power, mask, plates)
+    return poutine.replay(sep.noise.log_variance, trace=guide_trace)(power, mask, plates)
+
+
 @torch.no_grad()
 def noise_mu_step(sep: SeparationModel, switch, power, lips, present, mask) -> None:
     """A multiplicative update of the noise at the guide mean of ``z``, with the expectations
     over the exact switch posterior (see :meth:`NMFNoise.multiplicative_update`)."""
-    log_noise = sep.noise.log_variance(power, mask, sep.plates(power))
+    log_noise = fitted_log_noise(sep, power, mask)
     pi = _fitted_switch_prior(sep, power, lips.shape[-2])
     _, log_var, loglik = sep.state_log_likelihood(pyro.param("z_loc"), power, lips, present,
                                                   log_noise, pyro.param("gain"))
@@ -248,7 +271,7 @@ def posterior_masks(sep: SeparationModel, switch, power, lips, present, mask, nu
     """Wiener masks ``(B,T,J+1,F)`` (sources then noise) and switch marginals ``(B,T,J,K)``."""
     store = pyro.get_param_store()
     z_loc, z_scale = store["z_loc"], store["z_scale"]
-    log_noise = sep.noise.log_variance(power, mask, sep.plates(power))
+    log_noise = fitted_log_noise(sep, power, mask)
     J, K = lips.shape[-2], sep.decoders.num_components
     pi = _fitted_switch_prior(sep, power, J)
     states = joint_states(K, J).to(power.device)                                 # (S,J)

@@ -148,7 +148,7 @@ class SeparationModel:
     """
 
     def __init__(self, encoder, decoders, switch: SwitchPrior, noise=None, allowed=None,
-                 prior=None, guide_init: str = "encoder", gain: str = "frame"):
+                 prior=None, guide_init: str = "encoder", gain: str = "frame", prior_weight: float = 1.0):
         if guide_init not in GUIDE_INITS:
             raise ValueError(f"guide_init must be one of {', '.join(GUIDE_INITS)}, got {guide_init!r}")
         if gain not in GAINS:
@@ -159,6 +159,7 @@ class SeparationModel:
         self.noise = noise if noise is not None else NMFNoise()
         self.state_log_mask = None if allowed is None else state_log_mask(torch.as_tensor(allowed))
         self.prior, self.guide_init, self.gain = prior, guide_init, gain
+        self.prior_weight = prior_weight
         self._prior_memo = None
 
     def visual_prior(self, lips, present):
@@ -202,7 +203,7 @@ class SeparationModel:
         gain = pyro.param("gain", lambda: power.new_full((B, frames, J), 1.0 / (J + 1)),
                           constraint=constraints.positive)
         with utt:
-            with time, poutine.mask(mask=mask):
+            with time, poutine.mask(mask=mask), poutine.scale(scale=self.prior_weight):
                 prior = None if self.prior is None else self.visual_prior
                 z = pyro.sample("z", latent_prior(prior, lips, present, [J, self.decoders.latent_dim]))
             _, _, loglik = self.state_log_likelihood(z, power, lips, present, log_noise, gain)
@@ -238,5 +239,5 @@ class SeparationModel:
         utt, time = self.plates(power)
         if hasattr(self.noise, "guide"):          # noise models with latent variables
             self.noise.guide(power, mask, (utt, time))
-        with utt, time, poutine.mask(mask=mask):
+        with utt, time, poutine.mask(mask=mask), poutine.scale(scale=self.prior_weight):
             pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(2))

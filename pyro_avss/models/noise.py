@@ -15,13 +15,25 @@ mixtures of ``cli.py results`` (80 SVI steps, lr 0.4 decaying by 0.97): L = 6 ga
 SI-SDRi, L = 2 8.8, L = 0.6 and L = 20 8.4; a start shaped like a noise floor (a low quantile of
 the mixture power per bin) 8.2-8.3; one shaped like the mixture's mean spectrum 5.2, because the
 noise then absorbs the speech.
+
+*Smooth activations* (``smoothness = σ > 0``). Unconstrained, ``H`` can follow the syllables of
+the target, and the NMF then takes speech for noise. With a smoothness prior the activations
+are a latent random walk in log space, MAP-fitted (a ``Delta`` guide)::
+
+    u[r, t] = log H[r, t],    u[r, t] - u[r, t-1] ~ N(0, σ²)    (u[r, 0] flat)
+
+so a noise component changes its level by about ``σ`` nats per frame; speech, whose frame-to-frame
+level changes are several nats, is left to the speech model, while slowly varying noise
+(traffic, a tap, babble of many talkers) is still tracked.
 """
 
 from __future__ import annotations
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
+from pyro.distributions.torch_distribution import TorchDistribution
 
 
 def noise_floor(power: torch.Tensor, mask: torch.Tensor, quantile: float = 0.2) -> torch.Tensor:
@@ -30,13 +42,43 @@ def noise_floor(power: torch.Tensor, mask: torch.Tensor, quantile: float = 0.2) 
     return torch.nanquantile(filled, quantile, dim=-2).clamp_min(1e-10)
 
 
-class NMFNoise:
-    """Non-negative matrix factorisation noise variance ``W H`` of rank ``rank``."""
+class LogRandomWalk(TorchDistribution):
+    """Gaussian random walk over the last axis with a flat (improper) first value:
+    ``log p(u) = Σ_t m[t] log N(u[..., t] - u[..., t-1]; 0, σ²)`` with ``m[t]`` = 1 where frames
+    ``t-1`` and ``t`` are both real (``mask``). Event shape: all of ``loc_shape``."""
 
-    def __init__(self, rank: int = 8, seed: int = 0, init_level: float = 6.0):
-        if rank < 1 or not init_level > 0:
-            raise ValueError(f"NMF noise needs rank >= 1 and init_level > 0, got {rank} and {init_level}")
-        self.rank, self.seed, self.init_level = rank, seed, init_level
+    arg_constraints = {"scale": constraints.positive}
+    support = constraints.independent(constraints.real, 1)
+
+    def __init__(self, scale: float, shape, mask: torch.Tensor | None = None, validate_args=None):
+        self.scale = torch.as_tensor(float(scale))
+        self.pair_mask = None if mask is None else (mask[..., 1:] & mask[..., :-1])
+        super().__init__(torch.Size(), torch.Size(shape), validate_args=validate_args)
+        self.support = constraints.independent(constraints.real, len(shape))
+
+    def log_prob(self, value):
+        step = dist.Normal(0.0, self.scale.to(value)).log_prob(value.diff(dim=-1))
+        if self.pair_mask is not None:                 # (B, T) mask for a (B, R, T) walk
+            step = step * self.pair_mask[:, None, :].to(step)
+        return step.sum(tuple(range(-len(self.event_shape), 0)))
+
+    def sample(self, sample_shape=torch.Size()):
+        steps = torch.randn(sample_shape + self.event_shape) * self.scale
+        steps[..., 0] = 0.0
+        return steps.cumsum(-1)
+
+
+class NMFNoise:
+    """Non-negative matrix factorisation noise variance ``W H`` of rank ``rank``; with
+    ``smoothness > 0`` the log activations are a latent random walk (module docstring)."""
+
+    def __init__(self, rank: int = 8, seed: int = 0, init_level: float = 6.0, smoothness: float = 0.0):
+        if rank < 1 or not init_level > 0 or not smoothness >= 0:
+            raise ValueError(f"NMF noise needs rank >= 1, init_level > 0 and smoothness >= 0, got "
+                             f"{rank}, {init_level} and {smoothness}")
+        self.rank, self.seed, self.init_level, self.smoothness = rank, seed, init_level, smoothness
+        if smoothness > 0:
+            self.guide = self._smooth_guide          # the noise then has a latent variable
 
     def init_params(self, power, mask):
         """Random ``W (B,F,R)``, ``H (B,R,T)`` with ``E[W H] = init_level`` (module docstring)."""
@@ -57,8 +99,17 @@ class NMFNoise:
             return init[i]
 
         W = pyro.param("noise_W", lambda: lazy(0), constraint=constraints.positive)
-        H = pyro.param("noise_H", lambda: lazy(1), constraint=constraints.positive)
+        if self.smoothness > 0:
+            H = pyro.sample("noise_log_H", LogRandomWalk(self.smoothness, (power.shape[0], self.rank,
+                                                                           power.shape[1]), mask)).exp()
+        else:
+            H = pyro.param("noise_H", lambda: lazy(1), constraint=constraints.positive)
         return (W @ H).clamp_min(1e-12).log().transpose(-1, -2)
+
+    def _smooth_guide(self, power, mask, plates=None):
+        """MAP guide of the smooth activations: ``Delta`` at the parameter ``noise_log_H_map``."""
+        log_H = pyro.param("noise_log_H_map", lambda: self.init_params(power, mask)[1].log())
+        pyro.sample("noise_log_H", dist.Delta(log_H, event_dim=3))
 
     @torch.no_grad()
     def multiplicative_update(self, inv_var: torch.Tensor, power_inv_var2: torch.Tensor) -> None:
@@ -69,6 +120,8 @@ class NMFNoise:
 
             W ← W ⊙ [ (E[|X|²/V²]ᵀ Hᵀ) / (E[1/V]ᵀ Hᵀ) ]^½,   H ← H ⊙ [ (Wᵀ E[|X|²/V²]ᵀ) / (Wᵀ E[1/V]ᵀ) ]^½
         """
+        if self.smoothness > 0:
+            raise ValueError("multiplicative NMF updates need smoothness = 0")
         W, H = pyro.param("noise_W"), pyro.param("noise_H")
         a, b = power_inv_var2.transpose(-1, -2), inv_var.transpose(-1, -2)          # (B,F,T)
         W = W * ((a @ H.transpose(-1, -2)) / (b @ H.transpose(-1, -2)).clamp_min(1e-30)).sqrt()
