@@ -51,7 +51,7 @@ class SeparationSettings:
     stay_prob: float = 0.98
     noise_rank: int = 8
     noise_init_level: float = 6.0
-    noise_smoothness: float = 0.0
+    noise_smoothness: float = 0.1
     steps: int = 50
     tol: float = 1e-4
     lr: float = 0.4
@@ -59,7 +59,7 @@ class SeparationSettings:
     num_samples: int = 8
     guide_init: str = "auto"
     gain: str = "auto"
-    prior_weight: float = 1.0
+    prior_weight: float = 3.0
     enumeration: str = "factor"
     noise_updates: str = "adam"
     chunk_seconds: float = 20.0
