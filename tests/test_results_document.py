@@ -6,7 +6,7 @@ from pyro_avss.evaluation.results import _mcem_comparison
 
 
 def summary(si_sdri: float, rtf: float) -> dict:
-    mean = {"si_sdri": si_sdri, "rtf": rtf, "pesq_wb": 1.2, "stoi": 0.5}
+    mean = {"si_sdri": si_sdri, "rtf": rtf, "pesq_wb": 1.2, "stoi": 0.5, "switch_true_mass": float("nan")}
     return {"ok": 3, "mean": mean, "by_snr": {"0": {"mean": mean}}}
 
 
@@ -27,3 +27,33 @@ def test_a_better_mcem_budget_is_reported_as_not_reached():
 
 def test_missing_runs_give_a_placeholder():
     assert _mcem_comparison(None, None, {}, 100) == ["(not run)"]
+
+
+def noisy(si_sdri: float, noises: dict) -> dict:
+    entry = summary(si_sdri, 0.1)
+    entry["by_noise"] = {n: {"mean": {"si_sdri": v}} for n, v in noises.items()}
+    return entry
+
+
+def test_one_talker_section_reports_both_splits_by_noise_and_the_gap():
+    from pyro_avss.evaluation.results import _one_talker_section
+
+    tuned = {"systems": {"switching": noisy(8.0, {"tap": 12.0, "babble3": 4.0}),
+                         "log-mmse": noisy(5.0, {"tap": 6.0, "babble3": 4.0})}}
+    held = {"systems": {"switching": noisy(5.5, {"cafe": 5.5}), "log-mmse": noisy(5.0, {"cafe": 5.0}),
+                        "rnnoise": {"ok": 0, "mean": {}, "by_snr": {}}}}
+    text = "\n".join(_one_talker_section({"x": tuned, "x_held": held}, "x",
+                                         {"mixtures_x": 2, "mixtures_x_held": 1}))
+    assert "| system | tap | babble3 | cafe |" in text
+    assert "| switching | 12.00 | 4.00 | 5.50 |" in text
+    assert "- switching: tuned-on 8.00 dB, held-out 5.50 dB (gap 2.50 dB)" in text
+    assert "rnnoise" not in text          # skipped everywhere: no row, no gap line
+
+
+def test_noise_table_marks_splits_a_setting_was_not_run_on():
+    from pyro_avss.evaluation.results import _noise_table
+
+    row = {"systems": {"switching": summary(7.0, 0.2)}}
+    text = "\n".join(_noise_table({"default": {"1spk": row, "libri": row}, "long": {"1spk": row}}))
+    assert "| default | 7.00 / 1.20 | 7.00 / 1.20 | 0.200 |" in text
+    assert "| long | 7.00 / 1.20 | – | 0.200 |" in text
