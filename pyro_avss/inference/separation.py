@@ -95,6 +95,23 @@ class SeparationSettings:
             raise InputError("separate.noise_init_level", f"must be > 0, got {self.noise_init_level}")
         if not 0 < self.lr_decay <= 1:
             raise InputError("separate.lr_decay", f"must be in (0, 1], got {self.lr_decay}")
+        if self.switch_prior not in ("iid", "markov", "utterance"):
+            raise InputError("separate.switch_prior", f"must be iid, markov or utterance, got "
+                                                      f"{self.switch_prior!r}")
+        if not 0 < self.stay_prob < 1:
+            raise InputError("separate.stay_prob", f"must be in (0, 1), got {self.stay_prob}")
+        if self.noise_rank < 1:
+            raise InputError("separate.noise_rank", f"must be >= 1, got {self.noise_rank}")
+        if not self.tol >= 0:
+            raise InputError("separate.tol", f"must be >= 0, got {self.tol}")
+        if not self.chunk_seconds > 0:
+            raise InputError("separate.chunk_seconds", f"must be > 0, got {self.chunk_seconds}")
+        if not 0 <= self.overlap_seconds <= self.chunk_seconds / 2:
+            raise InputError("separate.overlap_seconds", f"must be in [0, chunk_seconds / 2 = "
+                                                         f"{self.chunk_seconds / 2:g}], got "
+                                                         f"{self.overlap_seconds}")
+        if self.batch_size < 1:
+            raise InputError("separate.batch_size", f"must be >= 1, got {self.batch_size}")
         if self.steps < 1 or self.num_samples < 1:
             raise InputError("separate", f"steps and num_samples must be >= 1, got {self.steps} "
                                          f"and {self.num_samples}")
@@ -243,11 +260,18 @@ def _fitted_switch_prior(sep: SeparationModel, power, J: int) -> torch.Tensor:
 def fitted_log_noise(sep: SeparationModel, power, mask) -> torch.Tensor:
     """The fitted log noise variance ``(B,T,F)``: the noise model's ``log_variance`` with its
     latent variables (if any) replayed from one draw of its guide (the point estimate, for the
-    ``Delta`` guides of MAP-fitted noise)."""
+    ``Delta`` guides of MAP-fitted noise).
+
+    Sites a caller has already fixed (``poutine.condition`` around this call, e.g. at a point
+    estimate) are observed in the guide's trace; they are dropped from it, so the condition
+    holds in ``log_variance`` too instead of ``replay`` refusing an observed site."""
     plates = sep.plates(power)
     if not hasattr(sep.noise, "guide"):
         return sep.noise.log_variance(power, mask, plates)
     guide_trace = poutine.trace(sep.noise.guide).get_trace(power, mask, plates)
+    for name, site in list(guide_trace.nodes.items()):
+        if site["type"] == "sample" and site["is_observed"]:
+            guide_trace.remove_node(name)
     return poutine.replay(sep.noise.log_variance, trace=guide_trace)(power, mask, plates)
 
 

@@ -81,11 +81,16 @@ class NMFNoise:
             self.guide = self._smooth_guide          # the noise then has a latent variable
 
     def init_params(self, power, mask):
-        """Random ``W (B,F,R)``, ``H (B,R,T)`` with ``E[W H] = init_level`` (module docstring)."""
+        """Random ``W (B,F,R)``, ``H (B,R,T)`` with ``E[W H] = init_level`` (module docstring).
+
+        Every utterance gets the same draw, taken frame by frame, so an utterance's start does not
+        depend on its batch neighbours nor on how far the batch pads it: a clip separated in a
+        batch starts where it starts alone."""
         B, T, F = power.shape
         gen = torch.Generator().manual_seed(self.seed)
-        W = torch.rand(B, F, self.rank, generator=gen) * (2 * self.init_level / self.rank)
-        H = torch.rand(B, self.rank, T, generator=gen) * 2
+        W = torch.rand(F, self.rank, generator=gen) * (2 * self.init_level / self.rank)
+        H = torch.rand(T, self.rank, generator=gen).T * 2             # frame-major: prefix-stable
+        W, H = W.expand(B, F, self.rank), H.expand(B, self.rank, T)
         return W.clamp_min(1e-6).to(power), H.clamp_min(1e-6).to(power)
 
     def log_variance(self, power: torch.Tensor, mask: torch.Tensor, plates=None) -> torch.Tensor:
