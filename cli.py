@@ -2,7 +2,8 @@
 """pyro_avss command line: prepare, fit, separate, mix, evaluate, bench, demo.
 
 Every command prints a one-line error naming the file and the problem when an input is unusable
-(exit status 2); batch commands report each failed input and go on with the rest.
+(exit status 2); batch commands (separate, evaluate, prepare) report each failed input on one
+line, go on with the rest and exit with status 1 when any input failed.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import click
 
 from pyro_avss.errors import PyroAvssError
 
+DETECTORS = ["auto", "mediapipe", "haar", "roi"]
 SET_HELP = "override a config key, e.g. --set train.lr=1e-3 (repeatable)"
 
 
 def threads_option(f):
     """``--threads N``: torch CPU threads (on a busy machine, 1 avoids oversubscription)."""
-    return click.option("--threads", type=int, default=None,
+    return click.option("--threads", type=click.IntRange(min=1), default=None,
                         help="torch CPU threads (default: torch's choice)")(f)
 
 
@@ -45,7 +47,7 @@ def main():
 @click.argument("corpus")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
 @click.option("--detector", default="auto", show_default=True,
-              type=click.Choice(["auto", "mediapipe", "haar", "roi"]), help="lip detector")
+              type=click.Choice(DETECTORS), help="lip detector")
 @click.option("--workers", type=int, default=None, help="processes (default: all cores)")
 @click.option("--roi-size", type=int, default=64, show_default=True)
 def prepare(corpus, out, detector, workers, roi_size):
@@ -66,6 +68,8 @@ def prepare(corpus, out, detector, workers, roi_size):
     click.echo(report.summary())
     for f in report.failures:
         click.echo(f"failed: {f['id']}: {f['reason']}", err=True)
+    if report.failures:
+        sys.exit(1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -107,13 +111,19 @@ def fit(config_path, overrides, out, device, seed, resume, threads):
 @click.option("--set", "overrides", multiple=True, help="override a separate.* setting, e.g. --set separate.steps=300")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--resample", is_flag=True, help="resample inputs whose rate differs from the model's")
-@click.option("--force", is_flag=True, help="overwrite existing outputs")
-@click.option("--detector", default=None, help="lip detector (default: the one the model was trained with)")
+@click.option("--force", is_flag=True, help="replace existing outputs")
+@click.option("--skip-existing", is_flag=True,
+              help="keep complete existing outputs and separate the rest (resume a batch)")
+@click.option("--detector", default=None, type=click.Choice(DETECTORS),
+              help="lip detector (default: the one the model was trained with)")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @threads_option
-def separate(model, inputs, videos, sources, out, overrides, device, resample, force, detector, quiet,
-             threads):
-    """Separate each mixture into source1..J.wav, noise.wav, switch_posterior.csv and a PNG."""
+def separate(model, inputs, videos, sources, out, overrides, device, resample, force, skip_existing,
+             detector, quiet, threads):
+    """Separate each mixture into source1..J.wav, noise.wav, switch_posterior.csv and a PNG.
+
+    With several inputs each gets its folder OUT/<id or file stem>, written as soon as it is
+    done; a failed input is reported on one line and the others go on (exit status 1)."""
     from pyro_avss.checkpoint import SpeechModels
     from pyro_avss.config import load_config
     from pyro_avss.inference.run_separate import jobs_from_inputs, run_jobs
@@ -134,11 +144,17 @@ def separate(model, inputs, videos, sources, out, overrides, device, resample, f
         _fail(exc)
     for where, why in problems:
         click.echo(f"error: {where}: {why}", err=True)
-    failures = run_jobs(models, jobs, Path(out), settings, device=dev, resample=resample,
-                        force=force, detector=detector, progress=not quiet)
-    done = len(jobs) - len(failures)
-    click.echo(f"separated {done} of {len(jobs)} input(s) into {out}")
-    if failures or problems:
+    try:
+        outcome = run_jobs(models, jobs, Path(out), settings, device=dev, resample=resample,
+                           force=force, skip_existing=skip_existing, detector=detector,
+                           progress=not quiet, echo=lambda line: click.echo(line, err=True))
+    except PyroAvssError as exc:
+        _fail(exc)
+    total = len(jobs) + len(problems)
+    click.echo(f"separated {len(outcome.done)} of {total} input(s) into {out}"
+               + (f" ({len(outcome.skipped)} kept from an earlier run)" if outcome.skipped else "")
+               + (f"; {len(outcome.failures) + len(problems)} failed" if outcome.failures or problems else ""))
+    if outcome.failures or problems:
         sys.exit(1)
 
 # ----------------------------------------------------------------------------------------------
@@ -215,6 +231,8 @@ def evaluate(systems, mixtures, model, out, limit, device, overrides, examples, 
         click.echo(f"{name}: {s['ok']} ok, {s['skipped']} skipped, {s['failed']} failed; "
                    f"SI-SDRi {'n/a' if sdri is None else f'{sdri:.2f} dB'}")
     click.echo(f"results: {Path(out) / 'results.md'}")
+    if any(s["failed"] for s in summary["systems"].values()):
+        sys.exit(1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -225,7 +243,7 @@ def evaluate(systems, mixtures, model, out, limit, device, overrides, examples, 
 @click.option("--long-minutes", type=float, default=None,
               help="also measure peak memory on one J=1 recording of this many minutes")
 @click.option("--long-components", type=int, default=2, show_default=True, help="K of the long run")
-@click.option("--threads", type=int, default=None, help="torch CPU threads in each worker")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads in each worker")
 @click.option("--set", "overrides", multiple=True, help="override a separate.* setting (default: separate.tol=0)")
 @click.option("--audio-only", is_flag=True, help="audio-only models (default: audio-visual)")
 @click.option("--data", type=click.Path(file_okay=False), default=None,

@@ -30,6 +30,9 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 # --------------------------------------------------------------------------------------------
 # file I/O
 # --------------------------------------------------------------------------------------------
+MIN_RATE, MAX_RATE = 4000, 384000       # sample rates load_audio accepts for resampling (Hz)
+
+
 def load_audio(path: str | Path, sample_rate: int = 16000, *, resample: bool = False,
                allow_multichannel: bool = True) -> np.ndarray:
     """Read an audio file as a mono ``float32`` array of shape ``(N,)``.
@@ -59,6 +62,8 @@ def load_audio(path: str | Path, sample_rate: int = 16000, *, resample: bool = F
     if not np.all(np.isfinite(audio)):
         raise InputError(path, "audio contains NaN or infinite samples")
     if file_rate != sample_rate:
+        if not MIN_RATE <= file_rate <= MAX_RATE:      # a corrupt header, or nothing to resample
+            raise InputError(path, f"sample rate {file_rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
         if not resample:
             raise InputError(path, f"sample rate is {file_rate} Hz but {sample_rate} Hz is "
                                    "expected (pass resample=True / --resample to convert)")

@@ -105,8 +105,22 @@ class SpeechModels:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "model") -> "SpeechModels":
-        if data.get("format") != FORMAT:
+        """The models stored in ``data``; a malformed file (wrong type, a missing key, weights of
+        the wrong size) is an :class:`InputError` naming what is wrong, never a traceback."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise InputError(source, "not a pyro_avss model file")
+        try:
+            return cls._build(data, source)
+        except InputError:
+            raise
+        except KeyError as exc:
+            raise InputError(source, f"not a pyro_avss model: missing entry {exc}") from None
+        except (TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(source, f"not a pyro_avss model: {first[:200]}") from None
+
+    @classmethod
+    def _build(cls, data: dict, source: str) -> "SpeechModels":
         if data.get("format_version", 0) > FORMAT_VERSION:
             raise InputError(source, f"model format {data['format_version']} is newer than this "
                                      f"pyro_avss understands ({FORMAT_VERSION})")

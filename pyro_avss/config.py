@@ -9,6 +9,7 @@ is accepted where the default is ``null`` or where noted as optional).
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -116,7 +117,12 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         key, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r}: expected key.sub=value")
-        set_key(cfg, key.strip(), yaml.safe_load(text), source="--set")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key.strip()}: value {text!r} is not valid YAML "
+                              f"({' '.join(str(exc).split())[:120]})") from None
+        set_key(cfg, key.strip(), value, source="--set")
     return cfg
 
 
@@ -170,6 +176,8 @@ def _coerce(value, default, dotted, source, optional):
         if isinstance(value, bool):
             return value
     elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{source}: {dotted} must be a finite number, got {value!r}")
         return float(value)
     elif isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
         return value

@@ -97,10 +97,10 @@ def run_demo(workdir: str | Path, *, small: bool = False, force: bool = False,
     settings = SeparationSettings.from_config(load_config()["separate"], steps=sizes["steps"])
     job = SeparationJob(workdir / "example_mixture" / two.id / "mixture.wav",
                         [s.video for s in two.sources], two.id)
-    failures = run_jobs(models, [job], workdir / "separated", settings, device=resolve_device(device),
-                        resample=False, force=True, detector="roi", progress=False)
-    if failures:
-        raise InputError(failures[0][0], failures[0][1])
+    outcome = run_jobs(models, [job], workdir / "separated", settings, device=resolve_device(device),
+                       resample=False, force=True, detector="roi", progress=False)
+    if outcome.failures:
+        raise InputError(*outcome.failures[0])
 
     step(6, "evaluate: baselines, universal, oracle speaker and switching models")
     systems = "mixture,spectral-gating,universal,oracle-speaker,switching"

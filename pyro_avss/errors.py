@@ -21,7 +21,8 @@ class InputError(PyroAvssError, ValueError):
     """
 
     def __init__(self, source: str | Path, problem: str):
-        self.source = str(source)
+        # one line even for a name with control characters in it (they are shown escaped)
+        self.source = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(source))
         self.problem = " ".join(str(problem).split())  # always one line
         super().__init__(f"{self.source}: {self.problem}")
 

@@ -54,3 +54,22 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def _fuzz_profiles():
+    """Hypothesis profiles: a quick one for the default suite, a long one on request
+    (``PYRO_AVSS_FUZZ=long``); no deadline, as the shared machines are noisy."""
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    quiet = [HealthCheck.too_slow]
+    settings.register_profile("default", max_examples=FUZZ_EXAMPLES, deadline=None,
+                              suppress_health_check=quiet)
+    settings.register_profile("long", max_examples=FUZZ_EXAMPLES_LONG, deadline=None,
+                              suppress_health_check=quiet)
+    settings.load_profile(os.environ.get("PYRO_AVSS_FUZZ", "default"))
+
+
+FUZZ_EXAMPLES, FUZZ_EXAMPLES_LONG = 150, 3000
+_fuzz_profiles()

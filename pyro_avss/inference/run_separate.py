@@ -1,15 +1,29 @@
 """Separation of files: inputs (a mixture and its videos) to output folders.
 
-Used by ``cli.py separate``. For each input it writes into its own folder:
-``source1.wav … sourceJ.wav``, ``noise.wav``, ``switch_posterior.csv`` (``time_s, source,
-component, probability``, one row per STFT frame, source and component) and
+Used by ``cli.py separate``. For each input it writes into its own folder ``OUT/<name>`` (``OUT``
+itself for a single mixture file given alone): ``source1.wav … sourceJ.wav``, ``noise.wav``, ``switch_posterior.csv``
+(``time_s, source, component, probability``, one row per STFT frame, source and component) and
 ``separation.png`` (mixture, estimates, switch posterior over time).
+
+Batches never lose a finished result and never write outside ``OUT``:
+
+* names come from manifest ids or file stems and must be one plain folder name (no separator,
+  no ``..``, no control character); duplicated names are refused before any work starts;
+* inputs are read and separated ``batch_size`` recordings at a time, and each recording's
+  outputs are written as soon as its group is done: into a hidden temporary folder, which is
+  then renamed to ``OUT/<name>`` (all files of a recording or none; a stale ``noise.wav`` never
+  sits next to a new ``source1.wav``);
+* a recording that fails (unreadable input, a numerical failure, a write error) is reported on
+  one line and the batch goes on; ``skip_existing`` resumes an interrupted batch.
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +45,8 @@ class SeparationJob:
     mixture: Path
     videos: list = field(default_factory=list)
     name: str = ""
+    from_file: bool = True        # the name is the file's stem (not a manifest id)
+    listed: bool = False          # from a manifest, folder or glob: always its own OUT/<name>
 
 
 def load_track(path, detector: str):
@@ -45,6 +61,17 @@ def load_track(path, detector: str):
     return extract_lip_track(path, detector=detector)
 
 
+def safe_name(name: str, where) -> str:
+    """``name`` if it can be used as one folder inside the output folder, else an InputError."""
+    bad = (not name or name in (".", "..") or name != name.strip() or name.startswith(".")
+           or any(c in name for c in "/\\:") or any(ord(c) < 32 or ord(c) == 127 for c in name)
+           or Path(name).is_absolute() or len(name.encode()) > 200)
+    if bad:
+        raise InputError(where, f"id {name!r} cannot name an output folder (use a plain name: no "
+                                "path separator, no leading dot or '..', no control character)")
+    return name
+
+
 def jobs_from_inputs(inputs: list[str], videos: list[str], num_sources: int) -> tuple[list, list]:
     """Expand files, folders, globs and manifest CSVs into jobs; returns ``(jobs, problems)``.
 
@@ -53,7 +80,14 @@ def jobs_from_inputs(inputs: list[str], videos: list[str], num_sources: int) -> 
       one source; otherwise audio-only with ``num_sources`` sources;
     * a CSV: a mixture manifest from ``cli.py mix`` (rendered mixtures must be materialised:
       column ``mixture``) or any CSV with columns ``mixture`` and optional ``video1..videoJ``.
+
+    Names that cannot be folder names (:func:`safe_name`) and names shared by several inputs
+    are problems: those inputs are not separated.
     """
+    for v in videos:
+        if Path(v).is_dir() or any(ch in v for ch in "*?["):
+            raise InputError("--video", f"{v}: give one video file per source, not a folder or "
+                                        "glob (folders of mixtures find <stem>.mp4 next to each)")
     jobs, problems = [], []
     for item in inputs:
         p = Path(item)
@@ -66,14 +100,26 @@ def jobs_from_inputs(inputs: list[str], videos: list[str], num_sources: int) -> 
                 problems.append((item, "no audio files found"))
             for f in files:
                 vids = [v for v in (f.with_suffix(s) for s in VIDEO_SUFFIXES) if v.exists()][:1]
-                jobs.append(SeparationJob(f, vids or [None] * num_sources, f.stem))
+                jobs.append(SeparationJob(f, vids or [None] * num_sources, f.stem, listed=True))
         else:
             jobs.append(SeparationJob(p, list(videos) or [None] * num_sources, p.stem))
-    names = [j.name for j in jobs]
-    for j in jobs:                       # keep output folders distinct
-        if names.count(j.name) > 1:
+    stems = [j.name for j in jobs]
+    for j in jobs:                       # files with one stem in different folders
+        if stems.count(j.name) > 1 and j.from_file:
             j.name = f"{j.mixture.parent.name}_{j.name}"
-    return jobs, problems
+    kept = []
+    for j in jobs:
+        try:
+            safe_name(j.name, j.mixture)
+            kept.append(j)
+        except InputError as exc:
+            problems.append((exc.source, exc.problem))
+    names = [j.name for j in kept]
+    for j in [j for j in kept if names.count(j.name) > 1]:
+        problems.append((str(j.mixture), f"output name {j.name!r} is used by {names.count(j.name)} "
+                                         "inputs; none of them is separated (make the ids unique)"))
+    problems = [(e.source, e.problem) for e in (InputError(where, why) for where, why in problems)]
+    return [j for j in kept if names.count(j.name) == 1], problems
 
 
 def _jobs_from_csv(path: Path, problems: list) -> list:
@@ -81,16 +127,22 @@ def _jobs_from_csv(path: Path, problems: list) -> list:
         problems.append((str(path), "file not found"))
         return []
     out = []
-    with open(path, newline="") as f:
-        for i, row in enumerate(csv.DictReader(f), start=1):
-            mix = row.get("mixture") or ""
-            if not mix:
-                problems.append((f"{path} row {i}", "no 'mixture' column/value"))
-                continue
-            vid_cols = sorted(k for k in row if k and (k.startswith("video") or
-                                                       (k.startswith("source") and k.endswith("_video"))))
-            vids = [_rel(path, row[k]) if row[k] else None for k in vid_cols]
-            out.append(SeparationJob(_rel(path, mix), vids or [None], row.get("id") or Path(mix).stem))
+    try:
+        with open(path, newline="") as f:
+            for i, row in enumerate(csv.DictReader(f), start=1):
+                mix = row.get("mixture") or ""
+                if not mix:
+                    problems.append((f"{path} row {i}", "no 'mixture' column/value"))
+                    continue
+                vid_cols = sorted(k for k in row if k and (k.startswith("video") or
+                                                           (k.startswith("source") and k.endswith("_video"))))
+                vids = [_rel(path, row[k]) if row[k] else None for k in vid_cols]
+                name = row.get("id") or Path(mix).stem
+                out.append(SeparationJob(_rel(path, mix), vids or [None], name, from_file=False,
+                                         listed=True))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        problems.append((str(path), f"not a readable CSV manifest ({type(exc).__name__})"))
+        return []
     return out
 
 
@@ -99,20 +151,24 @@ def _rel(base: Path, value: str) -> Path:
     return p if p.is_absolute() else base.parent / p
 
 
+def output_names(num_sources: int, plot: bool = True) -> list[str]:
+    """The files one separated recording consists of."""
+    return ([f"source{j + 1}.wav" for j in range(num_sources)] + ["noise.wav", "switch_posterior.csv"]
+            + (["separation.png"] if plot else []))
+
+
 def write_outputs(out_dir: Path, result: Separated, mixture: np.ndarray, models: SpeechModels,
-                  force: bool, plot: bool = True) -> None:
-    """Write the wavs, the posterior CSV and the figure of one separated recording."""
+                  plot: bool = True) -> None:
+    """Write the wavs, the posterior CSV and the figure of one separated recording into the
+    (new, empty) folder ``out_dir``."""
     sr = models.stft.sample_rate
     out_dir.mkdir(parents=True, exist_ok=True)
     for j, s in enumerate(result.sources):
-        save_audio(out_dir / f"source{j + 1}.wav", s, sr, overwrite=force)
-    save_audio(out_dir / "noise.wav", result.noise, sr, overwrite=force)
-    post_path = out_dir / "switch_posterior.csv"
-    if post_path.exists() and not force:
-        raise InputError(post_path, "output exists (use --force to replace it)")
+        save_audio(out_dir / f"source{j + 1}.wav", s, sr)
+    save_audio(out_dir / "noise.wav", result.noise, sr)
     names = models.component_names
     times = models.stft.frame_times(result.posterior.shape[0])
-    with open(post_path, "w", newline="") as f:
+    with open(out_dir / "switch_posterior.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["time_s", "source", "component", "probability"])
         T, J, K = result.posterior.shape
@@ -129,38 +185,142 @@ def write_outputs(out_dir: Path, result: Separated, mixture: np.ndarray, models:
                           models.stft.frame_rate, sr)
 
 
+def _partial_prefix(target: Path) -> str:
+    return f".{target.name}.partial-"
+
+
+def _existing_outputs(target: Path, own_folder: bool) -> list[Path]:
+    """Output files of an earlier run at ``target`` (any ``source*.wav`` counts)."""
+    if not target.is_dir():
+        return []
+    if own_folder:
+        return sorted(target.iterdir())
+    return sorted(p for p in target.iterdir() if p.name in ("noise.wav", "switch_posterior.csv",
+                                                            "separation.png")
+                  or (p.name.startswith("source") and p.suffix == ".wav"))
+
+
+def _is_complete(target: Path, num_sources: int) -> bool:
+    return all((target / n).is_file() for n in output_names(num_sources))
+
+
+def write_atomically(target: Path, own_folder: bool, write) -> None:
+    """``write(folder)`` fills a fresh hidden folder next to ``target``, which then replaces it.
+
+    ``own_folder``: ``target`` holds one recording's outputs only (``OUT/<name>``), so the new
+    folder is renamed onto it, the old one being moved aside first; otherwise (``OUT`` itself
+    for a single input) the old output files are removed and the new ones moved in one by one.
+    An interrupted write leaves only the hidden ``.<name>.partial-*`` folder, which the next run
+    removes.
+    """
+    parent = target.parent if own_folder else target
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.glob(_partial_prefix(target) + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(target), dir=parent))
+    try:
+        write(tmp)
+        if own_folder:
+            old = None
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=_partial_prefix(target), dir=parent))
+                os.replace(target, old / "old")
+            os.replace(tmp, target)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            for p in _existing_outputs(target, own_folder=False):
+                p.unlink()
+            for p in sorted(tmp.iterdir()):
+                os.replace(p, target / p.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass
+class BatchOutcome:
+    """What :func:`run_jobs` did: names written, names skipped, ``(input, error)`` failures."""
+
+    done: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    failures: list = field(default_factory=list)
+
+
+def _one_line(exc: Exception) -> str:
+    """An error as one line; deliberate errors as they are, others with their type."""
+    text = " ".join(str(exc).split()) or "no message"
+    return text if isinstance(exc, InputError) else f"{type(exc).__name__}: {text}"
+
+
+def _separate_group(models, group, settings, device):
+    """Separate a group together; if that fails, each recording alone, so that one bad
+    recording only fails itself. Yields a :class:`Separated` or the exception, per recording."""
+    try:
+        yield from separate_recordings(models, [(a, t) for _, _, a, t in group], settings, device)
+        return
+    except Exception as exc:                  # noqa: BLE001 - reported per recording below
+        if len(group) == 1:
+            yield exc
+            return
+    for item in group:
+        yield from _separate_group(models, [item], settings, device)
+
+
 def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
              settings: SeparationSettings, *, device, resample: bool, force: bool,
-             detector: str, progress: bool = True) -> list[tuple[str, str]]:
-    """Separate all jobs; returns ``(input, error)`` for the inputs that failed."""
+             detector: str, skip_existing: bool = False, progress: bool = True,
+             echo=print) -> BatchOutcome:
+    """Separate ``jobs`` ``settings.batch_size`` recordings at a time, writing each result as
+    soon as its group is done (see the module docstring); ``echo`` receives one line per
+    failure or notice."""
     from tqdm import tqdm
 
-    failures, ready = [], []
+    if force and skip_existing:
+        raise InputError("--force/--skip-existing", "choose one: replace or keep existing outputs")
+    outcome = BatchOutcome()
+    own_folder = len(jobs) > 1 or any(j.listed for j in jobs)
     sr = models.stft.sample_rate
-    for job in tqdm(jobs, desc="reading inputs", disable=not progress or len(jobs) < 2, leave=False):
-        try:
-            target = out_dir / job.name if len(jobs) > 1 else out_dir
-            if (target / "source1.wav").exists() and not force:
-                raise InputError(target, "outputs exist (use --force to replace them)")
-            audio = load_audio(job.mixture, sr, resample=resample)
-            if any(v is not None for v in job.videos) and not models.uses_video:
-                print(f"note: {job.mixture}: the model is audio-only; the videos only set the "
-                      "number of sources", flush=True)
-            tracks = [load_track(v, detector) if models.uses_video else None for v in job.videos]
-            ready.append((job, target, audio, tracks))
-        except InputError as exc:
-            failures.append((str(job.mixture), str(exc)))
-            print(f"error: {exc}", flush=True)
-    if not ready:
-        return failures
-    bar = tqdm(total=None, desc="separating (chunks)", disable=not progress or len(ready) < 2)
-    results = separate_recordings(models, [(a, t) for _, _, a, t in ready], settings, device,
-                                  progress=bar.update)
+
+    def fail(job, message):
+        outcome.failures.append((str(job.mixture), message))
+        echo(f"error: {job.mixture}: {message}" if not message.startswith(str(job.mixture))
+             else f"error: {message}")
+
+    pending = []
+    for job in jobs:
+        target = out_dir / job.name if own_folder else out_dir
+        if _existing_outputs(target, own_folder):
+            if skip_existing and _is_complete(target, len(job.videos)):
+                outcome.skipped.append(job.name)
+                continue
+            if not force and not skip_existing:
+                fail(job, f"{target}: outputs exist (use --force to replace them or "
+                          "--skip-existing to keep them)")
+                continue
+        pending.append((job, target))
+    bar = tqdm(total=len(pending), desc="separating", disable=not progress or len(pending) < 2)
+    for first in range(0, len(pending), settings.batch_size):
+        group = []
+        for job, target in pending[first:first + settings.batch_size]:
+            try:
+                audio = load_audio(job.mixture, sr, resample=resample)
+                if any(v is not None for v in job.videos) and not models.uses_video:
+                    echo(f"note: {job.mixture}: the model is audio-only; the videos only set the "
+                         "number of sources")
+                tracks = [load_track(v, detector) if models.uses_video else None for v in job.videos]
+                group.append((job, target, audio, tracks))
+            except Exception as exc:          # noqa: BLE001 - one line per input, batch goes on
+                fail(job, _one_line(exc))
+        for (job, target, audio, _), result in zip(group, _separate_group(models, group, settings,
+                                                                          device)):
+            try:
+                if isinstance(result, Exception):
+                    raise result
+                write_atomically(target, own_folder,
+                                 lambda folder: write_outputs(folder, result, audio, models))
+                outcome.done.append(job.name)
+            except Exception as exc:          # noqa: BLE001
+                fail(job, _one_line(exc))
+        bar.update(len(pending[first:first + settings.batch_size]))
     bar.close()
-    for (job, target, audio, _), result in zip(ready, results):
-        try:
-            write_outputs(target, result, audio, models, force)
-        except InputError as exc:
-            failures.append((str(job.mixture), str(exc)))
-            print(f"error: {exc}", flush=True)
-    return failures
+    return outcome

@@ -470,6 +470,12 @@ def resolve_device(device: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise InputError("--device", f"expected auto, cpu, cuda or cuda:N, got {device!r}") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise InputError("--device", f"expected auto, cpu, cuda or cuda:N, got {device!r}")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device", "CUDA was requested but no GPU is available")
-    return torch.device(device)
+    return resolved

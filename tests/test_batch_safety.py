@@ -1,0 +1,273 @@
+"""Batch separation never loses a finished result and never writes outside ``--out``.
+
+Names from data are confined to the output folder, each recording is written as soon as it is
+done (all its files or none), one failing recording does not stop the others, an interrupted
+batch resumes with ``--skip-existing``, and bad options end in one line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pyro_avss.inference import run_separate
+from pyro_avss.inference.run_separate import SeparationJob, jobs_from_inputs, output_names, run_jobs
+from pyro_avss.inference.separation import SeparationSettings
+
+from test_separation import noisy, random_models
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = SeparationSettings(steps=2, num_samples=1, batch_size=2)
+
+
+def run_cli(*args, **kwargs):
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True,
+                          text=True, **kwargs)
+
+
+def write_clips(folder: Path, n: int, seconds=0.3) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        paths.append(folder / f"clip{i:03d}.wav")
+        sf.write(paths[-1], noisy(seconds, i), 16000)
+    return paths
+
+
+def write_manifest(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["id", "mixture"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def all_files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def complete(folder: Path, J=1) -> bool:
+    return sorted(p.name for p in folder.iterdir()) == sorted(output_names(J))
+
+
+@pytest.mark.parametrize("bad", ["../../escape", "/tmp/abs_escape", "a/b", "..", ".hidden",
+                                 "x\\y", "tab\tid", ""])
+def test_ids_that_would_leave_the_output_folder_are_refused(tmp_path, bad):
+    (clip,) = write_clips(tmp_path / "in", 1)
+    manifest = write_manifest(tmp_path / "m.csv", [{"id": bad, "mixture": str(clip)},
+                                                   {"id": "fine", "mixture": str(clip)}])
+    jobs, problems = jobs_from_inputs([str(manifest)], [], 1)
+    if bad == "":                      # no id: the file stem names the folder
+        assert [j.name for j in jobs] == ["clip000", "fine"] and not problems
+        return
+    assert [j.name for j in jobs] == ["fine"]
+    assert len(problems) == 1 and "cannot name an output folder" in problems[0][1]
+
+
+def test_duplicate_ids_are_refused_before_any_work(tmp_path):
+    clips = write_clips(tmp_path / "in", 3)
+    manifest = write_manifest(tmp_path / "m.csv", [{"id": "same", "mixture": str(clips[0])},
+                                                   {"id": "same", "mixture": str(clips[1])},
+                                                   {"id": "other", "mixture": str(clips[2])}])
+    jobs, problems = jobs_from_inputs([str(manifest)], [], 1)
+    assert [j.name for j in jobs] == ["other"]
+    assert len(problems) == 2 and all("used by 2 inputs" in why for _, why in problems)
+
+
+def test_cli_writes_nothing_outside_out_for_hostile_ids(tmp_path):
+    models = random_models()
+    models.save(tmp_path / "model.pt")
+    (clip,) = write_clips(tmp_path / "in", 1)
+    rows = [{"id": i, "mixture": str(clip)} for i in ("../escaped", str(tmp_path / "abs"), "ok", "d", "d")]
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    before = all_files(tmp_path)
+    res = run_cli("separate", "--model", str(tmp_path / "model.pt"), "--mixture", str(manifest),
+                  "--out", str(tmp_path / "out"), "--set", "separate.steps=2", "--quiet", "--force")
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr and res.stderr.count("error:") == 4, res.stderr
+    new = all_files(tmp_path) - before
+    assert all(p.startswith("out") for p in new), new
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok"]
+    assert "separated 1 of 5 input(s)" in res.stdout and "4 failed" in res.stdout
+
+
+def test_each_group_is_written_before_the_next_is_separated(tmp_path, monkeypatch):
+    clips = write_clips(tmp_path / "in", 5)
+    out = tmp_path / "out"
+    seen = []
+    real = run_separate.separate_recordings
+
+    def watched(models, jobs, settings, device=None):
+        seen.append(sum(1 for p in out.glob("clip*") if complete(p)) if out.exists() else 0)
+        return real(models, jobs, settings, device)
+
+    monkeypatch.setattr(run_separate, "separate_recordings", watched)
+    jobs = [SeparationJob(c, [None], c.stem) for c in clips]
+    outcome = run_jobs(random_models(), jobs, out, TINY, device="cpu", resample=False,
+                       force=False, detector="roi", progress=False, echo=lambda _: None)
+    assert seen == [0, 2, 4]                     # groups of batch_size = 2
+    assert sorted(outcome.done) == [c.stem for c in clips] and not outcome.failures
+    assert all(complete(out / c.stem) for c in clips)
+
+
+def test_one_failing_recording_fails_alone(tmp_path, monkeypatch):
+    clips = write_clips(tmp_path / "in", 4)
+    bad_length = len(noisy(0.7))
+    sf.write(clips[1], noisy(0.7), 16000)
+    real = run_separate.separate_recordings
+
+    def fragile(models, jobs, settings, device=None):
+        if any(len(a) == bad_length for a, _ in jobs):
+            raise FloatingPointError("separation loss became nan at step 3")
+        return real(models, jobs, settings, device)
+
+    monkeypatch.setattr(run_separate, "separate_recordings", fragile)
+    lines = []
+    jobs = [SeparationJob(c, [None], c.stem) for c in clips]
+    outcome = run_jobs(random_models(), jobs, tmp_path / "out", TINY, device="cpu",
+                       resample=False, force=False, detector="roi", progress=False, echo=lines.append)
+    assert sorted(outcome.done) == ["clip000", "clip002", "clip003"]
+    assert lines == [f"error: {clips[1]}: FloatingPointError: separation loss became nan at step 3"]
+    assert not (tmp_path / "out" / "clip001").exists()
+
+
+def test_an_interrupted_write_leaves_no_half_folder_and_resume_finishes(tmp_path, monkeypatch):
+    clips = write_clips(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    real = run_separate.write_outputs
+    calls = []
+
+    def interrupted(folder, result, mixture, models, plot=True):
+        calls.append(folder)
+        if len(calls) == 2:
+            from pyro_avss.audio import save_audio
+
+            save_audio(folder / "source1.wav", result.sources[0], 16000)
+            raise KeyboardInterrupt
+        return real(folder, result, mixture, models, plot)
+
+    monkeypatch.setattr(run_separate, "write_outputs", interrupted)
+    jobs = [SeparationJob(c, [None], c.stem) for c in clips]
+    args = dict(device="cpu", resample=False, detector="roi", progress=False, echo=lambda _: None)
+    with pytest.raises(KeyboardInterrupt):
+        run_jobs(random_models(), jobs, out, TINY, force=False, **args)
+    assert sorted(p.name for p in out.iterdir()) == ["clip000"]       # no partial clip001
+    monkeypatch.setattr(run_separate, "write_outputs", real)
+    resumed = run_jobs(random_models(), jobs, out, TINY, force=False, skip_existing=True, **args)
+    assert resumed.skipped == ["clip000"] and resumed.done == ["clip001", "clip002"]
+    assert sorted(p.name for p in out.iterdir()) == ["clip000", "clip001", "clip002"]
+    again = run_jobs(random_models(), jobs, out, TINY, force=False, **args)
+    assert not again.done and again.failures[0] == (
+        str(clips[0]), f"{out / 'clip000'}: outputs exist (use --force to replace them or "
+                       "--skip-existing to keep them)")
+    assert all(complete(p) for p in out.iterdir())
+
+
+def test_force_replaces_every_file_of_a_recording(tmp_path):
+    (clip,) = write_clips(tmp_path / "in", 1)
+    args = dict(device="cpu", resample=False, detector="roi", progress=False, echo=lambda _: None)
+    for out, jobs in ((tmp_path / "single", 1), (tmp_path / "batch", 2)):
+        two = [SeparationJob(clip, [None, None], f"r{i}") for i in range(jobs)]
+        one = [SeparationJob(clip, [None], f"r{i}") for i in range(jobs)]
+        run_jobs(random_models(), two, out, TINY, force=False, **args)
+        folder = out if jobs == 1 else out / "r0"
+        assert (folder / "source2.wav").exists()
+        (folder / "notes.txt").write_text("the user's own file")
+        outcome = run_jobs(random_models(), one, out, TINY, force=True, **args)
+        assert not outcome.failures
+        assert not (folder / "source2.wav").exists()             # no stale source next to new ones
+        # a single input writes into OUT itself, which may hold the user's files: they stay
+        assert (folder / "notes.txt").exists() == (jobs == 1)
+
+
+def test_sigint_during_a_batch_then_skip_existing_completes_it(tmp_path):
+    """The issue's check, scaled to 40 rows: after SIGINT every visible folder is complete, and
+    a rerun with --skip-existing finishes with exactly 40 complete folders."""
+    models = random_models()
+    models.save(tmp_path / "model.pt")
+    clips = write_clips(tmp_path / "in", 40, seconds=0.2)
+    manifest = write_manifest(tmp_path / "m.csv", [{"id": c.stem, "mixture": str(c)} for c in clips])
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "cli.py"), "separate", "--model", str(tmp_path / "model.pt"),
+           "--mixture", str(manifest), "--out", str(out), "--set", "separate.steps=1",
+           "--set", "separate.batch_size=2", "--set", "separate.num_samples=1", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("clip*"))) < 4:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    visible = [p for p in out.iterdir() if not p.name.startswith(".")]
+    assert 4 <= len(visible) < 40 or proc.returncode == 0
+    assert all(complete(p) for p in visible)
+    res = subprocess.run(cmd + ["--skip-existing"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert sorted(os.listdir(out)) == [c.stem for c in clips]         # no hidden partial left
+    assert all(complete(out / c.stem) for c in clips)
+    assert f"({len(visible)} kept from an earlier run)" in res.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "bogus"], "--device: expected auto, cpu, cuda or cuda:N, got 'bogus'"),
+    (["--detector", "bogus"], "Invalid value for '--detector'"),
+    (["--threads", "-1"], "Invalid value for '--threads'"),
+    (["--set", "separate.chunk_seconds=0"], "separate.chunk_seconds: must be > 0, got 0.0"),
+    (["--set", "separate.overlap_seconds=20"], "separate.overlap_seconds: must be in [0, chunk_seconds / 2"),
+    (["--set", "separate.batch_size=0"], "separate.batch_size: must be >= 1, got 0"),
+    (["--set", "separate.noise_rank=0"], "separate.noise_rank: must be >= 1, got 0"),
+    (["--set", "separate.switch_prior=bogus"], "separate.switch_prior: must be iid, markov or utterance"),
+    (["--set", "separate.lr=.nan"], "separate.lr must be a finite number"),
+    (["--video", "."], "--video: .: give one video file per source, not a folder or glob"),
+    (["--force", "--skip-existing"], "choose one: replace or keep existing outputs"),
+])
+def test_bad_separate_options_end_in_one_line(tmp_path, args, message):
+    random_models().save(tmp_path / "model.pt")
+    (clip,) = write_clips(tmp_path / "in", 1)
+    res = run_cli("separate", "--model", str(tmp_path / "model.pt"), "--mixture", str(clip),
+                  "--out", str(tmp_path / "out"), "--quiet", *args)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and message in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_binary_csv_is_one_line(tmp_path):
+    random_models().save(tmp_path / "model.pt")
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(bytes(range(256)) * 4)
+    res = run_cli("separate", "--model", str(tmp_path / "model.pt"), "--mixture", str(manifest),
+                  "--out", str(tmp_path / "out"), "--quiet")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert f"{manifest}: not a readable CSV manifest" in res.stderr or "no 'mixture'" in res.stderr
+
+
+def test_malformed_model_files_are_one_line(tmp_path):
+    import torch
+
+    from pyro_avss.checkpoint import SpeechModels
+    from pyro_avss.errors import InputError
+
+    good = random_models().to_dict()
+    wrong_size = {**good, "sizes": {**good["sizes"], "hidden": good["sizes"]["hidden"] + 1}}
+    missing = {k: v for k, v in good.items() if k != "decoders"}
+    cases = {"list": [1, 2, 3], "missing": missing, "wrong_size": wrong_size,
+             "no_format": {"weights": torch.zeros(2)}}
+    for name, data in cases.items():
+        torch.save(data, tmp_path / f"{name}.pt")
+        with pytest.raises(InputError) as err:
+            SpeechModels.load(tmp_path / f"{name}.pt")
+        text = str(err.value)
+        assert "\n" not in text and text.startswith(str(tmp_path / name)), text
+        assert "not a pyro_avss model" in text, text
+    res = run_cli("separate", "--model", str(tmp_path / "wrong_size.pt"), "--mixture", "x.wav",
+                  "--out", str(tmp_path / "out"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "not a pyro_avss model: Error(s) in loading state_dict" in res.stderr
