@@ -166,7 +166,8 @@ def separate(model, inputs, videos, sources, out, overrides, device, resample, f
 @click.option("--purity", is_flag=True, help="also report the switch purity per clip (unlabelled switching models)")
 @click.option("--cache", default="cache", show_default=True, help="prepared-corpus cache folder")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the results as JSON here")
-def score(model, corpora, split, purity, cache, out):
+@click.option("--force", is_flag=True, help="replace an existing --out file")
+def score(model, corpora, split, purity, cache, out, force):
     """Per-frame negative ELBO of every component on every speaker of a split (lower is better);
     with --purity, how well a switch trained without labels separates the speakers."""
     import json
@@ -177,6 +178,8 @@ def score(model, corpora, split, purity, cache, out):
                                                      speaker_table, switch_purity)
 
     try:
+        if out and Path(out).exists() and not force:
+            raise PyroAvssError(f"{out}: output exists (use --force to replace it)")
         models = SpeechModels.load(model)
         data = models.config.get("data", {})
         rows = prepared_rows(list(corpora) or data.get("corpora", []), cache,

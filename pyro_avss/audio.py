@@ -59,6 +59,10 @@ def load_audio(path: str | Path, sample_rate: int = 16000, *, resample: bool = F
             raise InputError(path, f"expected mono audio, found {data.shape[1]} channels")
         data = data.mean(axis=1, keepdims=True)
     audio = np.ascontiguousarray(data[:, 0])
+    missing = wav_missing_bytes(path)
+    if missing:
+        warnings.warn(f"{path}: truncated file, {missing} bytes of audio its header announces are "
+                      f"missing (read {len(audio) / file_rate:.2f} s)", stacklevel=2)
     if not np.all(np.isfinite(audio)):
         raise InputError(path, "audio contains NaN or infinite samples")
     if file_rate != sample_rate:
@@ -69,6 +73,28 @@ def load_audio(path: str | Path, sample_rate: int = 16000, *, resample: bool = F
                                    "expected (pass resample=True / --resample to convert)")
         audio = resample_audio(audio, file_rate, sample_rate)
     return audio
+
+
+def wav_missing_bytes(path: Path) -> int:
+    """For a RIFF/WAVE file, how many bytes of its ``data`` chunk the file lacks (0 when complete
+    or not a WAV file): libsndfile reads a cut-short WAV without complaint."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"RIFF" or (f.read(4), f.read(4))[1] != b"WAVE":
+                return 0
+            size = path.stat().st_size
+            while True:
+                head = f.read(8)
+                if len(head) < 8:
+                    return 0
+                name, length = head[:4], int.from_bytes(head[4:], "little")
+                if name == b"data":
+                    left = size - f.tell()
+                    # 0 and 0xFFFFFFFF mark streamed WAVs whose length was never filled in
+                    return 0 if length in (0, 0xFFFFFFFF) else max(0, length - left)
+                f.seek(length + (length & 1), 1)
+    except OSError:
+        return 0
 
 
 def resample_audio(audio: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:

@@ -137,3 +137,39 @@ def test_output_folder_is_not_overwritten(tmp_path):
     (tmp_path / "run" / "something").write_text("x")
     with pytest.raises(InputError, match="not empty"):
         fit(tiny_config("train.epochs=1"), tmp_path / "run", rows=rows, progress=False)
+
+
+def test_a_run_that_failed_before_training_can_be_started_again(tmp_path):
+    """A fit that stopped before its first saved step leaves only config.yaml (and skipped.csv):
+    a plain retry is accepted, and --resume says there is nothing to resume."""
+    rows = synthetic_rows(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("train: {}\n")
+    (run / "skipped.csv").write_text("id,reason\n")
+    with pytest.raises(InputError, match="nothing to resume .*run again without --resume"):
+        fit(tiny_config("train.epochs=1"), run, rows=rows, progress=False, resume=True)
+    fit(tiny_config("train.epochs=1"), run, rows=rows, progress=False)
+    assert (run / "model.pt").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=0", "train.batch_size: must be >= 1, got 0"),
+    ("train.segment_frames=0", "train.segment_frames: must be >= 1, got 0"),
+    ("train.lr=-1", "train.lr: must be > 0, got -1.0"),
+    ("train.lr=.nan", "train.lr must be a finite number"),
+    ("train.lip_dropout=2", "train.lip_dropout: must be in [0, 1], got 2.0"),
+])
+def test_bad_train_values_are_refused_before_any_work(tmp_path, override, message):
+    with pytest.raises((InputError, ConfigError)) as err:
+        fit(tiny_config(override), tmp_path / "run", rows=[], progress=False)
+    assert message in str(err.value) and not (tmp_path / "run").exists()
+
+
+def test_a_corrupt_training_state_is_one_line_on_resume(tmp_path):
+    rows = synthetic_rows(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "state.pt").write_bytes(b"not a torch file")
+    with pytest.raises(InputError, match=r"state.pt: cannot resume from this training state"):
+        fit(tiny_config("train.epochs=1"), run, rows=rows, progress=False, resume=True)

@@ -307,7 +307,8 @@ class NMFSystem(System):
 
 def learned_speech_bases(ctx: EvalContext, max_clips: int, rank: int) -> np.ndarray:
     """Speech bases from the clean training clips of the model's speakers, cached in
-    ``<out>/nmf_speech_bases.npz``.
+    ``<out>/nmf_speech_bases.npz``. The clips are read from the model's ``data.cache`` when that
+    folder exists, else prepared into ``<out>/cache``.
 
     :raises SystemSkip: the model's config names no corpus, or no training clip is usable.
     """
@@ -325,8 +326,10 @@ def learned_speech_bases(ctx: EvalContext, max_clips: int, rank: int) -> np.ndar
     if not data_cfg.get("corpora"):
         raise SystemSkip("the model's config lists no training corpora (data.corpora); pass "
                          "--set data.corpora=[FOLDER] to learn the NMF speech bases")
-    rows = prepared_rows(list(data_cfg["corpora"]), data_cfg["cache"], data_cfg["detector"],
-                         progress=False)
+    cache = Path(data_cfg["cache"])
+    if not cache.is_dir():     # never prepare a corpus in the caller's working folder
+        cache = ctx.out_dir / "cache"
+    rows = prepared_rows(list(data_cfg["corpora"]), cache, data_cfg["detector"], progress=False)
     train, _ = select_rows(rows, {"data": data_cfg})
     speakers = [n for n in ctx.models.component_names if n != UNIVERSAL]
     if speakers:

@@ -14,7 +14,10 @@ Batches never lose a finished result and never write outside ``OUT``:
   then renamed to ``OUT/<name>`` (all files of a recording or none; a stale ``noise.wav`` never
   sits next to a new ``source1.wav``);
 * a recording that fails (unreadable input, a numerical failure, a write error) is reported on
-  one line and the batch goes on; ``skip_existing`` resumes an interrupted batch.
+  one line and the batch goes on; ``skip_existing`` resumes an interrupted batch;
+* what degrades a result without failing it (a truncated WAV, a video without a face or
+  shorter than the audio, videos given to an audio-only model) is a notice: one line on the
+  console and in ``notices.txt`` next to the outputs.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import glob
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,16 +53,23 @@ class SeparationJob:
     listed: bool = False          # from a manifest, folder or glob: always its own OUT/<name>
 
 
-def load_track(path, detector: str):
-    """A lip track from a video (extracted now) or from a prepared ``.npz`` cache."""
+def load_track(path, detector: str, audio_seconds: float | None = None):
+    """A lip track from a video (extracted now) or from a prepared ``.npz`` cache. A video with
+    no face, or shorter than ``audio_seconds``, is a warning: those frames get no lip input."""
     from ..video.track import LipTrack, extract_lip_track
 
     if path is None:
         return None
     path = Path(path)
-    if path.suffix == ".npz":
-        return LipTrack.load(path)
-    return extract_lip_track(path, detector=detector)
+    track = LipTrack.load(path) if path.suffix == ".npz" else extract_lip_track(path, detector=detector)
+    covered = float(track.timestamps[-1]) + 1.0 / track.fps if len(track.timestamps) else 0.0
+    if not np.any(track.face_found):
+        warnings.warn(f"{path}: no face found in any frame; this source is separated without lips",
+                      stacklevel=2)
+    elif audio_seconds is not None and covered < audio_seconds - 0.5:
+        warnings.warn(f"{path}: the video covers {covered:.2f} s of the {audio_seconds:.2f} s of "
+                      "audio; the rest of this source is separated without lips", stacklevel=2)
+    return track
 
 
 def safe_name(name: str, where) -> str:
@@ -151,6 +162,9 @@ def _rel(base: Path, value: str) -> Path:
     return p if p.is_absolute() else base.parent / p
 
 
+NOTICES = "notices.txt"          # one line per degradation noticed while reading the inputs
+
+
 def output_names(num_sources: int, plot: bool = True) -> list[str]:
     """The files one separated recording consists of."""
     return ([f"source{j + 1}.wav" for j in range(num_sources)] + ["noise.wav", "switch_posterior.csv"]
@@ -158,11 +172,13 @@ def output_names(num_sources: int, plot: bool = True) -> list[str]:
 
 
 def write_outputs(out_dir: Path, result: Separated, mixture: np.ndarray, models: SpeechModels,
-                  plot: bool = True) -> None:
+                  plot: bool = True, notices: list[str] = ()) -> None:
     """Write the wavs, the posterior CSV and the figure of one separated recording into the
-    (new, empty) folder ``out_dir``."""
+    (new, empty) folder ``out_dir``, and ``notices`` (if any) into ``notices.txt``."""
     sr = models.stft.sample_rate
     out_dir.mkdir(parents=True, exist_ok=True)
+    if notices:
+        (out_dir / NOTICES).write_text("".join(f"{n}\n" for n in notices))
     for j, s in enumerate(result.sources):
         save_audio(out_dir / f"source{j + 1}.wav", s, sr)
     save_audio(out_dir / "noise.wav", result.noise, sr)
@@ -179,10 +195,37 @@ def write_outputs(out_dir: Path, result: Separated, mixture: np.ndarray, models:
     if plot:
         from ..plots import separation_figure
 
-        spec = lambda x: stft(torch.as_tensor(x), models.stft).abs().pow(2).numpy()  # noqa: E731
+        cfg = models.stft
+        factor = max(1, -(-result.posterior.shape[0] // FIGURE_FRAMES))
+        spec = lambda x: display_power(x, cfg, factor)                     # noqa: E731
         separation_figure(out_dir / "separation.png", spec(mixture),
-                          [spec(s) for s in result.sources], result.posterior, names,
-                          models.stft.frame_rate, sr)
+                          [spec(s) for s in result.sources], _pool(result.posterior, factor), names,
+                          cfg.frame_rate / factor, sr)
+
+
+FIGURE_FRAMES = 4000      # time columns of separation.png at most (a long recording is pooled)
+
+
+def _pool(x: np.ndarray, factor: int) -> np.ndarray:
+    """Means over consecutive blocks of ``factor`` rows (the last block may be shorter)."""
+    if factor == 1:
+        return x
+    T = x.shape[0]
+    pad = -T % factor
+    full = np.concatenate([x, np.repeat(x[-1:], pad, 0)]) if pad else x
+    return full.reshape((-1, factor) + x.shape[1:]).mean(1)
+
+
+def display_power(audio: np.ndarray, cfg, factor: int, seconds: float = 60.0) -> np.ndarray:
+    """Power spectrogram ``(T / factor, F)`` for display, pooled over ``factor`` frames and
+    computed a minute at a time, so that an hour of audio never holds its full STFT."""
+    step = max(1, int(seconds * cfg.frame_rate) // factor * factor) * cfg.hop
+    parts = []
+    for start in range(0, len(audio), step):
+        piece = torch.as_tensor(np.ascontiguousarray(audio[start:start + step]))
+        power = stft(piece, cfg).abs().pow(2).numpy()
+        parts.append(_pool(power[:step // cfg.hop] if start + step < len(audio) else power, factor))
+    return np.concatenate(parts)
 
 
 def _partial_prefix(target: Path) -> str:
@@ -196,7 +239,7 @@ def _existing_outputs(target: Path, own_folder: bool) -> list[Path]:
     if own_folder:
         return sorted(target.iterdir())
     return sorted(p for p in target.iterdir() if p.name in ("noise.wav", "switch_posterior.csv",
-                                                            "separation.png")
+                                                            "separation.png", NOTICES)
                   or (p.name.startswith("source") and p.suffix == ".wav"))
 
 
@@ -256,7 +299,8 @@ def _separate_group(models, group, settings, device):
     """Separate a group together; if that fails, each recording alone, so that one bad
     recording only fails itself. Yields a :class:`Separated` or the exception, per recording."""
     try:
-        yield from separate_recordings(models, [(a, t) for _, _, a, t in group], settings, device)
+        yield from separate_recordings(models, [(item[2], item[3]) for item in group], settings,
+                                       device)
         return
     except Exception as exc:                  # noqa: BLE001 - reported per recording below
         if len(group) == 1:
@@ -303,21 +347,27 @@ def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
         group = []
         for job, target in pending[first:first + settings.batch_size]:
             try:
-                audio = load_audio(job.mixture, sr, resample=resample)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    audio = load_audio(job.mixture, sr, resample=resample)
+                    tracks = [load_track(v, detector, len(audio) / sr) if models.uses_video else None
+                              for v in job.videos]
+                notices = [str(w.message) for w in caught]
                 if any(v is not None for v in job.videos) and not models.uses_video:
-                    echo(f"note: {job.mixture}: the model is audio-only; the videos only set the "
-                         "number of sources")
-                tracks = [load_track(v, detector) if models.uses_video else None for v in job.videos]
-                group.append((job, target, audio, tracks))
+                    notices.append(f"{job.mixture}: the model is audio-only; the videos only set "
+                                   "the number of sources")
+                for n in notices:
+                    echo(f"notice: {n}")
+                group.append((job, target, audio, tracks, notices))
             except Exception as exc:          # noqa: BLE001 - one line per input, batch goes on
                 fail(job, _one_line(exc))
-        for (job, target, audio, _), result in zip(group, _separate_group(models, group, settings,
-                                                                          device)):
+        for (job, target, audio, _, notices), result in zip(
+                group, _separate_group(models, group, settings, device)):
             try:
                 if isinstance(result, Exception):
                     raise result
-                write_atomically(target, own_folder,
-                                 lambda folder: write_outputs(folder, result, audio, models))
+                write_atomically(target, own_folder, lambda folder: write_outputs(
+                    folder, result, audio, models, notices=notices))
                 outcome.done.append(job.name)
             except Exception as exc:          # noqa: BLE001
                 fail(job, _one_line(exc))

@@ -321,13 +321,25 @@ def posterior_masks(sep: SeparationModel, switch, power, lips, present, mask, nu
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class _Chunk:
+    """Where a chunk lies; its tensors are computed only when its batch is fitted."""
+
     job: int
+    index: int            # position in its recording
     start: int            # first sample
     length: int           # samples
-    power: torch.Tensor   # (T, F) normalised
-    spec: torch.Tensor    # (T, F) complex STFT of the chunk
-    lips: torch.Tensor    # (T, J, Dv)
-    present: torch.Tensor  # (T, J)
+    frames: int           # STFT frames
+
+
+def _chunk_inputs(models: SpeechModels, audio, tracks, c: _Chunk):
+    """``power (T,F)`` normalised to mean one, ``spec (T,F)`` complex, ``lips (T,J,Dv)`` and
+    ``present (T,J)`` of one chunk."""
+    cfg = models.stft
+    spec = stft(torch.as_tensor(audio[c.start:c.start + c.length]), cfg)
+    power = spec.abs().pow(2)
+    power = power / power.mean().clamp_min(1e-12)
+    times = c.start / cfg.sample_rate + cfg.frame_times(spec.shape[0])
+    lp = [aligned_lips(t, models.lips, times, models.lip_encoder) for t in tracks]
+    return power, spec, torch.stack([x[0] for x in lp], 1), torch.stack([x[1] for x in lp], 1)
 
 
 def chunk_bounds(num_samples: int, chunk: int, overlap: int, hop: int) -> list[tuple[int, int]]:
@@ -346,86 +358,98 @@ def separate_recordings(models: SpeechModels, jobs: list[tuple[np.ndarray, list]
     """Separate many recordings. ``jobs``: ``(audio (N,), tracks)`` with one entry per source in
     ``tracks`` (a :class:`~pyro_avss.video.track.LipTrack` or None). Returns one
     :class:`Separated` per job, in order. ``progress(n)`` is called after each batch;
-    ``make_noise`` and ``make_switch_prior`` are passed to :func:`fit_batch`."""
+    ``make_noise`` and ``make_switch_prior`` are passed to :func:`fit_batch`.
+
+    Memory is streamed: a chunk's spectra exist only while its batch is fitted, and its
+    estimate is cross-faded into its recording's output right after, so a long recording holds
+    its waveform buffers and one batch of chunks (not every chunk's masks and spectra)."""
     cfg = models.stft
     models.to(device)
     chunk = int(settings.chunk_seconds * cfg.sample_rate)
     overlap = int(settings.overlap_seconds * cfg.sample_rate)
     chunks: list[_Chunk] = []
+    assemblers = []
     for j, (audio, tracks) in enumerate(jobs):
-        for start, length in chunk_bounds(len(audio), chunk, overlap, cfg.hop):
-            spec = stft(torch.as_tensor(audio[start:start + length]), cfg)
-            power = spec.abs().pow(2)
-            power = power / power.mean().clamp_min(1e-12)
-            times = start / cfg.sample_rate + cfg.frame_times(spec.shape[0])
-            lp = [aligned_lips(t, models.lips, times, models.lip_encoder) for t in tracks]
-            chunks.append(_Chunk(j, start, length, power, spec,
-                                 torch.stack([x[0] for x in lp], 1), torch.stack([x[1] for x in lp], 1)))
-    order = sorted(range(len(chunks)), key=lambda i: chunks[i].power.shape[0])
-    results: dict[int, tuple] = {}
+        bounds = chunk_bounds(len(audio), chunk, overlap, cfg.hop)
+        chunks += [_Chunk(j, i, start, length, cfg.num_frames(length))
+                   for i, (start, length) in enumerate(bounds)]
+        assemblers.append(_Assembler(cfg, len(audio), bounds, len(tracks),
+                                     align=not any(t is not None for t in tracks) and len(tracks) > 1))
+    order = sorted(range(len(chunks)), key=lambda i: chunks[i].frames)
     for b in range(0, len(order), settings.batch_size):
-        idx = order[b:b + settings.batch_size]
-        group = [chunks[i] for i in idx]
-        T = max(c.power.shape[0] for c in group)
+        group = [chunks[i] for i in order[b:b + settings.batch_size]]
+        inputs = [_chunk_inputs(models, *jobs[c.job], c) for c in group]
+        T = max(x[0].shape[0] for x in inputs)
         pad = lambda xs: torch.stack([torch.nn.functional.pad(  # noqa: E731
             x, (0, 0) * (x.dim() - 1) + (0, T - x.shape[0])) for x in xs]).to(device)
-        mask = torch.stack([torch.arange(T) < c.power.shape[0] for c in group]).to(device)
-        masks, post, steps = fit_batch(models, pad([c.power for c in group]),
-                                       pad([c.lips for c in group]), pad([c.present for c in group]),
-                                       mask, settings, make_noise, make_switch_prior)
-        for k, i in enumerate(idx):
-            n = chunks[i].power.shape[0]
-            results[i] = (masks[k, :n].cpu(), post[k, :n].cpu(), steps)
+        mask = torch.stack([torch.arange(T) < x[0].shape[0] for x in inputs]).to(device)
+        masks, post, steps = fit_batch(models, pad([x[0] for x in inputs]), pad([x[2] for x in inputs]),
+                                       pad([x[3] for x in inputs]), mask, settings, make_noise,
+                                       make_switch_prior)
+        for k, (c, x) in enumerate(zip(group, inputs)):
+            n = x[0].shape[0]
+            est = istft(masks[k, :n].cpu().permute(1, 0, 2) * x[1], c.length, cfg).numpy()  # (J+1, n)
+            assemblers[c.job].add(c.index, est, post[k, :n].cpu().numpy(), steps)
+        del masks, post, inputs
         if progress is not None:
-            progress(len(idx))
-    out = []
-    for j, (audio, tracks) in enumerate(jobs):
-        mine = [i for i, c in enumerate(chunks) if c.job == j]
-        out.append(_assemble(models, audio, [chunks[i] for i in mine], [results[i] for i in mine],
-                             align=not any(t is not None for t in tracks) and len(tracks) > 1))
-    return out
+            progress(len(group))
+    return [a.result() for a in assemblers]
 
 
-def _assemble(models: SpeechModels, audio, chunks: list[_Chunk], results, align: bool) -> Separated:
-    """Cross-fade chunk estimates and posteriors back into one recording."""
-    cfg = models.stft
-    N = len(audio)
-    J = chunks[0].lips.shape[1]
-    K = results[0][1].shape[-1]
-    T_total = cfg.num_frames(N)
-    out = np.zeros((J + 1, N), dtype=np.float64)
-    weight = np.zeros(N)
-    post = np.zeros((T_total, J, K))
-    post_w = np.zeros(T_total)
-    prev = None
-    for c, (masks, posterior, _) in zip(chunks, results):
-        est = istft(masks.permute(1, 0, 2) * c.spec, c.length, cfg).double().numpy()   # (J+1, n)
-        if align and prev is not None:
-            perm = _best_permutation(prev, est, c.start)
+class _Assembler:
+    """One recording's output, built from its chunk estimates as they arrive: each is
+    cross-faded into place (in time order: a chunk that arrives early waits for the one before
+    it, to which its sources are aligned when the sources have no video)."""
+
+    def __init__(self, cfg, num_samples: int, bounds: list[tuple[int, int]], num_sources: int,
+                 align: bool):
+        self.cfg, self.bounds, self.align = cfg, bounds, align
+        self.out = np.zeros((num_sources + 1, num_samples), dtype=np.float32)
+        self.post = self.post_w = None
+        self.waiting, self.next, self.prev, self.steps = {}, 0, None, 0
+
+    def add(self, index: int, est: np.ndarray, posterior: np.ndarray, steps: int) -> None:
+        self.waiting[index] = (est, posterior)
+        self.steps = max(self.steps, steps)
+        while self.next in self.waiting:
+            self._place(self.next, *self.waiting.pop(self.next))
+            self.next += 1
+
+    def _place(self, index: int, est: np.ndarray, posterior: np.ndarray) -> None:
+        start, length = self.bounds[index]
+        J = self.out.shape[0] - 1
+        if self.post is None:
+            self.post = np.zeros((self.cfg.num_frames(self.out.shape[1]),) + posterior.shape[1:])
+            self.post_w = np.zeros(self.post.shape[0])
+        if self.align and self.prev is not None:
+            perm = _best_permutation(self.prev, est, start)
             est[:J], posterior = est[perm], posterior[:, perm]
-        w = _crossfade_weights(c.length, c.start, N, chunks)
-        out[:, c.start:c.start + c.length] += est * w
-        weight[c.start:c.start + c.length] += w
-        t0 = c.start // cfg.hop
-        tw = w[np.minimum(np.arange(posterior.shape[0]) * cfg.hop, c.length - 1)]
-        post[t0:t0 + posterior.shape[0]] += posterior.numpy() * tw[:, None, None]
-        post_w[t0:t0 + posterior.shape[0]] += tw
-        prev = (c.start, est)
-    out /= np.maximum(weight, 1e-12)
-    post /= np.maximum(post_w, 1e-12)[:, None, None]
-    steps = max(r[2] for r in results)
-    return Separated(out[:J].astype(np.float32), out[J].astype(np.float32), post.astype(np.float32), steps)
+        w = _crossfade_weights(length, start, self.bounds)
+        self.out[:, start:start + length] += est * w      # the fades of two chunks sum to one
+        t0 = start // self.cfg.hop
+        tw = w[np.minimum(np.arange(posterior.shape[0]) * self.cfg.hop, length - 1)]
+        self.post[t0:t0 + posterior.shape[0]] += posterior * tw[:, None, None]
+        self.post_w[t0:t0 + posterior.shape[0]] += tw
+        self.prev = (start, est)
+
+    def result(self) -> Separated:
+        out = self.out
+        post = self.post / np.maximum(self.post_w, 1e-12)[:, None, None]
+        J = out.shape[0] - 1
+        return Separated(out[:J], out[J], post.astype(np.float32), self.steps)
 
 
-def _crossfade_weights(length: int, start: int, total: int, chunks: list[_Chunk]) -> np.ndarray:
-    """Linear fade-in over the overlap with the previous chunk and fade-out over the next."""
-    w = np.ones(length)
-    for other in chunks:
-        if other.start < start < other.start + other.length:          # previous chunk overlaps
-            n = other.start + other.length - start
+def _crossfade_weights(length: int, start: int, bounds: list[tuple[int, int]]) -> np.ndarray:
+    """Linear fade-in over the overlap with the previous chunk and fade-out over the next; the
+    two fades over an overlap of ``n`` samples are ``(i + ½)/n`` and ``(n - i - ½)/n``, which sum
+    to one, so the cross-faded signal needs no normalisation (nor a buffer of weights)."""
+    w = np.ones(length, dtype=np.float32)
+    for o_start, o_length in bounds:
+        if o_start < start < o_start + o_length:                      # previous chunk overlaps
+            n = o_start + o_length - start
             w[:n] = np.minimum(w[:n], (np.arange(n) + 0.5) / n)
-        if start < other.start < start + length:                      # next chunk overlaps
-            n = start + length - other.start
+        if start < o_start < start + length:                          # next chunk overlaps
+            n = start + length - o_start
             w[length - n:] = np.minimum(w[length - n:], (n - np.arange(n) - 0.5) / n)
     return w
 

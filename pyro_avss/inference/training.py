@@ -412,6 +412,25 @@ def select_rows(rows: list[dict], cfg: dict) -> tuple[list[dict], list[dict]]:
     return train, dev
 
 
+BEFORE_TRAINING = ("config.yaml", "skipped.csv")   # what fit writes before its first step: a
+                                                   # folder holding only these may start again
+
+
+def check_train_settings(train: dict) -> None:
+    """One-line errors, naming the key, for ``train.*`` values that would fail later."""
+    for key in ("epochs", "batch_size", "segment_frames", "warmup_epochs", "patience"):
+        if train[key] < (0 if key == "warmup_epochs" else 1):
+            raise InputError(f"train.{key}", f"must be >= {0 if key == 'warmup_epochs' else 1}, "
+                                             f"got {train[key]}")
+    if not train["lr"] > 0:
+        raise InputError("train.lr", f"must be > 0, got {train['lr']}")
+    for key in ("lip_dropout", "beta_start"):
+        if not 0 <= train[key] <= 1:
+            raise InputError(f"train.{key}", f"must be in [0, 1], got {train[key]}")
+    if train["max_steps_per_epoch"] is not None and train["max_steps_per_epoch"] < 1:
+        raise InputError("train.max_steps_per_epoch", f"must be >= 1, got {train['max_steps_per_epoch']}")
+
+
 def fit(cfg: dict, out_dir: str | Path, *, device: str = "auto", resume: bool = False,
         progress: bool = True, rows: list[dict] | None = None) -> SpeechModels:
     """Train a model as configured; see the module docstring. Returns the best model.
@@ -424,11 +443,14 @@ def fit(cfg: dict, out_dir: str | Path, *, device: str = "auto", resume: bool = 
     from ..plots import learning_curve
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not resume:
+    check_train_settings(cfg["train"])
+    started = out_dir.exists() and any(p.name not in BEFORE_TRAINING for p in out_dir.iterdir())
+    if started and not resume:
         raise InputError(out_dir, "output folder is not empty (use --resume to continue a run "
                                   "there, or choose another --out)")
     if resume and not (out_dir / "state.pt").exists():
-        raise InputError(out_dir / "state.pt", "nothing to resume")
+        raise InputError(out_dir / "state.pt", "nothing to resume (no training step was saved: "
+                                               "run again without --resume)")
     out_dir.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     seed = cfg["train"]["seed"]
@@ -459,7 +481,12 @@ def fit(cfg: dict, out_dir: str | Path, *, device: str = "auto", resume: bool = 
     dump_config(cfg, out_dir / "config.yaml")
     trainer = Trainer(cfg, models, train_set, dev_set, out_dir, dev, label_names, progress)
     if resume:
-        trainer.restore(torch.load(out_dir / "state.pt", map_location=dev, weights_only=True))
+        try:
+            trainer.restore(torch.load(out_dir / "state.pt", map_location=dev, weights_only=True))
+        except Exception as exc:                     # noqa: BLE001 - any corruption, one line
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise InputError(out_dir / "state.pt", f"cannot resume from this training state "
+                                                   f"({first}); start again in a new --out") from None
     log = trainer.run()
     if log:
         learning_curve(log, out_dir / "learning_curve.png")
