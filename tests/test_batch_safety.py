@@ -333,3 +333,18 @@ def test_the_figure_of_a_long_recording_is_pooled_minute_by_minute():
         assert shown.shape == _pool(full, factor).shape
         # pieces are cut on frame boundaries: only the frames at the cuts see other samples
         assert np.median(np.abs(shown - _pool(full, factor)) / (_pool(full, factor) + 1e-9)) < 1e-3
+
+
+def test_clips_that_could_not_be_prepared_are_a_notice(tmp_path, capsys):
+    from pyro_avss.data.prepare import MANIFEST_COLUMNS
+    from pyro_avss.data.prepared import cache_folder, prepared_rows
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    folder = cache_folder(corpus, tmp_path / "cache")
+    folder.mkdir(parents=True)
+    (folder / "manifest.csv").write_text(",".join(MANIFEST_COLUMNS) + "\n")
+    (folder / "failures.csv").write_text("id,path,reason\na,a.wav,cannot decode\nb,b.mpg,no face\n")
+    assert prepared_rows([str(corpus)], tmp_path / "cache", progress=False) == []
+    err = capsys.readouterr().err
+    assert f"notice: {corpus}: 2 clip(s) could not be prepared and are left out" in err

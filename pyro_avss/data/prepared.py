@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import sys
 from pathlib import Path
 
 
@@ -33,4 +35,16 @@ def prepared_rows(corpora: list, cache_root: str | Path, detector: str = "auto",
                 print(f"{corpus}: {problem}", flush=True)
             prepare_corpus(clips, folder, detector=detector, progress=progress)
         rows.extend(read_prepared_manifest(manifest))
+        left_out = _count_rows(folder / "failures.csv")
+        if left_out:
+            print(f"notice: {corpus}: {left_out} clip(s) could not be prepared and are left out "
+                  f"(reasons in {folder / 'failures.csv'})", file=sys.stderr, flush=True)
     return rows
+
+
+def _count_rows(path: Path) -> int:
+    """Data rows of a CSV file (0 when it does not exist)."""
+    if not path.exists():
+        return 0
+    with open(path, newline="") as f:
+        return max(0, sum(1 for _ in csv.reader(f)) - 1)
