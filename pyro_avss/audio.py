@@ -22,7 +22,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
@@ -51,7 +51,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000, *, resample: bool = F
     try:
         data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile reports corrupt or truncated files here
-        raise InputError(path, f"cannot decode audio ({_first_line(exc)})") from None
+        raise InputError(path, f"cannot decode audio ({first_line(exc)})") from None
     if data.shape[0] == 0:
         raise InputError(path, "audio is empty (0 samples)")
     if data.shape[1] > 1:
@@ -130,11 +130,6 @@ def save_audio(path: str | Path, audio, sample_rate: int, *, overwrite: bool = F
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), audio, sample_rate, subtype=subtype)
     return gain
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------

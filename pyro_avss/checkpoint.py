@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .audio import StftConfig
-from .errors import InputError
+from .errors import InputError, first_line
 from .nets.lips import LipProjection, LipTemporalEncoder
 from .nets.vae import DecoderBank, SpeechEncoder, VisualPrior
 
@@ -116,8 +116,7 @@ class SpeechModels:
         except KeyError as exc:
             raise InputError(source, f"not a pyro_avss model: missing entry {exc}") from None
         except (TypeError, ValueError, AttributeError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(source, f"not a pyro_avss model: {first[:200]}") from None
+            raise InputError(source, f"not a pyro_avss model: {first_line(exc)[:200]}") from None
 
     @classmethod
     def _build(cls, data: dict, source: str) -> "SpeechModels":
@@ -153,7 +152,7 @@ class SpeechModels:
         try:
             data = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as exc:
-            raise InputError(path, f"cannot read model file ({str(exc).splitlines()[0]})") from None
+            raise InputError(path, f"cannot read model file ({first_line(exc)})") from None
         return cls.from_dict(data, str(path))
 
 

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 
 DEFAULTS: dict[str, Any] = {
     "stft": {"sample_rate": 16000, "n_fft": 1024, "hop": 256, "window": "sine"},
@@ -109,7 +109,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise ConfigError(f"{path}: not valid YAML ({first_line(exc)})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         merge(cfg, data, source=str(path))

@@ -9,6 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type's name: enough to say in
+    one line what a library below us (libsndfile, torch, yaml, csv) complained about."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 class PyroAvssError(Exception):
     """Base class of all errors raised deliberately by pyro_avss."""
 

@@ -46,7 +46,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..audio import load_audio
-from ..errors import InputError
+from ..errors import InputError, first_line
 from .clips import Clip
 
 PEAK_LIMIT = 0.99
@@ -509,8 +509,7 @@ def read_mixture_manifest(path: str | Path) -> list[MixtureSpec]:
             try:
                 spec = _row_to_spec(row, base)
             except (ValueError, TypeError, KeyError) as exc:
-                raise InputError(where, str(exc).splitlines()[0] if str(exc) else
-                                 type(exc).__name__) from None
+                raise InputError(where, first_line(exc)) from None
             if spec.id in seen:
                 raise InputError(where, f"duplicate mixture id {spec.id!r}")
             seen.add(spec.id)

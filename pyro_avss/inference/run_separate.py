@@ -344,8 +344,8 @@ def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
         pending.append((job, target))
     bar = tqdm(total=len(pending), desc="separating", disable=not progress or len(pending) < 2)
     for first in range(0, len(pending), settings.batch_size):
-        group = []
-        for job, target in pending[first:first + settings.batch_size]:
+        batch, group = pending[first:first + settings.batch_size], []
+        for job, target in batch:
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
@@ -371,6 +371,6 @@ def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
                 outcome.done.append(job.name)
             except Exception as exc:          # noqa: BLE001
                 fail(job, _one_line(exc))
-        bar.update(len(pending[first:first + settings.batch_size]))
+        bar.update(len(batch))
     bar.close()
     return outcome

@@ -39,7 +39,7 @@ from ..checkpoint import SpeechModels
 from ..errors import InputError
 from ..models.generative import MAX_PLATE_NESTING, SeparationModel
 from ..models.noise import NMFNoise
-from ..models.switch import joint_states, make_switch
+from ..models.switch import SWITCH_PRIORS, joint_states, make_switch
 from .inputs import aligned_lips
 
 
@@ -95,9 +95,9 @@ class SeparationSettings:
             raise InputError("separate.noise_init_level", f"must be > 0, got {self.noise_init_level}")
         if not 0 < self.lr_decay <= 1:
             raise InputError("separate.lr_decay", f"must be in (0, 1], got {self.lr_decay}")
-        if self.switch_prior not in ("iid", "markov", "utterance"):
-            raise InputError("separate.switch_prior", f"must be iid, markov or utterance, got "
-                                                      f"{self.switch_prior!r}")
+        if self.switch_prior not in SWITCH_PRIORS:
+            raise InputError("separate.switch_prior", f"must be {', '.join(SWITCH_PRIORS[:-1])} or "
+                                                      f"{SWITCH_PRIORS[-1]}, got {self.switch_prior!r}")
         if not 0 < self.stay_prob < 1:
             raise InputError("separate.stay_prob", f"must be in (0, 1), got {self.stay_prob}")
         if self.noise_rank < 1:

@@ -33,7 +33,7 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from ..audio import StftConfig
 from ..checkpoint import SpeechModels
-from ..errors import InputError, TrainingDiverged
+from ..errors import InputError, TrainingDiverged, first_line
 from ..models.generative import MAX_PLATE_NESTING, speech_guide, speech_model
 from ..models.switch import make_switch
 from ..nets.lips import LipProjection, LipTemporalEncoder
@@ -484,9 +484,9 @@ def fit(cfg: dict, out_dir: str | Path, *, device: str = "auto", resume: bool = 
         try:
             trainer.restore(torch.load(out_dir / "state.pt", map_location=dev, weights_only=True))
         except Exception as exc:                     # noqa: BLE001 - any corruption, one line
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             raise InputError(out_dir / "state.pt", f"cannot resume from this training state "
-                                                   f"({first}); start again in a new --out") from None
+                                                   f"({first_line(exc)[:160]}); start again in a "
+                                                   "new --out") from None
     log = trainer.run()
     if log:
         learning_curve(log, out_dir / "learning_curve.png")

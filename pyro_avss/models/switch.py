@@ -194,6 +194,9 @@ class UtteranceSwitch(SwitchPrior):
         return post[..., None, :].expand_as(loglik)
 
 
+SWITCH_PRIORS = ("iid", "markov", "utterance")      # the names make_switch builds
+
+
 def make_switch(prior: str, num_components: int, num_sources: int = 1, *, learn_prior=True,
                 stay_prob=0.98, enumerate=False) -> SwitchPrior:
     """Build a switch prior by name (``"iid"``, ``"markov"`` or ``"utterance"``; the utterance
