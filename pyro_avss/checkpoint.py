@@ -19,10 +19,10 @@ import torch
 from .audio import StftConfig
 from .errors import InputError, first_line
 from .nets.lips import LipProjection, LipTemporalEncoder
-from .nets.vae import DecoderBank, SpeechEncoder, VisualPrior
+from .nets.vae import DecoderBank, LatentDynamics, SpeechEncoder, VisualPrior
 
 FORMAT = "pyro_avss-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3          # 3: latent dynamics (written only by models that have them)
 
 
 def software_versions() -> dict:
@@ -45,6 +45,8 @@ class SpeechModels:
     :param lip_encoder: the learned temporal lip embedding applied after the projection, or None
         (the projection is the embedding).
     :param prior: the visual prior ``p(z | v)``, or None (``N(0, I)``).
+    :param dynamics: the frame-to-frame correlation of the speech prior with memory, or None
+        (``z`` independent over frames).
     :param stft: STFT settings the model was trained with.
     :param config: the resolved training configuration.
     :param info: training facts (epochs, losses, data) recorded in the file.
@@ -58,6 +60,7 @@ class SpeechModels:
     info: dict = field(default_factory=dict)
     lip_encoder: LipTemporalEncoder | None = None
     prior: VisualPrior | None = None
+    dynamics: LatentDynamics | None = None
 
     @property
     def component_names(self) -> list[str]:
@@ -71,7 +74,7 @@ class SpeechModels:
         self.encoder.to(device)
         self.decoders.to(device)
         self.lips.to(device)
-        for net in (self.lip_encoder, self.prior):
+        for net in (self.lip_encoder, self.prior, self.dynamics):
             if net is not None:
                 net.to(device)
         return self
@@ -79,7 +82,7 @@ class SpeechModels:
     def to_dict(self) -> dict:
         d = self.decoders
         return {
-            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "format": FORMAT, "format_version": FORMAT_VERSION if self.dynamics is not None else 2,
             "config": self.config, "stft": self.stft.to_dict(),
             "lips": {"dim": self.lips.dim, "downsample": self.lips.downsample},
             "components": [{"name": n, "uses_video": bool(u > 0)} for n, u in
@@ -94,6 +97,7 @@ class SpeechModels:
                 "hidden": self.lip_encoder.hidden, "weights": _cpu(self.lip_encoder.state_dict())},
             "prior": None if self.prior is None else {
                 "hidden": self.prior.hidden, "weights": _cpu(self.prior.state_dict())},
+            "dynamics": None if self.dynamics is None else _cpu(self.dynamics.state_dict()),
             "info": self.info, "versions": software_versions(),
         }
 
@@ -141,8 +145,12 @@ class SpeechModels:
         if data.get("prior"):
             prior = VisualPrior(s["lip_dim"], s["latent_dim"], data["prior"]["hidden"])
             prior.load_state_dict(data["prior"]["weights"])
+        dynamics = None
+        if data.get("dynamics"):
+            dynamics = LatentDynamics(s["latent_dim"])
+            dynamics.load_state_dict(data["dynamics"])
         return cls(encoder, decoders, lips, StftConfig(**data["stft"]), data.get("config", {}),
-                   data.get("info", {}), lip_encoder, prior)
+                   data.get("info", {}), lip_encoder, prior, dynamics)
 
     @classmethod
     def load(cls, path: str | Path, map_location="cpu") -> "SpeechModels":

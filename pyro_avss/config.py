@@ -34,7 +34,9 @@ DEFAULTS: dict[str, Any] = {
     # the projected ROIs, trained with the universal model; embed_dim is its output size)
     "lips": {"dim": 24, "downsample": 32, "front_end": "temporal", "embed_dim": 32},
     # prior: standard (z ~ N(0, I)) | visual (z ~ p(z | lips), the conditional-VAE prior)
-    "model": {"latent_dim": 16, "hidden": 128, "use_video": True, "prior": "visual"},
+    # memory: none (z[t] independent over frames) | markov (the same prior chained over frames
+    # by a learnt correlation per latent dimension: the speech prior with memory)
+    "model": {"latent_dim": 16, "hidden": 128, "use_video": True, "prior": "visual", "memory": "none"},
     "train": {
         # universal: one decoder on all speakers; speakers: one decoder per speaker, fine-tuned from
         # `init` with the encoder frozen; switching: K decoders trained jointly, switch enumerated
@@ -74,6 +76,9 @@ DEFAULTS: dict[str, Any] = {
         "guide_init": "auto",        # encoder (on the mixture) | prior (each source's visual
                                      # prior) | product (of the two; needs p(z|v)) | auto
                                      # (product when the model has a visual prior, else encoder)
+        "guide": "auto",             # meanfield (q(z[t]) independent over frames) | markov (chained
+                                     # over frames, one fitted correlation per source and latent
+                                     # dimension) | auto (markov when the model has memory)
         "gain": "auto",              # utterance (one gain per source and chunk) | frame (g_j[t])
                                      # | auto: utterance with a visual prior, else frame (GRID
                                      # two talkers +1.2 dB with p(z|v); a small model without

@@ -57,3 +57,18 @@ def test_noise_table_marks_splits_a_setting_was_not_run_on():
     text = "\n".join(_noise_table({"default": {"1spk": row, "libri": row}, "long": {"1spk": row}}))
     assert "| default | 7.00 / 1.20 | 7.00 / 1.20 | 0.200 |" in text
     assert "| long | 7.00 / 1.20 | – | 0.200 |" in text
+
+
+def test_memory_table_reports_every_split_and_drops_incomplete_rows():
+    from pyro_avss.evaluation.results import MEMORY_SPLITS, memory_table
+
+    def row(v):
+        entry = summary(v, 0.1)
+        entry["mean"]["swapped"] = 0.25
+        return {"systems": {"switching": entry}}
+
+    full = {n: row(7.0 + i) for i, n in enumerate(MEMORY_SPLITS)}
+    broken = dict(full, **{"2spk_held": {"systems": {"switching": {"ok": 0, "mean": {}}}}})
+    text = "\n".join(memory_table({"chain": full, "broken": broken}))
+    assert "| chain | 7.00 | 8.00 | 9.00 | 10.00 | 1.20 / 0.500 | 0.250 / 0.250 | 0.100 |" in text
+    assert "broken" not in text

@@ -76,6 +76,20 @@ ABLATION_MODELS = (
     ("grid_temporal_standard", ["model.prior=standard"], "learned lips, N(0, I) prior"),
 )
 
+#: the GRID model with the speech prior with memory (universal + speaker decoders), trained besides
+#: the default for the frame-wise vs temporal prior rows
+MEMORY_MODEL = ("grid_memory", ["model.memory=markov"])
+
+#: (label, model: "memory" or None for the default, separation overrides): the prior-with-memory
+#: rows, on both splits of one and two talkers (the first is the default system itself)
+MEMORY_ROWS = (
+    ("frame-wise prior, mean-field guide (default)", None, None),
+    ("frame-wise prior, Markov guide", None, ["separate.guide=markov"]),
+    ("prior with memory, Markov guide", "memory", []),
+    ("prior with memory, mean-field guide", "memory", ["separate.guide=meanfield"]),
+)
+MEMORY_SPLITS = ("1spk", "1spk_held", "2spk", "2spk_held")
+
 #: (label, model name or None for the default model, separation overrides): other ablation rows
 ABLATION_SETTINGS = (
     ("default model, encoder-on-mixture start", None, ["separate.guide_init=encoder"]),
@@ -227,6 +241,12 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
              cache_set + changes + [f"train.init={m / f'{name}_universal' / 'model.pt'}"], grid_rows,
              facts, f"{name}_speakers", device)
         del u
+    mem_name, mem_changes = MEMORY_MODEL
+    _fit("configs/grid_universal.yaml", m / f"{mem_name}_universal", cache_set + mem_changes, grid_rows,
+         facts, f"{mem_name}_universal", device)
+    _fit("configs/grid_speakers.yaml", m / f"{mem_name}_speakers",
+         cache_set + [f"train.init={m / f'{mem_name}_universal' / 'model.pt'}"], grid_rows, facts,
+         f"{mem_name}_speakers", device)
 
     say("build the GRID dev mixtures (tuned-on and held-out splits)")
     specs = dev_mixtures(data_root, out_dir / "noise")
@@ -275,6 +295,9 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
         model = ablation_models[name] if name else spk_model
         ablation[label] = {n: _evaluate(manifests[n], model, out_dir / f"eval_{n}_{_slug(label)}",
                                         "switching", device, changes) for n in ("1spk", "2spk")}
+    say("speech prior with memory against the frame-wise prior (both splits)")
+    evals = {**one_talker, "2spk": s2, "2spk_held": s2h, "3spk": s3}
+    memory = memory_rows(manifests, evals, spk_model, m / f"{mem_name}_speakers" / "model.pt", out_dir, device)
     say("switch prior: i.i.d. per frame instead of one component per utterance")
     iid = ["separate.switch_prior=iid"]
     s_iid = {"1spk": _evaluate(one_csv, spk_model, out_dir / "eval_1spk_iid", "switching", device, iid),
@@ -288,16 +311,47 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
         say(f"MCEM with {n} EM iterations (quality against cost)")
         s_mcem[n] = _evaluate(one_csv, spk_model, out_dir / f"eval_mcem_{n}", "mcem", device,
                               overrides=[f"mcem.em_iterations={n}"])
-    evals = {**one_talker, "2spk": s2, "2spk_held": s2h, "3spk": s3}
     facts["total_wall_s"] = time.perf_counter() - t_start
     say("write the document")
     text = results_document(facts, evals, ablation, noise_rows, s_iid, s_eq, s_mcem, iters, command,
-                            out_dir, doc)
+                            out_dir, doc, memory)
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
     (out_dir / "facts.json").write_text(json.dumps(facts, indent=2, default=str))
     say(f"wrote {doc}")
     return doc
+
+
+def memory_rows(manifests: dict, evals: dict, model: str | Path, memory_model: str | Path,
+                out_dir: Path, device: str) -> dict:
+    """The switching system of every :data:`MEMORY_ROWS` row on :data:`MEMORY_SPLITS`:
+    ``{label: {split: summary}}`` (the default row reuses ``evals``)."""
+    out = {}
+    for label, which, changes in MEMORY_ROWS:
+        if changes is None:
+            out[label] = {n: evals[n] for n in MEMORY_SPLITS}
+            continue
+        path = memory_model if which == "memory" else model
+        out[label] = {n: _evaluate(manifests[n], path, out_dir / f"eval_{n}_{_slug(label)}", "switching",
+                                   device, changes) for n in MEMORY_SPLITS}
+    return out
+
+
+def memory_table(memory: dict) -> list[str]:
+    """Markdown: one row per prior/guide pair; SI-SDRi on each split, PESQ-WB and STOI on the
+    one-talker held-out split, the two-talker swap rates, RTF on one talker."""
+    head = ["prior / guide"] + [f"{n}: SI-SDRi" for n in MEMORY_SPLITS] +         ["1spk_held: PESQ-WB / STOI", "2spk / 2spk_held: swap rate", "RTF (1spk)"]
+    L = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, per_split in memory.items():
+        sw = {n: per_split[n]["systems"].get("switching") for n in MEMORY_SPLITS}
+        if not all(v and v["ok"] for v in sw.values()):
+            continue
+        cells = [_f(sw[n]["mean"]["si_sdri"]) for n in MEMORY_SPLITS]
+        cells.append(f"{_f(sw['1spk_held']['mean']['pesq_wb'])} / {_f(sw['1spk_held']['mean']['stoi'], 3)}")
+        cells.append(f"{_f(sw['2spk']['mean']['swapped'], 3)} / {_f(sw['2spk_held']['mean']['swapped'], 3)}")
+        cells.append(_f(sw["1spk"]["mean"]["rtf"], 3))
+        L.append("| " + " | ".join([label] + cells) + " |")
+    return L
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,7 +379,7 @@ def _machine() -> str:
 
 
 def results_document(facts, evals, ablation, noise_rows, s_iid, s_eq, s_mcem, iters, command,
-                     out_dir: Path, doc: Path) -> str:
+                     out_dir: Path, doc: Path, memory: dict | None = None) -> str:
     """Markdown for ``docs/results.md`` from the collected facts and evaluation summaries."""
     from .speaker_models import format_speaker_table
 
@@ -355,7 +409,10 @@ def results_document(facts, evals, ablation, noise_rows, s_iid, s_eq, s_mcem, it
          "|---|---|---|---|---|"]
     names = ["grid_universal", "grid_speakers", "grid_switching", "libri_universal", "libri_speakers"]
     names += [f"{n}_{part}" for n, _, _ in ABLATION_MODELS for part in ("universal", "speakers")]
+    names += [f"{MEMORY_MODEL[0]}_{part}" for part in ("universal", "speakers")]
     for key in names:
+        if key not in facts:
+            continue
         f = facts[key]
         L.append(f"| {key} | {f['epochs']} | {_f(f['best_dev_loss'], 1)} | {f['frames_per_s']:.0f} | "
                  f"{', '.join(f['components'])} |")
@@ -416,6 +473,14 @@ def results_document(facts, evals, ablation, noise_rows, s_iid, s_eq, s_mcem, it
             L.append(f"| {label} | {_f(a['mean']['si_sdri'])} | {_f(b['mean']['si_sdri'])} | "
                      f"{_f(b['mean']['swapped'], 3)} | {_f(b['mean']['switch_true_mass'], 3)} | "
                      f"{_f(b['mean']['rtf'], 3)} |")
+    if memory:
+        L += ["", "## Speech prior with memory (switching system, tuned-on and held-out splits)", "",
+              "The frame-wise prior draws every frame's `z` independently from the visual prior; the "
+              "prior with memory (`model.memory=markov`, trained as the default GRID models otherwise) "
+              "chains the same per-frame means and scales over frames with a learnt correlation per "
+              "latent dimension. The Markov guide (`separate.guide=markov`) chains the test-time "
+              "`q(z)` likewise, with one fitted correlation per source and dimension.", ""]
+        L += memory_table(memory)
     L += ["", "## Switch prior: one component per utterance (default) or i.i.d. per frame", "",
           "| switch prior | 1 speaker: SI-SDRi | 1 speaker: p(true) | 2 speakers: SI-SDRi | 2 speakers: p(true) |",
           "|---|---|---|---|---|"]

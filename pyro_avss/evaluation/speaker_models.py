@@ -7,7 +7,8 @@ component k alone is
 
 with the model's encoder as ``q`` and its latent prior (``N(0, I)`` or the visual prior
 ``p(z | v)``) in the KL (the same bound training maximises; the expectation by
-``num_samples`` draws, the KL in closed form). :func:`component_scores` reports
+``num_samples`` draws, the KL in closed form — or, for a prior with memory, from the same
+draws, ``log q(z_t) − log p(z_t | z_{t-1})``). :func:`component_scores` reports
 ``−ELBO_k / T`` (nats per frame, lower is better) for every clip and component, from which
 :func:`speaker_table` builds the speaker × component table.
 
@@ -29,6 +30,7 @@ from ..checkpoint import SpeechModels
 from ..inference.inputs import row_inputs
 from ..models.generative import log_power_features
 from ..models.likelihood import mixture_log_likelihood
+from ..models.markov import GaussMarkovChain
 from ..models.switch import make_switch
 
 
@@ -41,13 +43,19 @@ def clip_component_loglik(models: SpeechModels, inputs, num_samples: int = 4, se
         p_loc, p_scale = torch.zeros_like(loc), torch.ones_like(scale)
     else:
         p_loc, p_scale = models.prior(inputs.lips, inputs.present)
-    kl = torch.distributions.kl_divergence(torch.distributions.Normal(loc, scale),
-                                           torch.distributions.Normal(p_loc, p_scale)).sum(-1)  # (T,)
+    q = torch.distributions.Normal(loc, scale)
+    if models.dynamics is None:
+        kl = torch.distributions.kl_divergence(q, torch.distributions.Normal(p_loc, p_scale)).sum(-1)
+    else:                               # the chain's KL has no per-frame closed form: sampled
+        chain = GaussMarkovChain(p_loc[:, None], p_scale[:, None], models.dynamics())
+        kl = 0.0
     total = 0.0
     for _ in range(num_samples):
         z = loc + scale * torch.randn(loc.shape, generator=gen)
         logvar = models.decoders(z[:, None], inputs.lips[:, None], inputs.present[:, None])
         total = total + mixture_log_likelihood(inputs.power, logvar, None)      # (T, K)
+        if models.dynamics is not None:
+            kl = kl + (q.log_prob(z).sum(-1) - chain.log_prob(z[:, None])) / num_samples
     return total / num_samples - kl[:, None]
 
 

@@ -58,6 +58,7 @@ class SeparationSettings:
     lr_decay: float = 0.95
     num_samples: int = 8
     guide_init: str = "auto"
+    guide: str = "auto"
     gain: str = "auto"
     prior_weight: float = 3.0
     enumeration: str = "factor"
@@ -75,11 +76,13 @@ class SeparationSettings:
         """Refuse values that would fail (or silently do nothing) later, with the config key."""
         if self.noise_updates not in ("mu", "adam"):
             raise InputError("separate.noise_updates", f"must be 'mu' or 'adam', got {self.noise_updates!r}")
-        from ..models.generative import GAINS, GUIDE_INITS
+        from ..models.generative import GAINS, GUIDE_INITS, GUIDES
 
         if self.guide_init not in ("auto",) + GUIDE_INITS:
             raise InputError("separate.guide_init", f"must be one of auto, {', '.join(GUIDE_INITS)}, "
                                                     f"got {self.guide_init!r}")
+        if self.guide not in ("auto",) + GUIDES:
+            raise InputError("separate.guide", f"must be one of auto, {', '.join(GUIDES)}, got {self.guide!r}")
         if self.gain not in ("auto",) + GAINS:
             raise InputError("separate.gain", f"must be one of auto, {', '.join(GAINS)}, got {self.gain!r}")
         if not self.noise_smoothness >= 0:
@@ -171,14 +174,17 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
     gain = settings.gain
     if gain == "auto":                     # see `separate.gain` in pyro_avss.config
         gain = "utterance" if models.prior is not None else "frame"
+    guide = settings.guide
+    if guide == "auto":                    # a guide with memory for a prior with memory
+        guide = "markov" if models.dynamics is not None else "meanfield"
     if guide_init != "encoder" and models.prior is None:
         raise InputError("separate.guide_init", f"{guide_init!r} needs a model trained "
                                                 "with a visual prior (model.prior=visual)")
     sep = SeparationModel(models.encoder, decoders, switch, noise,
                           allowed=allowed_components(settings, J, models.decoders.num_components),
                           prior=models.prior, guide_init=guide_init, gain=gain,
-                          prior_weight=settings.prior_weight)
-    nets = [n for n in (models.encoder, decoders, models.prior) if n is not None]
+                          prior_weight=settings.prior_weight, dynamics=models.dynamics, guide=guide)
+    nets = [n for n in (models.encoder, decoders, models.prior, models.dynamics) if n is not None]
     with frozen(*nets):
         return _fit(sep, switch, models.decoders.num_components, power, lips, present, mask, settings)
 
@@ -294,7 +300,6 @@ def noise_mu_step(sep: SeparationModel, switch, power, lips, present, mask) -> N
 def posterior_masks(sep: SeparationModel, switch, power, lips, present, mask, num_samples: int):
     """Wiener masks ``(B,T,J+1,F)`` (sources then noise) and switch marginals ``(B,T,J,K)``."""
     store = pyro.get_param_store()
-    z_loc, z_scale = store["z_loc"], store["z_scale"]
     log_noise = fitted_log_noise(sep, power, mask)
     J, K = lips.shape[-2], sep.decoders.num_components
     pi = _fitted_switch_prior(sep, power, J)
@@ -302,7 +307,7 @@ def posterior_masks(sep: SeparationModel, switch, power, lips, present, mask, nu
     masks = power.new_zeros(power.shape[:2] + (J + 1,) + power.shape[-1:])
     post = power.new_zeros(power.shape[:2] + (J, K))
     for _ in range(num_samples):
-        z = z_loc + z_scale * torch.randn_like(z_loc)
+        z = poutine.trace(sep.guide).get_trace(power, lips, present, mask).nodes["z"]["value"]
         log_speech, flat_var, loglik = sep.state_log_likelihood(z, power, lips, present, log_noise,
                                                                 store["gain"])
         gamma = switch.posterior(loglik, mask, pi)

@@ -37,7 +37,7 @@ from ..errors import InputError, TrainingDiverged, first_line
 from ..models.generative import MAX_PLATE_NESTING, speech_guide, speech_model
 from ..models.switch import make_switch
 from ..nets.lips import LipProjection, LipTemporalEncoder
-from ..nets.vae import DecoderBank, SpeechEncoder, VisualPrior
+from ..nets.vae import DecoderBank, LatentDynamics, SpeechEncoder, VisualPrior
 from .inputs import row_inputs
 
 
@@ -163,6 +163,8 @@ def build_models(cfg: dict, speakers: list[str], video_speakers: set[str],
             raise InputError("lips.front_end", f"unknown front end {lc['front_end']!r} (pca, temporal)")
         if mc["prior"] not in ("standard", "visual"):
             raise InputError("model.prior", f"unknown prior {mc['prior']!r} (standard, visual)")
+        if mc["memory"] not in ("none", "markov"):
+            raise InputError("model.memory", f"unknown memory {mc['memory']!r} (none, markov)")
         temporal = use_video and lc["front_end"] == "temporal"
         lip_dim = (lc["embed_dim"] if temporal else lc["dim"]) if use_video else 0
         projection = LipProjection(lc["dim"], lc["downsample"])
@@ -174,8 +176,9 @@ def build_models(cfg: dict, speakers: list[str], video_speakers: set[str],
         encoder = SpeechEncoder(F, mc["latent_dim"], mc["hidden"], lip_dim)
         decoders = DecoderBank(1, F, mc["latent_dim"], mc["hidden"], lip_dim,
                                uses_video=[use_video], names=["universal"])
+        dynamics = LatentDynamics(mc["latent_dim"]) if mc["memory"] == "markov" else None
         return SpeechModels(encoder, decoders, projection, stft_cfg, lip_encoder=lip_encoder,
-                            prior=prior), None
+                            prior=prior, dynamics=dynamics), None
     if mode not in ("speakers", "switching"):
         raise InputError("train.mode", f"unknown mode {mode!r} (universal, speakers, switching)")
     if not tr["init"]:
@@ -202,7 +205,7 @@ def build_models(cfg: dict, speakers: list[str], video_speakers: set[str],
                                            perturb=tr["perturb"] if mode == "switching" else 0.0,
                                            generator=gen)
     return SpeechModels(base.encoder, decoders, base.lips, stft_cfg, lip_encoder=base.lip_encoder,
-                        prior=base.prior), labels
+                        prior=base.prior, dynamics=base.dynamics), labels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,9 +229,10 @@ class Trainer:
         self.elbo = (TraceEnum_ELBO(max_plate_nesting=MAX_PLATE_NESTING) if getattr(self.switch, "enumerate", False)
                      else Trace_ELBO(max_plate_nesting=MAX_PLATE_NESTING))
         self.train_encoder = mode == "universal"
-        # the encoder, the temporal lip encoder and the visual prior define the shared latent
-        # space: learnt with the universal model, frozen for every later decoder
-        self.shared = [n for n in (models.encoder, models.lip_encoder, models.prior) if n is not None]
+        # the encoder, the temporal lip encoder, the visual prior and the latent dynamics define
+        # the shared latent space: learnt with the universal model, frozen for every later decoder
+        self.shared = [n for n in (models.encoder, models.lip_encoder, models.prior, models.dynamics)
+                       if n is not None]
         params = list(models.decoders.parameters())
         for net in self.shared:
             net.requires_grad_(self.train_encoder)
@@ -253,7 +257,7 @@ class Trainer:
             batch["lips"], batch["present"] = batch["lips"][:, c:-c], batch["present"][:, c:-c]
         objective = self.elbo.differentiable_loss if differentiable else self.elbo.loss
         return objective(
-            lambda b: speech_model(b, m.decoders, self.switch, beta, m.prior),
+            lambda b: speech_model(b, m.decoders, self.switch, beta, m.prior, m.dynamics),
             lambda b: speech_guide(b, m.encoder, None, beta), batch) / frames
 
     @property
@@ -285,6 +289,7 @@ class Trainer:
                 "decoders": self.models.decoders.state_dict(), "optim": self.optim.state_dict(),
                 "lip_encoder": _state_or_none(self.models.lip_encoder),
                 "prior": _state_or_none(self.models.prior),
+                "dynamics": _state_or_none(self.models.dynamics),
                 "rng_torch": torch.get_rng_state(), "rng_numpy": _numpy_state(),
                 "rng_python": list(random.getstate()[1]), "rng_python_pos": random.getstate()[2]}
 
@@ -293,7 +298,7 @@ class Trainer:
         self.log = list(state["log"])
         self.models.encoder.load_state_dict(state["encoder"])
         self.models.decoders.load_state_dict(state["decoders"])
-        for name in ("lip_encoder", "prior"):
+        for name in ("lip_encoder", "prior", "dynamics"):
             net = getattr(self.models, name)
             if net is not None and state.get(name) is not None:
                 net.load_state_dict(state[name])

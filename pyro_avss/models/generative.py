@@ -7,6 +7,8 @@ For every utterance b, frame t and source j::
 
     z_j[t]  ~ N(0, I_D)  or  p(z | v_j[t-c..t+c])         latent speech code (no lips, or
                                                           the visual prior of source j's lips)
+              (with memory: the same means m and scales s chained over frames,
+               z_j[t] = m[t] + a (z_j[t-1] - m[t-1]) + sqrt(1 - a²) s[t] ε, see .markov)
     m_j[t]  ~ switch prior                                which component speaks
     s_j[f,t] ~ CN(0, g_j[t] · σ²_{m_j[t]}(z_j[t], v_j[t])[f])
     b[f,t]   ~ CN(0, (W H)[f,t])                           noise (NMF)
@@ -26,14 +28,18 @@ clean power spectrograms normalised per utterance; labels, where known, restrict
 guide is the amortised encoder ``q(z | s, v)``; the KL term is annealed by ``poutine.scale`` on
 ``z`` only (allowed because ``p(z)`` does not depend on the switch). With a visual prior
 (:class:`~pyro_avss.nets.vae.VisualPrior`, the conditional-VAE construction) the KL is taken to
-``p(z | v)`` instead of ``N(0, I)``; frames without a face keep ``N(0, I)``.
+``p(z | v)`` instead of ``N(0, I)``; frames without a face keep ``N(0, I)``. With latent
+dynamics (:class:`~pyro_avss.nets.vae.LatentDynamics`, the speech prior with memory) the KL is
+taken to the Gauss–Markov chain of those priors over frames.
 
 *Separation* (:class:`SeparationModel`) freezes the decoders and fits, per utterance, the gains
 ``g``, the noise ``W, H``, the switch weights ``π`` (i.i.d. prior) and a per-frame Gaussian
 guide ``q(z_j[t])``. That guide starts from the encoder applied to the mixture and source j's
 lips (``guide_init = "encoder"``), from source j's visual prior (``"prior"``: each source starts
 from its own lips, not from a mixture they all share), or from their product (``"product"``:
-the precision-weighted combination of the two Gaussians). The gains are per frame
+the precision-weighted combination of the two Gaussians). With ``guide = "markov"`` the guide is
+structured: the same per-frame means and scales, chained over frames by a fitted correlation
+(:mod:`.markov`). The gains are per frame
 (``gain = "frame"``) or one per source and chunk (``"utterance"``: the decoders, trained on
 per-utterance normalised speech, then carry the frame-to-frame level, so a source cannot take
 over another's frames by raising its gain there).
@@ -51,11 +57,13 @@ from pyro import poutine
 from pyro.distributions import constraints
 
 from .likelihood import frame_log_likelihood, joint_log_variance, mixture_log_likelihood
+from .markov import GaussMarkovChain
 from .noise import NMFNoise
 from .switch import EXCLUDED, SwitchPrior, joint_states
 
 MAX_PLATE_NESTING = 2
 GUIDE_INITS = ("encoder", "prior", "product")
+GUIDES = ("meanfield", "markov")
 GAINS = ("frame", "utterance")
 
 
@@ -74,29 +82,42 @@ def label_log_mask(labels: torch.Tensor, num_components: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # training: clean speech, one source, no noise
 # ---------------------------------------------------------------------------------------------
-def latent_prior(prior, lips, present, shape) -> dist.Distribution:
+def latent_prior(prior, lips, present, shape, dynamics=None) -> dist.Distribution:
     """The prior of ``z`` with event shape ``shape[-2:]`` (sources, latent dim): ``N(0, I)`` when
     ``prior`` is None, else the visual prior of each source's lips (``lips (..., J, Dv)``);
-    ``prior(lips, present) -> (loc, scale)``."""
+    ``prior(lips, present) -> (loc, scale)``.
+
+    With ``dynamics`` (a :class:`~pyro_avss.nets.vae.LatentDynamics`), the speech prior with
+    memory: the same per-frame means and scales, chained over the time plate by the
+    :class:`~.markov.GaussMarkovChain` with ``dynamics()`` as the frame-to-frame correlation."""
+    if dynamics is None:
+        if prior is None:
+            return dist.Normal(lips.new_zeros(()), 1.0).expand(shape).to_event(2)
+        loc, scale = prior(lips, present)
+        return dist.Normal(loc, scale).to_event(2)
     if prior is None:
-        return dist.Normal(lips.new_zeros(()), 1.0).expand(shape).to_event(2)
-    loc, scale = prior(lips, present)
-    return dist.Normal(loc, scale).to_event(2)
+        loc = lips.new_zeros(lips.shape[:-1] + (shape[-1],))
+        scale = torch.ones_like(loc)
+    else:
+        loc, scale = prior(lips, present)
+    return GaussMarkovChain(loc, scale, dynamics())
 
 
-def speech_model(batch: dict, decoders, switch: SwitchPrior, beta: float = 1.0, prior=None) -> None:
+def speech_model(batch: dict, decoders, switch: SwitchPrior, beta: float = 1.0, prior=None,
+                 dynamics=None) -> None:
     """Model of a mini-batch of clean segments.
 
     ``batch``: ``power (B,T,F)``, ``lips (B,T,Dv)``, ``present (B,T)``, ``labels (B,T)`` long,
-    ``mask (B,T)`` bool. ``prior``: a :class:`~pyro_avss.nets.vae.VisualPrior` or None (``N(0, I)``).
+    ``mask (B,T)`` bool. ``prior``: a :class:`~pyro_avss.nets.vae.VisualPrior` or None (``N(0, I)``);
+    ``dynamics``: a :class:`~pyro_avss.nets.vae.LatentDynamics` for the prior with memory, or None.
     """
     power, mask = batch["power"], batch["mask"]
     B, T, _ = power.shape
     time = pyro.plate("time", T, dim=-1)
     with pyro.plate("utt", B, dim=-2):
         with time, poutine.mask(mask=mask), poutine.scale(scale=beta):
-            z = pyro.sample("z", latent_prior(prior, batch["lips"][..., None, :],
-                                              batch["present"][..., None], [1, decoders.latent_dim]))
+            z = pyro.sample("z", latent_prior(prior, batch["lips"][..., None, :], batch["present"][..., None],
+                                              [1, decoders.latent_dim], dynamics))
         log_speech = decoders(z, batch["lips"][..., None, :], batch["present"][..., None])
         loglik = mixture_log_likelihood(power, log_speech, None)                    # (B,T,K)
         switch.observe(loglik + label_log_mask(batch["labels"], decoders.num_components), mask, time)
@@ -141,6 +162,12 @@ class SeparationModel:
     :param prior: optional :class:`~pyro_avss.nets.vae.VisualPrior` (frozen): each source's
         ``z`` prior is then ``p(z | v_j)`` of its own lips, else ``N(0, I)``.
     :param guide_init: ``encoder``, ``prior`` or ``product`` (module docstring).
+    :param dynamics: optional :class:`~pyro_avss.nets.vae.LatentDynamics` (frozen): the ``z``
+        prior is then the Gauss–Markov chain over frames (:mod:`.markov`).
+    :param guide: ``meanfield`` (``q(z_j[t])`` independent over frames) or ``markov`` (the
+        structured guide: a :class:`~.markov.GaussMarkovChain` with per-frame ``z_loc``,
+        ``z_scale`` and one fitted correlation ``z_corr (B,1,J,D)`` per source and dimension,
+        started at the prior's correlation, or 0 without dynamics — the mean-field start).
     :param gain: ``frame`` (``gain (B,T,J)``) or ``utterance`` (``gain (B,1,J)``).
     :param allowed: optional ``(J, K)`` bool; ``allowed[j, k] = False`` removes component k from
         source j's switch (an oracle told who speaks in each video). The joint states that use
@@ -148,9 +175,12 @@ class SeparationModel:
     """
 
     def __init__(self, encoder, decoders, switch: SwitchPrior, noise=None, allowed=None,
-                 prior=None, guide_init: str = "encoder", gain: str = "frame", prior_weight: float = 1.0):
+                 prior=None, guide_init: str = "encoder", gain: str = "frame", prior_weight: float = 1.0,
+                 dynamics=None, guide: str = "meanfield"):
         if guide_init not in GUIDE_INITS:
             raise ValueError(f"guide_init must be one of {', '.join(GUIDE_INITS)}, got {guide_init!r}")
+        if guide not in GUIDES:
+            raise ValueError(f"guide must be one of {', '.join(GUIDES)}, got {guide!r}")
         if gain not in GAINS:
             raise ValueError(f"gain must be one of {', '.join(GAINS)}, got {gain!r}")
         if guide_init != "encoder" and prior is None:
@@ -160,6 +190,7 @@ class SeparationModel:
         self.state_log_mask = None if allowed is None else state_log_mask(torch.as_tensor(allowed))
         self.prior, self.guide_init, self.gain = prior, guide_init, gain
         self.prior_weight = prior_weight
+        self.dynamics, self.guide_kind = dynamics, guide
         self._prior_memo = None
 
     def visual_prior(self, lips, present):
@@ -205,7 +236,8 @@ class SeparationModel:
         with utt:
             with time, poutine.mask(mask=mask), poutine.scale(scale=self.prior_weight):
                 prior = None if self.prior is None else self.visual_prior
-                z = pyro.sample("z", latent_prior(prior, lips, present, [J, self.decoders.latent_dim]))
+                z = pyro.sample("z", latent_prior(prior, lips, present, [J, self.decoders.latent_dim],
+                                                  self.dynamics))
             _, _, loglik = self.state_log_likelihood(z, power, lips, present, log_noise, gain)
             self.switch.observe(loglik, mask, time)
 
@@ -239,5 +271,16 @@ class SeparationModel:
         utt, time = self.plates(power)
         if hasattr(self.noise, "guide"):          # noise models with latent variables
             self.noise.guide(power, mask, (utt, time))
+        if self.guide_kind == "markov":
+            q = GaussMarkovChain(z_loc, z_scale, pyro.param("z_corr", lambda: self.initial_corr(z_loc),
+                                                            constraint=constraints.interval(-0.99, 0.99)))
+        else:
+            q = dist.Normal(z_loc, z_scale).to_event(2)
         with utt, time, poutine.mask(mask=mask), poutine.scale(scale=self.prior_weight):
-            pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(2))
+            pyro.sample("z", q)
+
+    def initial_corr(self, z_loc):
+        """Start of the structured guide's ``z_corr (B,1,J,D)``: the prior's correlation."""
+        with torch.no_grad():
+            start = self.dynamics() if self.dynamics is not None else z_loc.new_zeros(z_loc.shape[-1])
+            return start.to(z_loc).expand(z_loc.shape[:-3] + (1,) + z_loc.shape[-2:]).clone()

@@ -153,3 +153,25 @@ class VisualPrior(nn.Module):
         h = self.body(lips)
         p = present.unsqueeze(-1).to(h.dtype)
         return self.loc(h) * p, (self.log_scale(h).clamp(-6.0, 2.0) * p).exp()
+
+
+class LatentDynamics(nn.Module):
+    """The memory of the latent speech prior: one correlation ``a_d ∈ (0, 0.99)`` per latent
+    dimension between consecutive frames' deviations from the prior mean
+    (:class:`~pyro_avss.models.markov.GaussMarkovChain`), ``a = 0.99 · sigmoid(θ)``.
+
+    It does not depend on the switch (so the KL warm-up may scale ``z`` alone) nor on the lips
+    (they enter through the prior's mean and scale). Learnt with the universal model and frozen
+    afterwards, like the encoder and the visual prior.
+    """
+
+    max_corr = 0.99
+
+    def __init__(self, latent_dim: int, init: float = 0.5):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.logit = nn.Parameter(torch.full((latent_dim,), math.log(init / (self.max_corr - init))))
+
+    def forward(self) -> torch.Tensor:
+        """``(D,)`` correlations."""
+        return self.max_corr * torch.sigmoid(self.logit)
