@@ -116,11 +116,14 @@ def fit(config_path, overrides, out, device, seed, resume, threads):
               help="keep complete existing outputs and separate the rest (resume a batch)")
 @click.option("--detector", default=None, type=click.Choice(DETECTORS),
               help="lip detector (default: the one the model was trained with)")
+@click.option("--figure/--no-figure", default=True, show_default=True,
+              help="write separation.png (for a short clip it takes longer than the separation)")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @threads_option
 def separate(model, inputs, videos, sources, out, overrides, device, resample, force, skip_existing,
-             detector, quiet, threads):
-    """Separate each mixture into source1..J.wav, noise.wav, switch_posterior.csv and a PNG.
+             detector, figure, quiet, threads):
+    """Separate each mixture into source1..J.wav, noise.wav, switch_posterior.csv and, unless
+    --no-figure, separation.png.
 
     With several inputs each gets its folder OUT/<id or file stem>, written as soon as it is
     done; a failed input is reported on one line and the others go on (exit status 1)."""
@@ -147,7 +150,8 @@ def separate(model, inputs, videos, sources, out, overrides, device, resample, f
     try:
         outcome = run_jobs(models, jobs, Path(out), settings, device=dev, resample=resample,
                            force=force, skip_existing=skip_existing, detector=detector,
-                           progress=not quiet, echo=lambda line: click.echo(line, err=True))
+                           progress=not quiet, echo=lambda line: click.echo(line, err=True),
+                           figure=figure)
     except PyroAvssError as exc:
         _fail(exc)
     total = len(jobs) + len(problems)

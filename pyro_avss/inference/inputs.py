@@ -47,12 +47,12 @@ def aligned_lips(track, projection: LipProjection, frame_times: np.ndarray,
     ``track`` is a :class:`pyro_avss.video.track.LipTrack` or None (audio only); ``temporal``
     the model's learned temporal lip encoder, applied to the aligned sequence, or None.
     """
-    from ..video.align import align_to_frames
-
     T = len(frame_times)
     dim = projection.dim if temporal is None else temporal.out_dim
     if track is None or not bool(projection.fitted):
         return torch.zeros(T, dim), torch.zeros(T)
+    from ..video.align import align_to_frames
+
     found = torch.as_tensor(track.face_found, dtype=torch.bool)
     embedding = projection(torch.as_tensor(track.rois), found)                # (N, Dv)
     index, valid = align_to_frames(track.timestamps, frame_times, track.face_found, 1.0 / track.fps)

@@ -2,8 +2,9 @@
 
 Used by ``cli.py separate``. For each input it writes into its own folder ``OUT/<name>`` (``OUT``
 itself for a single mixture file given alone): ``source1.wav … sourceJ.wav``, ``noise.wav``, ``switch_posterior.csv``
-(``time_s, source, component, probability``, one row per STFT frame, source and component) and
-``separation.png`` (mixture, estimates, switch posterior over time).
+(``time_s, source, component, probability``, one row per STFT frame, source and component) and,
+unless ``figure=False`` (``cli.py separate --no-figure``), ``separation.png`` (mixture,
+estimates, switch posterior over time).
 
 Batches never lose a finished result and never write outside ``OUT``:
 
@@ -53,15 +54,21 @@ class SeparationJob:
     listed: bool = False          # from a manifest, folder or glob: always its own OUT/<name>
 
 
-def load_track(path, detector: str, audio_seconds: float | None = None):
-    """A lip track from a video (extracted now) or from a prepared ``.npz`` cache. A video with
-    no face, or shorter than ``audio_seconds``, is a warning: those frames get no lip input."""
-    from ..video.track import LipTrack, extract_lip_track
-
+def load_track(path, detector, audio_seconds: float | None = None):
+    """A lip track from a video (extracted now with ``detector``: a name, a detector object, or
+    a function that returns one, called only when a video is decoded) or from a prepared
+    ``.npz`` cache. A video with no face, or shorter than ``audio_seconds``, is a warning: those
+    frames get no lip input. The video stack (PyAV, OpenCV, MediaPipe: about a second to
+    import) is imported only here, when there is a video."""
     if path is None:
         return None
+    from ..video.track import LipTrack, extract_lip_track
+
     path = Path(path)
-    track = LipTrack.load(path) if path.suffix == ".npz" else extract_lip_track(path, detector=detector)
+    if path.suffix == ".npz":
+        track = LipTrack.load(path)
+    else:
+        track = extract_lip_track(path, detector=detector() if callable(detector) else detector)
     covered = float(track.timestamps[-1]) + 1.0 / track.fps if len(track.timestamps) else 0.0
     if not np.any(track.face_found):
         warnings.warn(f"{path}: no face found in any frame; this source is separated without lips",
@@ -243,8 +250,8 @@ def _existing_outputs(target: Path, own_folder: bool) -> list[Path]:
                   or (p.name.startswith("source") and p.suffix == ".wav"))
 
 
-def _is_complete(target: Path, num_sources: int) -> bool:
-    return all((target / n).is_file() for n in output_names(num_sources))
+def _is_complete(target: Path, num_sources: int, figure: bool = True) -> bool:
+    return all((target / n).is_file() for n in output_names(num_sources, figure))
 
 
 def write_atomically(target: Path, own_folder: bool, write) -> None:
@@ -310,13 +317,38 @@ def _separate_group(models, group, settings, device):
         yield from _separate_group(models, [item], settings, device)
 
 
+class _SharedDetector:
+    """The face detector ``name``, built when the first video needs one and then reused for
+    every video of the batch (``extract_lip_track`` resets it for each), closed at the end."""
+
+    def __init__(self, name: str):
+        self.name, self.detector = name, None
+
+    def __call__(self):
+        if self.detector is None:
+            from ..video.landmarks import make_detector, native_stderr_filtered
+
+            with native_stderr_filtered():          # building a face mesh is chatty
+                self.detector = make_detector(self.name)
+        return self.detector
+
+    def close(self) -> None:
+        if self.detector is not None:
+            self.detector.close()
+            self.detector = None
+
+
 def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
              settings: SeparationSettings, *, device, resample: bool, force: bool,
              detector: str, skip_existing: bool = False, progress: bool = True,
-             echo=print) -> BatchOutcome:
+             echo=print, figure: bool = True) -> BatchOutcome:
     """Separate ``jobs`` ``settings.batch_size`` recordings at a time, writing each result as
     soon as its group is done (see the module docstring); ``echo`` receives one line per
-    failure or notice."""
+    failure or notice. ``figure=False``: no ``separation.png`` (and matplotlib is never
+    imported; the figure of a short clip takes longer than its separation).
+
+    What costs time once per process (imports, the face detector) is paid once for the whole
+    batch: one detector serves every video."""
     from tqdm import tqdm
 
     if force and skip_existing:
@@ -324,6 +356,7 @@ def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
     outcome = BatchOutcome()
     own_folder = len(jobs) > 1 or any(j.listed for j in jobs)
     sr = models.stft.sample_rate
+    shared = _SharedDetector(detector)
 
     def fail(job, message):
         outcome.failures.append((str(job.mixture), message))
@@ -334,7 +367,7 @@ def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
     for job in jobs:
         target = out_dir / job.name if own_folder else out_dir
         if _existing_outputs(target, own_folder):
-            if skip_existing and _is_complete(target, len(job.videos)):
+            if skip_existing and _is_complete(target, len(job.videos), figure):
                 outcome.skipped.append(job.name)
                 continue
             if not force and not skip_existing:
@@ -343,34 +376,37 @@ def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
                 continue
         pending.append((job, target))
     bar = tqdm(total=len(pending), desc="separating", disable=not progress or len(pending) < 2)
-    for first in range(0, len(pending), settings.batch_size):
-        batch, group = pending[first:first + settings.batch_size], []
-        for job, target in batch:
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    audio = load_audio(job.mixture, sr, resample=resample)
-                    tracks = [load_track(v, detector, len(audio) / sr) if models.uses_video else None
-                              for v in job.videos]
-                notices = [str(w.message) for w in caught]
-                if any(v is not None for v in job.videos) and not models.uses_video:
-                    notices.append(f"{job.mixture}: the model is audio-only; the videos only set "
-                                   "the number of sources")
-                for n in notices:
-                    echo(f"notice: {n}")
-                group.append((job, target, audio, tracks, notices))
-            except Exception as exc:          # noqa: BLE001 - one line per input, batch goes on
-                fail(job, _one_line(exc))
-        for (job, target, audio, _, notices), result in zip(
-                group, _separate_group(models, group, settings, device)):
-            try:
-                if isinstance(result, Exception):
-                    raise result
-                write_atomically(target, own_folder, lambda folder: write_outputs(
-                    folder, result, audio, models, notices=notices))
-                outcome.done.append(job.name)
-            except Exception as exc:          # noqa: BLE001
-                fail(job, _one_line(exc))
-        bar.update(len(batch))
-    bar.close()
+    try:
+        for first in range(0, len(pending), settings.batch_size):
+            batch, group = pending[first:first + settings.batch_size], []
+            for job, target in batch:
+                try:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        audio = load_audio(job.mixture, sr, resample=resample)
+                        tracks = [load_track(v, shared, len(audio) / sr) if models.uses_video
+                                  else None for v in job.videos]
+                    notices = [str(w.message) for w in caught]
+                    if any(v is not None for v in job.videos) and not models.uses_video:
+                        notices.append(f"{job.mixture}: the model is audio-only; the videos only "
+                                       "set the number of sources")
+                    for n in notices:
+                        echo(f"notice: {n}")
+                    group.append((job, target, audio, tracks, notices))
+                except Exception as exc:      # noqa: BLE001 - one line per input, batch goes on
+                    fail(job, _one_line(exc))
+            for (job, target, audio, _, notices), result in zip(
+                    group, _separate_group(models, group, settings, device)):
+                try:
+                    if isinstance(result, Exception):
+                        raise result
+                    write_atomically(target, own_folder, lambda folder: write_outputs(
+                        folder, result, audio, models, plot=figure, notices=notices))
+                    outcome.done.append(job.name)
+                except Exception as exc:      # noqa: BLE001
+                    fail(job, _one_line(exc))
+            bar.update(len(batch))
+    finally:
+        shared.close()
+        bar.close()
     return outcome
