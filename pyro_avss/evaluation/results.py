@@ -411,8 +411,6 @@ def results_document(facts, evals, ablation, noise_rows, s_iid, s_eq, s_mcem, it
     names += [f"{n}_{part}" for n, _, _ in ABLATION_MODELS for part in ("universal", "speakers")]
     names += [f"{MEMORY_MODEL[0]}_{part}" for part in ("universal", "speakers")]
     for key in names:
-        if key not in facts:
-            continue
         f = facts[key]
         L.append(f"| {key} | {f['epochs']} | {_f(f['best_dev_loss'], 1)} | {f['frames_per_s']:.0f} | "
                  f"{', '.join(f['components'])} |")

@@ -54,11 +54,10 @@ class SeparationJob:
     listed: bool = False          # from a manifest, folder or glob: always its own OUT/<name>
 
 
-def load_track(path, detector, audio_seconds: float | None = None):
-    """A lip track from a video (extracted now with ``detector``: a name, a detector object, or
-    a function that returns one, called only when a video is decoded) or from a prepared
-    ``.npz`` cache. A video with no face, or shorter than ``audio_seconds``, is a warning: those
-    frames get no lip input. The video stack (PyAV, OpenCV, MediaPipe: about a second to
+def load_track(path, get_detector, audio_seconds: float | None = None):
+    """A lip track from a video (extracted now with the detector ``get_detector()`` returns,
+    called only when a video is decoded) or from a prepared ``.npz`` cache. A video with no
+    face, or shorter than ``audio_seconds``, is a warning: those frames get no lip input. The video stack (PyAV, OpenCV, MediaPipe: about a second to
     import) is imported only here, when there is a video."""
     if path is None:
         return None
@@ -68,7 +67,7 @@ def load_track(path, detector, audio_seconds: float | None = None):
     if path.suffix == ".npz":
         track = LipTrack.load(path)
     else:
-        track = extract_lip_track(path, detector=detector() if callable(detector) else detector)
+        track = extract_lip_track(path, detector=get_detector())
     covered = float(track.timestamps[-1]) + 1.0 / track.fps if len(track.timestamps) else 0.0
     if not np.any(track.face_found):
         warnings.warn(f"{path}: no face found in any frame; this source is separated without lips",
