@@ -64,6 +64,10 @@ DEFAULTS: dict[str, Any] = {
         "stay_prob": 0.98,
         "noise_rank": 8,
         "noise_init_level": 6.0,     # initial E[noise variance] / mean mixture power (flat spectrum)
+        "noise_start": "flat",       # flat (E[WH] = noise_init_level, every bin alike) | lips
+                                     # (the same level shaped like the mixture over the frames
+                                     # where every source's lips are closed; needs p(z|v) and
+                                     # videos, else flat) | auto (lips where possible)
         "noise_smoothness": 0.1,     # σ of the log-activation random walk (nats/frame); 0 = free
                                      # H. Chosen on the tuned noises: 0 -> 7.46, 0.05 -> 7.78,
                                      # 0.1 -> 7.94, 0.3 -> 7.77 dB (GRID one talker, babble

@@ -43,6 +43,9 @@ from ..models.switch import SWITCH_PRIORS, joint_states, make_switch
 from .inputs import aligned_lips
 
 
+NOISE_STARTS = ("flat", "lips", "auto")
+
+
 @dataclass
 class SeparationSettings:
     """See ``separate`` in :data:`pyro_avss.config.DEFAULTS` for the meaning of each field."""
@@ -51,6 +54,7 @@ class SeparationSettings:
     stay_prob: float = 0.98
     noise_rank: int = 8
     noise_init_level: float = 6.0
+    noise_start: str = "flat"
     noise_smoothness: float = 0.1
     steps: int = 50
     tol: float = 1e-4
@@ -85,6 +89,9 @@ class SeparationSettings:
             raise InputError("separate.guide", f"must be one of auto, {', '.join(GUIDES)}, got {self.guide!r}")
         if self.gain not in ("auto",) + GAINS:
             raise InputError("separate.gain", f"must be one of auto, {', '.join(GAINS)}, got {self.gain!r}")
+        if self.noise_start not in NOISE_STARTS:
+            raise InputError("separate.noise_start", f"must be one of {', '.join(NOISE_STARTS)}, "
+                                                     f"got {self.noise_start!r}")
         if not self.noise_smoothness >= 0:
             raise InputError("separate.noise_smoothness", f"must be >= 0, got {self.noise_smoothness}")
         if self.noise_smoothness > 0 and self.noise_updates == "mu":
@@ -167,7 +174,8 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
               make_switch(settings.switch_prior, K, J, stay_prob=settings.stay_prob, enumerate=enumerate_))
     noise = (make_noise() if make_noise is not None else
              NMFNoise(settings.noise_rank, settings.seed, settings.noise_init_level,
-                      settings.noise_smoothness))
+                      settings.noise_smoothness,
+                      noise_start_shape(models, decoders, settings, power, lips, present, mask)))
     guide_init = settings.guide_init
     if guide_init == "auto":               # the lip-specific start wherever the model can give it
         guide_init = "product" if models.prior is not None else "encoder"
@@ -187,6 +195,24 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
     nets = [n for n in (models.encoder, decoders, models.prior, models.dynamics) if n is not None]
     with frozen(*nets):
         return _fit(sep, switch, models.decoders.num_components, power, lips, present, mask, settings)
+
+
+def noise_start_shape(models: SpeechModels, decoders, settings: SeparationSettings, power, lips,
+                      present, mask):
+    """The NMF noise's start shape ``(B, F)`` for ``separate.noise_start`` (None: flat). ``lips``
+    gives the mixture's spectrum over the frames where every source's lips are closed
+    (:func:`~pyro_avss.inference.activity.lip_noise_shape`); it needs a visual prior and videos,
+    which ``auto`` checks and ``lips`` demands."""
+    start = settings.noise_start
+    usable = models.prior is not None and bool((present > 0.5).any())
+    if start == "flat" or (start == "auto" and not usable):
+        return None
+    if models.prior is None:
+        raise InputError("separate.noise_start", "'lips' needs a model trained with a visual prior "
+                                                 "(model.prior=visual)")
+    from .activity import lip_noise_shape
+
+    return lip_noise_shape(models.prior, decoders, power, lips, present, mask)
 
 
 def allowed_components(settings: SeparationSettings, J: int, num_components: int):
