@@ -151,7 +151,7 @@ class Separator:
 
         self.models = models
         self.settings = settings if settings is not None else separation_settings()
-        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        self.device = resolve_device(str(device))
         self.detector = detector or models.config.get("data", {}).get("detector", "auto")
 
     @classmethod
@@ -183,8 +183,8 @@ class Separator:
             :class:`~pyro_avss.video.track.LipTrack`) or None (that source has no video).
             With an audio-only model videos only set the number of sources (a notice says so).
         :param sources: the number of sources J without videos (default 1); 1 to 3.
-        :param sample_rate: the rate of an array ``mixture`` (required for arrays; a file says
-            its own).
+        :param sample_rate: the rate of an array ``mixture`` (required for arrays; a file's own
+            rate is read from it).
         :param resample: convert a mixture at another rate than the model's instead of refusing.
         """
         return self.separate_many([mixture], None if videos is None else [videos], sources,
@@ -193,11 +193,12 @@ class Separator:
     def separate_many(self, mixtures: Sequence, videos: Sequence | None = None,
                       sources: int | Sequence[int] | None = None, *, sample_rate: int | None = None,
                       resample: bool = False, progress=None) -> list[SeparationResult]:
-        """Separate many recordings with one model load, ``separate.batch_size`` chunks at a time.
+        """Separate many recordings with one model load, ``separate.batch_size`` chunks at a time
+        (recordings with the same number of sources are batched together).
 
         ``mixtures``: files or arrays as for :meth:`separate`; ``videos``: None or one list per
         mixture (None entries for mixtures without video); ``sources``: one J for all or one per
-        mixture; ``sample_rate``: the rate of every array. Every input is read (and checked)
+        mixture; ``sample_rate``: the rate of every array (files: their own). Every input is read (and checked)
         before separation starts. ``progress(n)`` is called after each batch of chunks."""
         if isinstance(mixtures, (str, os.PathLike)) or (isinstance(mixtures, np.ndarray)
                                                         and mixtures.ndim == 1):
@@ -210,7 +211,7 @@ class Separator:
             raise InputError("videos/sources", f"give one entry per mixture ({n}), got "
                                                f"{len(per_videos)} and {len(per_sources)}")
         shared = _SharedDetector(self.detector)
-        jobs, names, notices = [], [], []
+        jobs, notices = [], []
         try:
             for i, (mixture, vids, J) in enumerate(zip(mixtures, per_videos, per_sources)):
                 name = str(mixture) if isinstance(mixture, (str, os.PathLike)) else \
@@ -218,12 +219,15 @@ class Separator:
                 audio, tracks, found = self._read(mixture, name, vids, J, sample_rate, resample,
                                                   shared)
                 jobs.append((audio, tracks))
-                names.append(name)
                 notices.append(found)
         finally:
             shared.close()
-        separated = separate_recordings(self.models, jobs, self.settings, self.device,
-                                        progress=progress)
+        separated: list = [None] * n
+        for J in sorted({len(tracks) for _, tracks in jobs}):    # a batch shares its J
+            same = [i for i, (_, tracks) in enumerate(jobs) if len(tracks) == J]
+            for i, s in zip(same, separate_recordings(self.models, [jobs[i] for i in same],
+                                                      self.settings, self.device, progress=progress)):
+                separated[i] = s
         return [self._result(s, audio, found) for s, (audio, _), found in
                 zip(separated, jobs, notices)]
 
@@ -255,9 +259,7 @@ class Separator:
 
     def _audio(self, mixture, name: str, sample_rate, resample) -> np.ndarray:
         sr = self.sample_rate
-        if isinstance(mixture, (str, os.PathLike)):
-            if sample_rate is not None:
-                raise InputError(name, "sample_rate= is for arrays (a file gives its own rate)")
+        if isinstance(mixture, (str, os.PathLike)):         # a file says its own rate
             return load_audio(mixture, sr, resample=resample)
         if isinstance(mixture, torch.Tensor):
             mixture = mixture.detach().cpu().numpy()
