@@ -83,7 +83,7 @@ def separation_settings(overrides: Mapping | Iterable[str] | None = None, *, str
 # ---------------------------------------------------------------------------------------------
 # results
 # ---------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(eq=False)              # arrays have no single truth value: compared by identity
 class SeparationResult:
     """One separated recording.
 
@@ -198,8 +198,9 @@ class Separator:
 
         ``mixtures``: files or arrays as for :meth:`separate`; ``videos``: None or one list per
         mixture (None entries for mixtures without video); ``sources``: one J for all or one per
-        mixture; ``sample_rate``: the rate of every array (files: their own). Every input is read (and checked)
-        before separation starts. ``progress(n)`` is called after each batch of chunks."""
+        mixture; ``sample_rate``: the rate of every array (files: their own). Every input is
+        read (and checked) before separation starts. ``progress(n)`` is called after each batch
+        of chunks."""
         if isinstance(mixtures, (str, os.PathLike)) or (isinstance(mixtures, np.ndarray)
                                                         and mixtures.ndim == 1):
             mixtures = [mixtures]
@@ -234,7 +235,8 @@ class Separator:
     # -----------------------------------------------------------------------------------------
     def _read(self, mixture, name: str, vids, J, sample_rate, resample, shared):
         """``(audio, tracks, notices)`` of one input; notices are also issued as warnings."""
-        if vids is not None and (isinstance(vids, (str, os.PathLike)) or not isinstance(vids, Sequence)):
+        if vids is not None and (isinstance(vids, (str, os.PathLike))
+                                 or not isinstance(vids, Sequence)):
             vids = [vids]                                 # one video given on its own
         if vids is not None and J is not None and len(vids) != J:
             raise InputError(name, f"sources={J} but {len(vids)} videos were given")
