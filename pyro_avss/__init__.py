@@ -1,5 +1,12 @@
 """pyro_avss: unsupervised audio-visual speech separation with switching VAEs in Pyro.
 
+The one-call entry points (:mod:`pyro_avss.api`, imported on first use)::
+
+    sep = pyro_avss.Separator.load("model.pt", steps=100)      # load a model file once
+    result = sep.separate("mix.wav", videos=["alice.mp4"])     # -> SeparationResult
+    result.save("separated/")                                  # the files the command writes
+    pyro_avss.fit("grid_universal", "runs/grid_universal")      # train as `pyro-avss fit` does
+
 The pieces, from the bottom up:
 
 * :mod:`pyro_avss.audio` — audio I/O and the STFT (spectrograms are ``(..., T, F)``);
@@ -13,7 +20,26 @@ The pieces, from the bottom up:
 * :mod:`pyro_avss.evaluation` — metrics, baselines, the evaluation harness and benchmarks;
 * :mod:`pyro_avss.checkpoint` and :mod:`pyro_avss.config` — model files and configurations.
 
-Command line: ``python cli.py --help``.
+Command line: ``pyro-avss --help`` (installed), ``python -m pyro_avss`` or, in a source
+checkout, ``python cli.py --help``.
 """
 
 __version__ = "0.1.0"
+
+# PEP 562: `import pyro_avss` stays cheap (no torch, no Pyro) until one of these is used
+_API = ("Separator", "SeparationResult", "fit")
+__all__ = list(_API)
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import api
+
+    value = getattr(api, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

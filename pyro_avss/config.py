@@ -4,6 +4,12 @@ A configuration is a nested dict. :data:`DEFAULTS` lists every key that exists; 
 ``--set`` override may only change existing keys (an unknown key is an error that names it), and a
 value must have the type of its default (ints are accepted where floats are expected; ``null``
 is accepted where the default is ``null`` or where noted as optional).
+
+The YAML files of ``configs/`` ship inside the package (``pyro_avss/configs``; the top-level
+``configs`` of a source checkout points there), so a config can be given by name
+(``grid_universal``) from any folder, or as a path. Paths *inside* a config, such as
+``data.corpora: [../shared/data/grid]`` or ``data.cache: cache``, are relative to the folder
+the command runs in, not to the config file.
 """
 
 from __future__ import annotations
@@ -104,17 +110,39 @@ OPTIONAL = {("train", "init"), ("data", "speakers"), ("data", "max_clips_per_spe
             ("train", "num_components"), ("train", "max_steps_per_epoch")}
 
 
+#: the configs shipped with the package (``configs/<name>.yaml`` in a source checkout)
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def packaged_configs() -> list[str]:
+    """Names of the packaged configs (``grid_universal``, ...), for ``load_config(name)``."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def config_file(config: str | Path) -> Path:
+    """The YAML file ``config`` names: an existing file as given, else the packaged config of
+    that name (``grid_universal`` or ``grid_universal.yaml``: a bare name, no folder)."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    if len(path.parts) == 1 and path.suffix in ("", ".yaml", ".yml"):
+        packaged = CONFIG_DIR / f"{path.stem if path.suffix else path.name}.yaml"
+        if packaged.is_file():
+            return packaged
+    raise ConfigError(f"{config}: config file not found (nor a packaged config: "
+                      f"{', '.join(packaged_configs()) or 'none installed'})")
+
+
 def default_config() -> dict:
     return copy.deepcopy(DEFAULTS)
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict:
-    """Defaults, updated by the YAML file at ``path``, then by ``key.sub=value`` strings."""
+    """Defaults, updated by the YAML file at ``path`` (a path or the name of a packaged config,
+    see :func:`config_file`), then by ``key.sub=value`` strings."""
     cfg = default_config()
     if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"{path}: config file not found")
+        path = config_file(path)
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
@@ -122,6 +150,12 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         merge(cfg, data, source=str(path))
+    apply_overrides(cfg, overrides)
+    return cfg
+
+
+def apply_overrides(cfg: dict, overrides: Iterable[str]) -> None:
+    """Apply ``key.sub=value`` strings (``--set``; values are read as YAML) to ``cfg``."""
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
@@ -132,7 +166,6 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             raise ConfigError(f"--set {key.strip()}: value {text!r} is not valid YAML "
                               f"({' '.join(str(exc).split())[:120]})") from None
         set_key(cfg, key.strip(), value, source="--set")
-    return cfg
 
 
 def merge(cfg: dict, update: dict, source: str, prefix: tuple = ()) -> None:

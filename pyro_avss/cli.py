@@ -1,0 +1,361 @@
+"""pyro_avss command line (``pyro-avss``; ``python cli.py`` in a source checkout): prepare,
+fit, score, separate, mix, evaluate, bench, demo, results.
+
+Every command prints a one-line error naming the file and the problem when an input is unusable
+(exit status 2); batch commands (separate, evaluate, prepare) report each failed input on one
+line, go on with the rest and exit with status 1 when any input failed.
+
+``fit`` and ``separate`` are thin layers over :func:`pyro_avss.api.fit` and
+:class:`pyro_avss.api.Separator`'s pieces, the Python entry points.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from pyro_avss.errors import PyroAvssError
+
+DETECTORS = ["auto", "mediapipe", "haar", "roi"]
+SET_HELP = "override a config key, e.g. --set train.lr=1e-3 (repeatable)"
+
+
+def threads_option(f):
+    """``--threads N``: torch CPU threads (on a busy machine, 1 avoids oversubscription)."""
+    return click.option("--threads", type=click.IntRange(min=1), default=None,
+                        help="torch CPU threads (default: torch's choice)")(f)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Audio-visual speech separation with switching VAEs (Pyro)."""
+
+
+# ----------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("corpus")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--detector", default="auto", show_default=True,
+              type=click.Choice(DETECTORS), help="lip detector")
+@click.option("--workers", type=int, default=None, help="processes (default: all cores)")
+@click.option("--roi-size", type=int, default=64, show_default=True)
+def prepare(corpus, out, detector, workers, roi_size):
+    """Scan CORPUS (GRID folders, GRID distribution, speaker folders or a manifest CSV), extract
+    and cache lip features, write OUT/manifest.csv and OUT/failures.csv. Resumes: clips already
+    cached are skipped."""
+    from pyro_avss.data.corpora import scan_corpus
+    from pyro_avss.data.prepare import prepare_corpus
+
+    try:
+        clips, problems = scan_corpus(corpus)
+        for p in problems:
+            click.echo(f"skipped: {p}", err=True)
+        report = prepare_corpus(clips, out, detector=detector, workers=workers,
+                                roi_size=roi_size, problems=problems)
+    except PyroAvssError as exc:
+        _fail(exc)
+    click.echo(report.summary())
+    for f in report.failures:
+        click.echo(f"failed: {f['id']}: {f['reason']}", err=True)
+    if report.failures:
+        sys.exit(1)
+
+
+# ----------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="NAME|FILE",
+              help="YAML config file, or the name of a packaged one (grid_universal, "
+                   "grid_speakers, grid_switching_unlabelled, librispeech_universal, "
+                   "librispeech_speakers); paths inside it are relative to the current folder")
+@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--seed", type=int, default=None, help="random seed (train.seed)")
+@click.option("--resume", is_flag=True, help="continue an interrupted run in --out")
+@threads_option
+def fit(config_path, overrides, out, device, seed, resume, threads):
+    """Train a speech model (universal, speaker decoders or switching VAE) as configured."""
+    from pyro_avss.api import fit as run_fit
+
+    _set_threads(threads)
+    try:
+        models = run_fit(config_path, out, list(overrides), device, resume=resume, seed=seed)
+    except PyroAvssError as exc:
+        _fail(exc)
+    click.echo(f"model: {Path(out) / 'model.pt'} ({models.decoders.num_components} components: "
+               f"{', '.join(models.component_names)})")
+
+
+# ----------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--model", required=True, type=click.Path(dir_okay=False), help="model file (.pt)")
+@click.option("--mixture", "inputs", required=True, multiple=True,
+              help="mixture file, folder, glob or CSV manifest (repeatable)")
+@click.option("--video", "videos", multiple=True,
+              help="video (or prepared lip cache .npz) of each source, in order (repeatable)")
+@click.option("--sources", type=int, default=1, show_default=True,
+              help="number of sources for inputs without video")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--set", "overrides", multiple=True, help="override a separate.* setting, e.g. --set separate.steps=300")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--resample", is_flag=True, help="resample inputs whose rate differs from the model's")
+@click.option("--force", is_flag=True, help="replace existing outputs")
+@click.option("--skip-existing", is_flag=True,
+              help="keep complete existing outputs and separate the rest (resume a batch)")
+@click.option("--detector", default=None, type=click.Choice(DETECTORS),
+              help="lip detector (default: the one the model was trained with)")
+@click.option("--figure/--no-figure", default=True, show_default=True,
+              help="write separation.png (for a short clip it takes longer than the separation)")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@threads_option
+def separate(model, inputs, videos, sources, out, overrides, device, resample, force, skip_existing,
+             detector, figure, quiet, threads):
+    """Separate each mixture into source1..J.wav, noise.wav, switch_posterior.csv and, unless
+    --no-figure, separation.png.
+
+    With several inputs each gets its folder OUT/<id or file stem>, written as soon as it is
+    done; a failed input is reported on one line and the others go on (exit status 1)."""
+    from pyro_avss.api import MAX_SOURCES, Separator, separation_settings
+    from pyro_avss.checkpoint import SpeechModels
+    from pyro_avss.inference.run_separate import jobs_from_inputs, run_jobs
+
+    _set_threads(threads)
+    try:
+        models = SpeechModels.load(model)
+        # `--set` here has always accepted any known key (only separate.* ones matter)
+        sep = Separator(models, separation_settings(overrides, strict=False, source="--set"),
+                        device, detector)
+        if not 1 <= (len(videos) or sources) <= MAX_SOURCES:
+            raise PyroAvssError(f"--sources/--video: 1 to {MAX_SOURCES} sources are supported")
+        jobs, problems = jobs_from_inputs(list(inputs), list(videos), sources)
+    except PyroAvssError as exc:
+        _fail(exc)
+    for where, why in problems:
+        click.echo(f"error: {where}: {why}", err=True)
+    try:
+        outcome = run_jobs(models, jobs, Path(out), sep.settings, device=sep.device,
+                           resample=resample, force=force, skip_existing=skip_existing,
+                           detector=sep.detector, progress=not quiet,
+                           echo=lambda line: click.echo(line, err=True), figure=figure)
+    except PyroAvssError as exc:
+        _fail(exc)
+    total = len(jobs) + len(problems)
+    click.echo(f"separated {len(outcome.done)} of {total} input(s) into {out}"
+               + (f" ({len(outcome.skipped)} kept from an earlier run)" if outcome.skipped else "")
+               + (f"; {len(outcome.failures) + len(problems)} failed" if outcome.failures or problems else ""))
+    if outcome.failures or problems:
+        sys.exit(1)
+
+# ----------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--model", required=True, type=click.Path(dir_okay=False), help="model file (.pt)")
+@click.option("--corpus", "corpora", multiple=True,
+              help="corpus to score (default: the corpora the model was trained on)")
+@click.option("--split", default="dev", show_default=True, help="split to score")
+@click.option("--purity", is_flag=True, help="also report the switch purity per clip (unlabelled switching models)")
+@click.option("--cache", default="cache", show_default=True, help="prepared-corpus cache folder")
+@click.option("--out", type=click.Path(dir_okay=False), help="write the results as JSON here")
+@click.option("--force", is_flag=True, help="replace an existing --out file")
+def score(model, corpora, split, purity, cache, out, force):
+    """Per-frame negative ELBO of every component on every speaker of a split (lower is better);
+    with --purity, how well a switch trained without labels separates the speakers."""
+    import json
+
+    from pyro_avss.checkpoint import SpeechModels
+    from pyro_avss.data.prepared import prepared_rows
+    from pyro_avss.evaluation.speaker_models import (component_scores, format_speaker_table,
+                                                     speaker_table, switch_purity)
+
+    try:
+        if out and Path(out).exists() and not force:
+            raise PyroAvssError(f"{out}: output exists (use --force to replace it)")
+        models = SpeechModels.load(model)
+        data = models.config.get("data", {})
+        rows = prepared_rows(list(corpora) or data.get("corpora", []), cache,
+                             data.get("detector", "auto"))
+        rows = [r for r in rows if r.get("split") == split]
+        if not rows:
+            raise PyroAvssError(f"no clips in split {split!r}")
+        result = speaker_table(models, component_scores(models, rows))
+        click.echo(format_speaker_table(result))
+        if purity:
+            result["purity"] = switch_purity(models, rows)
+            p = result["purity"]
+            click.echo(f"switch purity over {p['clips']} clips: {p['purity']:.1%}; recall per speaker "
+                       + ", ".join(f"{k} {v:.1%}" for k, v in p["recall"].items())
+                       + f"; mapping {p['mapping']}")
+    except PyroAvssError as exc:
+        _fail(exc)
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2))
+
+
+# ----------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--systems", required=True,
+              help="comma-separated: mixture, spectral-gating, log-mmse, rnnoise, deepfilternet, "
+                   "nmf, universal, oracle-speaker, switching, mcem, mcem-oracle, mcem-universal "
+                   "(rnnoise and deepfilternet need pip install pyro_avss[enhancers])")
+@click.option("--mixtures", required=True, type=click.Path(dir_okay=False), help="mixture manifest CSV")
+@click.option("--model", type=click.Path(dir_okay=False), help="model file (.pt)")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder (resumable)")
+@click.option("--limit", type=int, default=None, help="only the first N mixtures")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--set", "overrides", multiple=True,
+              help="override a setting: separate.k=v, mcem.k=v or data.k=v (repeatable)")
+@click.option("--examples", type=int, default=3, show_default=True,
+              help="keep audio and spectrograms of the first N mixtures")
+@threads_option
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def evaluate(systems, mixtures, model, out, limit, device, overrides, examples, threads, quiet):
+    """Run SYSTEMS on the mixtures of a manifest; write OUT/results.csv (per utterance),
+    summary.json, results.md and plots. Re-running continues where it stopped."""
+    from pyro_avss.evaluation.harness import evaluate as run_evaluation
+
+    try:
+        _set_threads(threads)
+        summary = run_evaluation(mixtures, model, out, systems, limit=limit, device=device,
+                                 overrides=overrides, examples=examples, progress=not quiet)
+    except PyroAvssError as exc:
+        _fail(exc)
+    for name, s in summary["systems"].items():
+        sdri = s["mean"]["si_sdri"]
+        click.echo(f"{name}: {s['ok']} ok, {s['skipped']} skipped, {s['failed']} failed; "
+                   f"SI-SDRi {'n/a' if sdri is None else f'{sdri:.2f} dB'}")
+    click.echo(f"results: {Path(out) / 'results.md'}")
+    if any(s["failed"] for s in summary["systems"].values()):
+        sys.exit(1)
+
+
+# ----------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--quick", is_flag=True, help="small grid")
+@click.option("--device", default="auto", show_default=True, help="auto (cpu + cuda if present), cpu, cuda or a list")
+@click.option("--long-minutes", type=float, default=None,
+              help="also measure peak memory on one J=1 recording of this many minutes")
+@click.option("--long-components", type=int, default=2, show_default=True, help="K of the long run")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads in each worker")
+@click.option("--set", "overrides", multiple=True, help="override a separate.* setting (default: separate.tol=0)")
+@click.option("--audio-only", is_flag=True, help="audio-only models (default: audio-visual)")
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="shared data folder with grid/ and noise/ (default: ../shared/data; synthetic audio if absent)")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def bench(out, quick, device, long_minutes, long_components, threads, overrides, audio_only, data, quiet):
+    """Real-time factor and peak memory of separation versus length, K, J and batch size;
+    writes OUT/bench.csv and OUT/bench.png (each configuration runs in its own process)."""
+    from pyro_avss.evaluation.bench import run_bench
+
+    try:
+        rows = run_bench(out, quick=quick, devices=device, long_minutes=long_minutes,
+                         long_components=long_components, threads=threads, overrides=overrides,
+                         audio_only=audio_only, data=data, progress=not quiet)
+    except PyroAvssError as exc:
+        _fail(exc)
+    failed = [r for r in rows if r.get("error")]
+    for r in failed:
+        click.echo(f"failed: {r['device']} L={r['length_s']} K={r['components']} J={r['sources']} "
+                   f"B={r['batch']}: {r['error']}", err=True)
+    click.echo(f"{len(rows) - len(failed)} of {len(rows)} configurations measured: {Path(out) / 'bench.csv'}")
+
+# ----------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--workdir", default="demo_run", show_default=True, type=click.Path(file_okay=False),
+              help="where the demo writes everything")
+@click.option("--small", is_flag=True, help="a reduced size (used by the tests)")
+@click.option("--force", is_flag=True, help="start again in a non-empty --workdir")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def demo(workdir, small, force, device, quiet):
+    """Run the whole pipeline (prepare, fit, separate, evaluate) on a synthetic audio-visual
+    corpus that the demo generates itself; prints a results table and where the outputs are."""
+    from pyro_avss.demo import run_demo
+
+    try:
+        run_demo(workdir, small=small, force=force, device=device, progress=not quiet, echo=click.echo)
+    except PyroAvssError as exc:
+        _fail(exc)
+
+# ----------------------------------------------------------------------------------------------
+def _csv_list(text, cast=str):
+    return [cast(x) for x in text.split(",") if x.strip()] if text else None
+
+
+@main.command()
+@click.option("--targets", required=True, help="corpus of target utterances (any layout prepare reads)")
+@click.option("--noise", "noise_path", required=True, help="folder of noise recordings or a CSV (name, audio)")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="mixture manifest CSV to write")
+@click.option("--split", default="dev", show_default=True, help="split of the targets")
+@click.option("--speakers", default=None, help="comma-separated target speakers (default: all)")
+@click.option("--per-speaker", type=int, default=None, help="at most this many targets per speaker")
+@click.option("--snr", default="-5,0,5", show_default=True, help="comma-separated SNRs (dB)")
+@click.option("--num-interferers", type=int, default=0, show_default=True, help="competing speakers per mixture")
+@click.option("--interferers", default=None, help="corpus of competing speakers (default: --targets)")
+@click.option("--sir", type=float, default=0.0, show_default=True, help="target-to-interferer ratio (dB)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--materialise", type=click.Path(file_okay=False), help="also write the mixtures as wav files here")
+@click.option("--force", is_flag=True, help="overwrite an existing manifest")
+def mix(targets, noise_path, out, split, speakers, per_speaker, snr, num_interferers, interferers, sir,
+        seed, materialise, force):
+    """Build a deterministic mixture manifest (targets + optional competing speakers + noise at
+    the given SNRs); the references are kept for scoring with `evaluate`."""
+    from pyro_avss.data.corpora import scan_corpus
+    from pyro_avss.data.mixtures import build_mixture_specs, materialise as write_wavs, write_mixture_manifest
+    from pyro_avss.data.selection import read_noises, select_clips
+
+    try:
+        clips, _ = scan_corpus(targets)
+        chosen = select_clips(clips, split, _csv_list(speakers), per_speaker)
+        if not chosen:
+            raise PyroAvssError(f"{targets}: no clips in split {split!r} for those speakers")
+        pool = select_clips(scan_corpus(interferers)[0], split) if interferers else select_clips(clips, split)
+        specs = build_mixture_specs(chosen, read_noises(noise_path), _csv_list(snr, float),
+                                    interferers=pool, num_interferers=num_interferers, sir_db=sir, seed=seed)
+        write_mixture_manifest(specs, out, overwrite=force)
+        if materialise:
+            write_wavs(specs, materialise, overwrite=force)
+    except PyroAvssError as exc:
+        _fail(exc)
+    click.echo(f"{len(specs)} mixtures written to {out}")
+
+# ----------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--out", default="runs/results", show_default=True, type=click.Path(file_okay=False))
+@click.option("--data", "data_root", default="../shared/data", show_default=True,
+              type=click.Path(file_okay=False), help="the real corpora (GRID, LibriSpeech, noise)")
+@click.option("--doc", default="docs/results.md", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu or cuda")
+@threads_option
+def results(out, data_root, doc, device, threads):
+    """Train everything from the real corpora, evaluate all systems (MCEM included) on
+    deterministic GRID dev mixtures and write docs/results.md (about an hour on 2 CPU cores)."""
+    from pyro_avss.evaluation.results import run_results
+
+    command = "python cli.py results" + "".join(
+        f" {flag} {value}" for flag, value, default in (
+            ("--out", out, "runs/results"), ("--data", data_root, "../shared/data"),
+            ("--doc", doc, "docs/results.md"), ("--device", device, "cpu"),
+            ("--threads", threads, None)) if value != default)
+    try:
+        _set_threads(threads)
+        run_results(out, data_root, doc, device=device, command=command, echo=click.echo)
+    except PyroAvssError as exc:
+        _fail(exc)
+
+
+if __name__ == "__main__":
+    main()
