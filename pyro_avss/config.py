@@ -78,6 +78,8 @@ DEFAULTS: dict[str, Any] = {
                                      # H. Chosen on the tuned noises: 0 -> 7.46, 0.05 -> 7.78,
                                      # 0.1 -> 7.94, 0.3 -> 7.77 dB (GRID one talker, babble
                                      # 1.7 -> 3.2 dB)
+        "noise_spectral_smoothness": 0.0,  # σ_f of the NMF bases' log-spectrum random walk
+                                     # over frequency (nats/bin); 0 = free bases
         "steps": 50,                 # SVI iteration cap; many more let the NMF noise absorb speech
         "tol": 1e-4,                 # stop when the relative change of the loss EMA is below this
         "lr": 0.4,                   # Adam's first learning rate ...

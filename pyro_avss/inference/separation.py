@@ -56,6 +56,7 @@ class SeparationSettings:
     noise_init_level: float = 6.0
     noise_start: str = "flat"
     noise_smoothness: float = 0.1
+    noise_spectral_smoothness: float = 0.0
     steps: int = 50
     tol: float = 1e-4
     lr: float = 0.4
@@ -92,6 +93,11 @@ class SeparationSettings:
         if self.noise_start not in NOISE_STARTS:
             raise InputError("separate.noise_start", f"must be one of {', '.join(NOISE_STARTS)}, "
                                                      f"got {self.noise_start!r}")
+        if not self.noise_spectral_smoothness >= 0:
+            raise InputError("separate.noise_spectral_smoothness",
+                             f"must be >= 0, got {self.noise_spectral_smoothness}")
+        if self.noise_spectral_smoothness > 0 and self.noise_updates == "mu":
+            raise InputError("separate.noise_updates", "mu needs separate.noise_spectral_smoothness=0")
         if not self.noise_smoothness >= 0:
             raise InputError("separate.noise_smoothness", f"must be >= 0, got {self.noise_smoothness}")
         if self.noise_smoothness > 0 and self.noise_updates == "mu":
@@ -175,7 +181,8 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
     noise = (make_noise() if make_noise is not None else
              NMFNoise(settings.noise_rank, settings.seed, settings.noise_init_level,
                       settings.noise_smoothness,
-                      noise_start_shape(models, decoders, settings, power, lips, present, mask)))
+                      noise_start_shape(models, decoders, settings, power, lips, present, mask),
+                      settings.noise_spectral_smoothness))
     guide_init = settings.guide_init
     if guide_init == "auto":               # the lip-specific start wherever the model can give it
         guide_init = "product" if models.prior is not None else "encoder"

@@ -28,6 +28,16 @@ are a latent random walk in log space, MAP-fitted (a ``Delta`` guide)::
 so a noise component changes its level by about ``σ`` nats per frame; speech, whose frame-to-frame
 level changes are several nats, is left to the speech model, while slowly varying noise
 (traffic, a tap, babble of many talkers) is still tracked.
+
+*Smooth spectra* (``spectral_smoothness = σ_f > 0``). Unconstrained, a basis ``W[:, r]`` can take
+the harmonic comb of the target's voice, and a speech-like noise (babble) then takes the target
+with it. With a smoothness prior over frequency the bases' log spectra are latent random walks
+too (MAP-fitted)::
+
+    w[r, f] = log W[f, r],    w[r, f] - w[r, f-1] ~ N(0, σ_f²)    (w[r, 0] flat)
+
+A harmonic comb changes by several nats between neighbouring bins (31 Hz apart); the broad
+spectra of most noises, and of babble, which blurs many voices' harmonics, change slowly.
 """
 
 from __future__ import annotations
@@ -76,16 +86,17 @@ class NMFNoise:
     ``smoothness > 0`` the log activations are a latent random walk (module docstring)."""
 
     def __init__(self, rank: int = 8, seed: int = 0, init_level: float = 6.0, smoothness: float = 0.0,
-                 start_shape: torch.Tensor | None = None):
-        if rank < 1 or not init_level > 0 or not smoothness >= 0:
-            raise ValueError(f"NMF noise needs rank >= 1, init_level > 0 and smoothness >= 0, got "
-                             f"{rank}, {init_level} and {smoothness}")
+                 start_shape: torch.Tensor | None = None, spectral_smoothness: float = 0.0):
+        if rank < 1 or not init_level > 0 or not smoothness >= 0 or not spectral_smoothness >= 0:
+            raise ValueError(f"NMF noise needs rank >= 1, init_level > 0 and smoothnesses >= 0, got "
+                             f"{rank}, {init_level}, {smoothness} and {spectral_smoothness}")
         if start_shape is not None and not bool((start_shape > 0).all()):
             raise ValueError("the noise start shape must be positive")
         self.rank, self.seed, self.init_level, self.smoothness = rank, seed, init_level, smoothness
         self.start_shape = start_shape
-        if smoothness > 0:
-            self.guide = self._smooth_guide          # the noise then has a latent variable
+        self.spectral_smoothness = spectral_smoothness
+        if smoothness > 0 or spectral_smoothness > 0:
+            self.guide = self._smooth_guide          # the noise then has latent variables
 
     def init_params(self, power, mask):
         """Random ``W (B,F,R)``, ``H (B,R,T)`` with ``E[W H] = init_level`` (module docstring).
@@ -112,7 +123,12 @@ class NMFNoise:
                 init = self.init_params(power, mask)
             return init[i]
 
-        W = pyro.param("noise_W", lambda: lazy(0), constraint=constraints.positive)
+        B, T, F = power.shape
+        if self.spectral_smoothness > 0:
+            W = pyro.sample("noise_log_W", LogRandomWalk(self.spectral_smoothness,
+                                                         (B, self.rank, F))).exp().transpose(-1, -2)
+        else:
+            W = pyro.param("noise_W", lambda: lazy(0), constraint=constraints.positive)
         if self.smoothness > 0:
             H = pyro.sample("noise_log_H", LogRandomWalk(self.smoothness, (power.shape[0], self.rank,
                                                                            power.shape[1]), mask)).exp()
@@ -121,9 +137,22 @@ class NMFNoise:
         return (W @ H).clamp_min(1e-12).log().transpose(-1, -2)
 
     def _smooth_guide(self, power, mask, plates=None):
-        """MAP guide of the smooth activations: ``Delta`` at the parameter ``noise_log_H_map``."""
-        log_H = pyro.param("noise_log_H_map", lambda: self.init_params(power, mask)[1].log())
-        pyro.sample("noise_log_H", dist.Delta(log_H, event_dim=3))
+        """MAP guide of the smooth factors: ``Delta`` at the parameters ``noise_log_H_map`` and
+        ``noise_log_W_map`` (``(B, R, F)``, the bases' log spectra) for those that are latent."""
+        init = None
+
+        def lazy(i):
+            nonlocal init
+            if init is None:
+                init = self.init_params(power, mask)
+            return init[i].log()
+
+        if self.spectral_smoothness > 0:
+            log_W = pyro.param("noise_log_W_map", lambda: lazy(0).transpose(-1, -2).contiguous())
+            pyro.sample("noise_log_W", dist.Delta(log_W, event_dim=3))
+        if self.smoothness > 0:
+            log_H = pyro.param("noise_log_H_map", lambda: lazy(1))
+            pyro.sample("noise_log_H", dist.Delta(log_H, event_dim=3))
 
     @torch.no_grad()
     def multiplicative_update(self, inv_var: torch.Tensor, power_inv_var2: torch.Tensor) -> None:
@@ -134,8 +163,8 @@ class NMFNoise:
 
             W ← W ⊙ [ (E[|X|²/V²]ᵀ Hᵀ) / (E[1/V]ᵀ Hᵀ) ]^½,   H ← H ⊙ [ (Wᵀ E[|X|²/V²]ᵀ) / (Wᵀ E[1/V]ᵀ) ]^½
         """
-        if self.smoothness > 0:
-            raise ValueError("multiplicative NMF updates need smoothness = 0")
+        if self.smoothness > 0 or self.spectral_smoothness > 0:
+            raise ValueError("multiplicative NMF updates need smoothness = spectral_smoothness = 0")
         W, H = pyro.param("noise_W"), pyro.param("noise_H")
         a, b = power_inv_var2.transpose(-1, -2), inv_var.transpose(-1, -2)          # (B,F,T)
         W = W * ((a @ H.transpose(-1, -2)) / (b @ H.transpose(-1, -2)).clamp_min(1e-30)).sqrt()
