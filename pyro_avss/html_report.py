@@ -28,6 +28,7 @@ table{border-collapse:collapse;margin:.5em 0 1em;font-size:.88em}
 th,td{border:1px solid #ccc;padding:.2em .55em;text-align:right}
 th:first-child,td:first-child{text-align:left}thead th{background:#f0f0f0}
 caption{caption-side:top;text-align:left;font-size:.9em;color:#444;padding:.2em 0;max-width:70em}
+.tables{display:flex;flex-wrap:wrap;gap:0 1.5em;align-items:flex-start}
 .item{border-top:2px solid #999;padding:.6em 0 1em}
 .players{display:flex;flex-wrap:wrap;gap:.4em 1.2em}
 .player{margin:0}.player figcaption{font-size:.8em;color:#444}
@@ -64,14 +65,22 @@ def href(path: str | Path, base: str | Path) -> str:
     return quote(Path(rel).as_posix())
 
 
-def table(head: list[str], rows: list[list], caption: str = "", attrs: dict | None = None) -> str:
-    """An HTML table; cells are escaped; ``attrs`` become ``data-*`` attributes (class grp)."""
-    data = "".join(f' data-{esc(k)}="{esc(v)}"' for k, v in (attrs or {}).items())
-    out = [f'<table class="grp"{data}>' if attrs else "<table>"]
+def _data(attrs: dict | None) -> str:
+    return "".join(f' data-{esc(k)}="{esc(v)}"' for k, v in (attrs or {}).items())
+
+
+def table(head: list[str], rows: list[list], caption: str = "", attrs: dict | None = None,
+          row_attrs: list[dict] | None = None) -> str:
+    """An HTML table; cells are escaped; ``attrs`` (of the table) and ``row_attrs`` (one dict
+    per row) become ``data-*`` attributes that the filters select on (class grp)."""
+    out = [f'<table class="grp"{_data(attrs)}>' if attrs else "<table>"]
     if caption:
         out.append(f"<caption>{esc(caption)}</caption>")
     out.append("<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>")
-    out += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows]
+    for i, row in enumerate(rows):
+        extra = row_attrs[i] if row_attrs else None
+        out.append((f'<tr class="grp"{_data(extra)}>' if extra else "<tr>")
+                   + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
 
@@ -93,8 +102,7 @@ class Item:
 
 
 def render_item(item: Item, base: Path) -> str:
-    data = "".join(f' data-{esc(k)}="{esc(v)}"' for k, v in item.attrs.items())
-    out = [f'<section class="item"{data}>', f"<h3>{esc(item.title)}</h3>"]
+    out = [f'<section class="item"{_data(item.attrs)}>', f"<h3>{esc(item.title)}</h3>"]
     if item.note:
         out.append(f'<p class="note">{esc(item.note)}</p>')
     if item.players:

@@ -7,7 +7,7 @@ of a short clip takes to draw. ``plt`` (pyplot on the Agg backend) is still offe
 on first use, to the benchmark figures. Every function returns the :class:`Figure` it saved,
 so that callers and tests can read its labels.
 
-Time axes follow the recording: a figure is :func:`time_width` inches wide (1.2 in per second
+Time axes follow the recording: a figure is :func:`time_width` inches wide (2 in per second
 of audio between 6 and 16 in) and its ticks are :func:`time_step` apart (about one per inch);
 longer recordings are pooled to at most one column per pixel (``run_separate._pool``).
 """
@@ -24,7 +24,7 @@ from matplotlib.ticker import MultipleLocator
 
 matplotlib.use("Agg")
 
-MIN_WIDTH, MAX_WIDTH, INCHES_PER_SECOND = 6.0, 16.0, 1.2
+MIN_WIDTH, MAX_WIDTH, INCHES_PER_SECOND = 6.0, 16.0, 2.0
 STEPS = (0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 LINE_STYLES = ("-", "--", "-.", ":")
@@ -144,7 +144,7 @@ def learning_curve(log: list[dict], path: str | Path, saved: int | None = None) 
 # spectrograms and posteriors
 # ---------------------------------------------------------------------------------------------
 def spectrogram_figure(path: str | Path, powers: list[tuple[str, np.ndarray]], frame_rate: float,
-                       sample_rate: int, dpi: int = 72) -> Figure:
+                       sample_rate: int, dpi: int = 80) -> Figure:
     """Spectrograms (dB) of ``[(title, power (T, F)), ...]`` stacked, on one colour scale (the
     loudest bin of all down to :data:`DB_RANGE` dB below it) with a colour bar."""
     T = max(p.shape[0] for _, p in powers)
@@ -176,8 +176,11 @@ def _posterior_axes(ax, posterior: np.ndarray, names: list[str], frame_rate: flo
     """Stacked ``posterior`` ``(T, K)`` of one source; components never above 0.1 % are left
     out of the legend (a system switching among a subset of the model's components)."""
     shown = [k for k in range(posterior.shape[1]) if posterior[:, k].max() > 1e-3] or [0]
-    t = np.arange(posterior.shape[0]) / frame_rate
-    ax.stackplot(t, posterior[:, shown].T, labels=[names[k] for k in shown])
+    T = posterior.shape[0]
+    t = np.concatenate([[0.0], (np.arange(T) + 0.5) / frame_rate, [T / frame_rate]])   # edge to edge
+    values = posterior[np.r_[0, np.arange(T), T - 1]][:, shown].T
+    ax.stackplot(t, values, labels=[names[k] for k in shown],
+                 colors=[f"C{k % 10}" for k in shown])         # a component keeps its colour
     ax.set_ylim(0, 1)
     ax.set_ylabel("p(component)", fontsize=7)
     ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=7, title="component",
@@ -185,7 +188,7 @@ def _posterior_axes(ax, posterior: np.ndarray, names: list[str], frame_rate: flo
 
 
 def posterior_figure(path: str | Path, posterior: np.ndarray, names: list[str], frame_rate: float,
-                     title: str = "", dpi: int = 72) -> Figure:
+                     title: str = "", dpi: int = 80) -> Figure:
     """The switch posterior ``(T, J, K)`` over time, one panel per source, components named.
     Long recordings are pooled (the mean over blocks of frames, said in the title)."""
     T, J, _ = posterior.shape
@@ -254,8 +257,9 @@ def separation_figure(path: str | Path, mixture_power: np.ndarray, source_powers
 # metrics
 # ---------------------------------------------------------------------------------------------
 def line_style(i: int) -> dict:
-    """Marker and line style of the i-th line: distinguishable without colour."""
-    return {"marker": MARKERS[i % len(MARKERS)], "linestyle": LINE_STYLES[i % len(LINE_STYLES)]}
+    """Colour, marker and line style of the i-th line: distinguishable without colour too."""
+    return {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)],
+            "linestyle": LINE_STYLES[i % len(LINE_STYLES)]}
 
 
 def metric_curves(path: str | Path, panels: list[dict], xlabel: str, dpi: int = 100) -> Figure:

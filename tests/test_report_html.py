@@ -216,3 +216,31 @@ def test_spectrograms_and_posteriors_follow_the_length(tmp_path):
     assert "mean over" in fig._suptitle.get_text()
     ticks = fig.axes[0].xaxis.get_major_locator().tick_values(0, 600)
     assert 5 <= len(ticks) <= 25                                    # about one per inch
+
+
+def test_separate_writes_a_report_of_its_inputs(tmp_path):
+    from pyro_avss.inference.run_separate import SeparationJob, run_jobs
+    from pyro_avss.inference.separation import SeparationSettings
+
+    from test_separation import noisy, random_models
+
+    jobs = []
+    for i, J in enumerate((1, 2)):
+        sf.write(tmp_path / f"clip{i}.wav", noisy(0.5, i), 16000)
+        jobs.append(SeparationJob(tmp_path / f"clip{i}.wav", [None] * J, f"clip{i}"))
+    out = tmp_path / "out"
+    outcome = run_jobs(random_models(), jobs, out, SeparationSettings(steps=2, num_samples=1),
+                       device="cpu", resample=False, force=False, detector="roi", progress=False,
+                       echo=lambda _: None)
+    assert sorted(outcome.done) == ["clip0", "clip1"]
+    refs = parse(out / "report.html")
+    assert all((out / r).is_file() for r in refs.refs) and "http" not in (out / "report.html").read_text()
+    assert sorted(refs.audio) == sorted(["../clip0.wav", "clip0/source1.wav", "clip0/noise.wav",
+                                         "../clip1.wav", "clip1/source1.wav", "clip1/source2.wav",
+                                         "clip1/noise.wav"])
+    assert {"clip0/separation.png", "clip1/separation.png"} <= set(refs.refs)
+    assert [i["sources"] for i in refs.items] == ["1", "2"]
+    quiet = run_jobs(random_models(), jobs[:1], tmp_path / "quiet", SeparationSettings(steps=2, num_samples=1),
+                     device="cpu", resample=False, force=False, detector="roi", progress=False,
+                     echo=lambda _: None, figure=False)
+    assert quiet.done == ["clip0"] and not (tmp_path / "quiet" / "report.html").exists()

@@ -253,6 +253,9 @@ def compare(rows: list[dict], systems: list[str] | None = None) -> dict:
             keys = sorted({key(r) for r in info.values()}, key=_sort_key)
             group[name] = {k: _common_stats(mine, compared, {i for i, r in info.items() if key(r) == k})
                            for k in keys}
+        for k, stats in group["by_condition"].items():
+            first = next(r for r in info.values() if f"{_key_text(r['snr_db'])} dB, {r['noise']}" == k)
+            stats["snr"], stats["noise"] = first["snr_db"], str(first["noise"])
         groups[str(J)] = group
     return {"groups": groups}
 
@@ -357,33 +360,37 @@ def comparison_html(comparison: dict) -> str:
             continue
         out.append(table(["system"] + [_short(m) for m in TABLE_METRICS],
                          comparison_rows(group, group["all"]), comparison_caption(group), attrs))
-        metrics = ("si_sdri", "pesq_wb", "stoi")
-        rows = []
-        for key, stats in group["by_condition"].items():
-            for n in group["systems"]:
-                rows.append([key, stats["mixtures"], n]
-                            + [_fmt(stats["mean"][n].get(m), DIGITS.get(m, 2)) for m in metrics])
-        out.append(table(["condition (SNR, noise)", "n", "system"] + [metric_name(m) for m in metrics],
-                         rows, f"{talker_title(J)}: means per condition over the mixtures every "
-                               "system processed in it (n).", attrs))
+        conditions = list(group["by_condition"].items())
+        row_attrs = [{"talkers": J, "snr": f"{_key_text(stats['snr'])} dB", "noise": stats["noise"]}
+                     for _, stats in conditions]
+        out.append(f'<div class="tables grp" data-talkers="{esc(J)}">')
+        for m in ("si_sdri", "pesq_wb", "stoi"):
+            rows = [[key, stats["mixtures"]] + [_fmt(stats["mean"][n].get(m), DIGITS.get(m, 2))
+                                                for n in group["systems"]]
+                    for key, stats in conditions]
+            out.append(table(["SNR, noise", "n"] + group["systems"], rows,
+                             f"{metric_name(m)}, {talker_title(J)}: per condition, over the n "
+                             "mixtures every system processed in it.", row_attrs=row_attrs))
+        out.append("</div>")
     return "\n".join(out)
 
 
 def mixture_table(rows: list[dict], names: list[str]) -> str:
-    """Metrics of one mixture: a row per system and source (status and reason when not ok)."""
+    """Metrics of one mixture: a row per system and source with status ok; the systems that
+    skipped or failed it, with the reason, in the caption."""
     from ..html_report import table
 
     metrics = ("si_sdr", "si_sdri", "pesq_wb", "stoi", "estoi", "switch_true_mass")
     inputs = {int(r["source"]): r["input_si_sdr"] for r in rows if math.isfinite(r["input_si_sdr"])}
-    body = []
-    for r in sorted((r for r in rows if r["system"] in names),
-                    key=lambda r: (names.index(r["system"]), r["source"])):
-        cells = ([_fmt(r[m], DIGITS.get(m, 2)) for m in metrics] if r["status"] == "ok"
-                 else [r["status"] + (f": {r['error'][:80]}" if r["error"] else "")] + [""] * (len(metrics) - 1))
-        body.append([r["system"], int(r["source"]), r["target_speaker"]] + cells)
-    return table(["system", "source", "speaker"] + [_short(m) for m in metrics], body,
-                 "input SI-SDR (dB): " + ", ".join(
-                     f"source {j} {_fmt(v)}" for j, v in sorted(inputs.items())))
+    mine = sorted((r for r in rows if r["system"] in names),
+                  key=lambda r: (names.index(r["system"]), r["source"]))
+    body = [[r["system"], int(r["source"]), r["target_speaker"]]
+            + [_fmt(r[m], DIGITS.get(m, 2)) for m in metrics] for r in mine if r["status"] == "ok"]
+    caption = "input SI-SDR (dB): " + ", ".join(f"source {j} {_fmt(v)}" for j, v in sorted(inputs.items()))
+    missing = {r["system"]: f"{r['status']}: {r['error']}" for r in mine if r["status"] != "ok"}
+    if missing:
+        caption += ". Not processed: " + "; ".join(f"{n} ({why})" for n, why in missing.items())
+    return table(["system", "source", "speaker"] + [_short(m) for m in metrics], body, caption)
 
 
 # ---------------------------------------------------------------------------------------------
