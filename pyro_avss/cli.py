@@ -35,6 +35,19 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def _examples(value: str):
+    """``--examples``: a count (>= 0) or ``all``."""
+    if str(value).strip().lower() == "all":
+        return "all"
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise click.BadParameter(f"expected a number >= 0 or 'all', got {value!r}")
+    return count
+
+
 def _fail(exc: Exception) -> None:
     click.echo(f"error: {exc}", err=True)
     sys.exit(2)
@@ -120,12 +133,14 @@ def fit(config_path, overrides, out, device, seed, resume, threads):
               help="lip detector (default: the one the model was trained with)")
 @click.option("--figure/--no-figure", default=True, show_default=True,
               help="write separation.png (for a short clip it takes longer than the separation)")
+@click.option("--report/--no-report", default=None,
+              help="write OUT/report.html (players and figures of every input; default: with the figure)")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @threads_option
 def separate(model, inputs, videos, sources, out, overrides, device, resample, force, skip_existing,
-             detector, figure, quiet, threads):
+             detector, figure, report, quiet, threads):
     """Separate each mixture into source1..J.wav, noise.wav, switch_posterior.csv and, unless
-    --no-figure, separation.png.
+    --no-figure, separation.png and OUT/report.html (a listening page for all inputs).
 
     With several inputs each gets its folder OUT/<id or file stem>, written as soon as it is
     done; a failed input is reported on one line and the others go on (exit status 1)."""
@@ -150,7 +165,7 @@ def separate(model, inputs, videos, sources, out, overrides, device, resample, f
         outcome = run_jobs(models, jobs, Path(out), sep.settings, device=sep.device,
                            resample=resample, force=force, skip_existing=skip_existing,
                            detector=sep.detector, progress=not quiet,
-                           echo=lambda line: click.echo(line, err=True), figure=figure)
+                           echo=lambda line: click.echo(line, err=True), figure=figure, report=report)
     except PyroAvssError as exc:
         _fail(exc)
     total = len(jobs) + len(problems)
@@ -217,13 +232,15 @@ def score(model, corpora, split, purity, cache, out, force):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--set", "overrides", multiple=True,
               help="override a setting: separate.k=v, mcem.k=v or data.k=v (repeatable)")
-@click.option("--examples", type=int, default=3, show_default=True,
-              help="keep audio and spectrograms of the first N mixtures")
+@click.option("--examples", default="1", show_default=True, callback=lambda ctx, p, v: _examples(v),
+              help="mixtures per condition (talkers x SNR x noise) whose audio and figures "
+                   "report.html keeps; 'all' keeps every mixture")
 @threads_option
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def evaluate(systems, mixtures, model, out, limit, device, overrides, examples, threads, quiet):
     """Run SYSTEMS on the mixtures of a manifest; write OUT/results.csv (per utterance),
-    summary.json, results.md and plots. Re-running continues where it stopped."""
+    summary.json, results.md, plots and the listening report report.html. Re-running continues
+    where it stopped."""
     from pyro_avss.evaluation.harness import evaluate as run_evaluation
 
     try:
@@ -233,10 +250,13 @@ def evaluate(systems, mixtures, model, out, limit, device, overrides, examples, 
     except PyroAvssError as exc:
         _fail(exc)
     for name, s in summary["systems"].items():
-        sdri = s["mean"]["si_sdri"]
-        click.echo(f"{name}: {s['ok']} ok, {s['skipped']} skipped, {s['failed']} failed; "
-                   f"SI-SDRi {'n/a' if sdri is None else f'{sdri:.2f} dB'}")
-    click.echo(f"results: {Path(out) / 'results.md'}")
+        click.echo(f"{name}: {s['ok']} ok, {s['skipped']} skipped, {s['failed']} failed")
+    for J, group in summary["like_for_like"]["groups"].items():
+        means = ", ".join(f"{n} {group['all']['mean'][n]['si_sdri']:.2f}" for n in group["systems"]
+                          if group["all"]["mean"][n]["si_sdri"] is not None)
+        click.echo(f"SI-SDRi (dB), {J} talker(s), {group['common']} mixtures common to all "
+                   f"systems: {means or 'n/a'}")
+    click.echo(f"results: {Path(out) / 'results.md'}, {Path(out) / 'report.html'}")
     if any(s["failed"] for s in summary["systems"].values()):
         sys.exit(1)
 

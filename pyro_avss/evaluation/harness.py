@@ -4,9 +4,18 @@
 requested system (:mod:`.systems`) on it, scores every source estimate against its clean
 reference (:func:`~pyro_avss.evaluation.metrics.compute_metrics`) and appends the rows to
 ``<out>/results.csv`` (format: :mod:`.report`) after every batch. Then it writes
-``summary.json``, ``results.md``, ``metrics_vs_snr.png`` and, for the first ``examples``
-mixtures, ``examples/<id>/*.wav`` and ``examples/<id>.png`` (spectrograms of the mixture, the
-clean target and every system's estimate).
+``summary.json``, ``results.md``, ``metrics_vs_snr.png`` and the listening report
+``report.html``. For ``examples`` mixtures per condition (number of talkers × SNR × noise; the
+first ones of the manifest; ``"all"``: every mixture) it keeps ``examples/<id>/*.wav`` (16-bit:
+the mixture, the references and every system's estimates), ``examples/<id>.png`` (spectrograms
+on one dB scale) and ``examples/<id>/<system>_posterior.png`` (the switch posterior), which the
+report links to (:mod:`pyro_avss.html_report`).
+
+* **Like for like**: the tables of ``results.md`` and ``report.html`` and the curves of
+  ``metrics_vs_snr.png`` average every system over the same mixtures (those all compared
+  systems processed) and never pool one-talker and multi-talker mixtures
+  (:func:`~.report.compare`, also in ``summary.json`` under ``like_for_like``). The per-system
+  entries of ``summary.json`` (``systems``) still average each system over its own ok rows.
 
 * **Resumable**: pairs (mixture id, system) that already have rows with status ``ok`` are not
   computed again; rows with status ``skipped`` or ``failed`` are dropped and retried. The
@@ -40,14 +49,30 @@ from ..checkpoint import SpeechModels
 from ..data.mixtures import MixtureSpec, read_mixture_manifest, render_mixture
 from ..errors import ConfigError, InputError, PyroAvssError
 from .metrics import compute_metrics, si_sdr
-from .report import (plot_example, plot_metrics_vs_snr, read_results, results_markdown,
-                     summarise, write_results, write_summary)
+from .report import (compare, comparison_html, mixture_table, plot_example, plot_metrics_vs_snr,
+                     read_results, results_markdown, summarise, write_results, write_summary)
 from .systems import EvalContext, EvalItem, SystemResult, SystemSkip, make_system, parse_system_names
 
 SPEECH_RANGE_DB = 40.0
 """Frames of a clean source within this many dB of its loudest frame count as speech."""
 
 RESULTS_CSV = "results.csv"
+REPORT_HTML = "report.html"
+
+
+def example_ids(specs: list[MixtureSpec], per_condition: int | str | None) -> list[str]:
+    """Ids of the first ``per_condition`` mixtures of each condition (number of talkers, SNR,
+    noise), in manifest order; ``"all"`` or None: every mixture."""
+    if per_condition is None or per_condition == "all":
+        return [sp.id for sp in specs]
+    seen: dict = {}
+    out = []
+    for sp in specs:
+        key = (sp.num_sources, sp.snr_db, sp.noise.name)
+        if seen.get(key, 0) < int(per_condition):
+            seen[key] = seen.get(key, 0) + 1
+            out.append(sp.id)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +262,7 @@ class Scorer:
 # the run
 # ---------------------------------------------------------------------------------------------
 def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path, systems,
-             *, limit: int | None = None, device="auto", overrides=(), examples: int = 3,
+             *, limit: int | None = None, device="auto", overrides=(), examples: int | str = 1,
              progress: bool = True, models: SpeechModels | None = None) -> dict:
     """Run ``systems`` on the mixtures of ``manifest`` and write the results into ``out_dir``.
 
@@ -247,7 +272,8 @@ def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path
     :param systems: ``"a,b,…"`` or a list of names (:data:`~.systems.SYSTEM_NAMES`).
     :param limit: only the first ``limit`` mixtures of the manifest.
     :param overrides: ``separate.k=v``, ``mcem.k=v`` and ``data.k=v`` strings.
-    :param examples: number of mixtures (the first ones) whose audio and spectrograms are kept.
+    :param examples: mixtures per condition (talkers × SNR × noise) whose audio and figures are
+        kept for ``report.html`` (:func:`example_ids`); ``"all"``: every mixture.
     :returns: the summary (also written to ``summary.json``).
     :raises InputError: unknown system, unreadable manifest or model, bad overrides.
     """
@@ -281,8 +307,9 @@ def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path
     done = {(r["id"], r["system"]) for r in kept}
     todo = {s.name: [sp for sp in specs if (sp.id, s.name) not in done] for s in built}
     detector = (models.config.get("data", {}).get("detector", "auto") if models else "auto")
+    kept = example_ids(specs, examples)
     run = _Run(ctx, Scorer(models, ctx.stft), TrackCache(out_dir / "lips", detector), csv_path,
-               {sp.id for sp in specs[:examples]})
+               set(kept))
     bar = tqdm(total=sum(len(v) for v in todo.values()), desc="evaluating", unit="mix",
                disable=not progress)
     for system in built:
@@ -293,14 +320,36 @@ def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path
     ids = {sp.id for sp in specs}
     rows = [r for r in read_results(csv_path) if r["system"] in names and r["id"] in ids]
     summary = summarise(rows)
+    comparison = compare(rows, names)
     meta = {"manifest": str(manifest), "model": str(model) if model else None, "device": str(dev),
             "systems": names, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "separation": asdict(separation), "mcem": asdict(mcem), "torch": torch.__version__}
-    write_summary(out_dir / "summary.json", summary, meta)
-    (out_dir / "results.md").write_text(results_markdown(summary, meta))
-    plot_metrics_vs_snr(rows, out_dir / "metrics_vs_snr.png")
-    run.plot_examples(names, specs[:examples])
+    write_summary(out_dir / "summary.json", {**summary, "like_for_like": comparison}, meta)
+    (out_dir / "results.md").write_text(results_markdown(summary, meta, comparison))
+    plot_metrics_vs_snr(rows, out_dir / "metrics_vs_snr.png", comparison=comparison)
+    by_id = {sp.id: sp for sp in specs}
+    items = run.report_items(names, [by_id[i] for i in kept], rows)
+    write_evaluation_report(out_dir / REPORT_HTML, comparison, meta, items, len(specs))
+    summary["like_for_like"] = comparison
     return summary
+
+
+def write_evaluation_report(path: Path, comparison: dict, meta: dict, items: list, total: int) -> Path:
+    """``report.html``: the like-for-like summary, then the kept mixtures (players, figures,
+    metrics), with filters by number of talkers, SNR and noise."""
+    from ..html_report import esc, write_report
+
+    intro = ("<p class=\"note\">" + "<br>".join(
+        f"{esc(k)}: <code>{esc(meta[k])}</code>" for k in ("manifest", "model", "created") if meta.get(k))
+        + f"<br>{len(items)} of {total} mixtures kept with audio and figures (<code>--examples</code> "
+        "per condition; <code>--examples all</code> keeps every one). Audio: 16-bit WAV in "
+        "<code>examples/</code>, loaded when played; spectrograms share one dB scale per mixture."
+        " Metrics in the summary tables compare the systems on the same mixtures.</p>")
+    if (path.parent / "metrics_vs_snr.png").exists():
+        intro += '<p><img alt="metrics against SNR" src="metrics_vs_snr.png"></p>'
+    return write_report(path, "Evaluation: listening report", items, intro=intro,
+                        summary=comparison_html(comparison),
+                        filters={"talkers": "talkers", "snr": "SNR", "noise": "noise"})
 
 
 def _check_settings(path: Path, current: dict) -> None:
@@ -403,26 +452,87 @@ class _Run:
         return self.csv_path.parent / "examples" / spec_id
 
     def save_example(self, item: EvalItem, system: str, result: SystemResult) -> None:
+        """Keep the audio (16-bit WAV, for listening) and the switch posterior of a kept
+        mixture; the mixture system's estimate is the mixture itself and is not written again."""
+        import json
+        import warnings
+
         folder = self.example_dir(item.spec.id)
         sr = item.spec.sample_rate
         files = {"mixture.wav": item.rendered.mixture}
         files.update({f"clean_source{j + 1}.wav": s for j, s in enumerate(item.rendered.sources)})
-        files.update({f"{system}_source{j + 1}.wav": s for j, s in enumerate(result.estimates)})
-        for name, signal in files.items():
-            save_audio(folder / name, signal, sr, overwrite=True, subtype="FLOAT")
+        if system != "mixture":
+            files.update({f"{system}_source{j + 1}.wav": s for j, s in enumerate(result.estimates)})
+        scaled = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # the gain is recorded instead
+            for name, signal in files.items():
+                gain = save_audio(folder / name, signal, sr, overwrite=True, subtype="PCM_16")
+                if gain != 1.0:
+                    scaled[name] = round(20 * math.log10(gain), 2)
+        if scaled:
+            path = folder / "scaled.json"
+            before = json.loads(path.read_text()) if path.exists() else {}
+            path.write_text(json.dumps({**before, **scaled}, indent=1))
+        if result.posterior is not None:
+            np.save(folder / f"{system}_posterior.npy", np.asarray(result.posterior, np.float32))
 
-    def plot_examples(self, names: list[str], specs: list[MixtureSpec]) -> None:
+    def report_items(self, names: list[str], specs: list[MixtureSpec], rows: list[dict]) -> list:
+        """Figures and :class:`~pyro_avss.html_report.Item` of each kept mixture."""
+        import json
+
         from ..audio import load_audio
+        from ..html_report import Item
+        from ..plots import posterior_figure
 
+        cfg = self.ctx.stft
+        models = self.ctx.models
+        items = []
         for spec in specs:
             folder = self.example_dir(spec.id)
-            wanted = [("mixture", "mixture.wav"), ("clean source 1", "clean_source1.wav")]
-            wanted += [(n, f"{n}_source1.wav") for n in names if n != "mixture"]
-            signals = [(title, load_audio(folder / f, spec.sample_rate)) for title, f in wanted
+            J = spec.num_sources
+            players = [("mixture", folder / "mixture.wav")]
+            players += [(f"reference {j + 1} ({spec.sources[j].speaker})", folder / f"clean_source{j + 1}.wav")
+                        for j in range(J)]
+            panels = [("mixture", "mixture.wav")]
+            for j in range(J):
+                panels.append((f"reference {j + 1}", f"clean_source{j + 1}.wav"))
+                for n in names:
+                    if n != "mixture":
+                        panels.append((f"{n}, source {j + 1}", f"{n}_source{j + 1}.wav"))
+                        players.append((f"{n}, source {j + 1}", folder / f"{n}_source{j + 1}.wav"))
+            players = [(label, p) for label, p in players if p.exists()]
+            if not players:
+                continue
+            signals = [(t, load_audio(folder / f, spec.sample_rate)) for t, f in panels
                        if (folder / f).exists()]
+            images = []
             if len(signals) > 1:
-                plot_example(folder.parent / f"{spec.id}.png", signals, self.ctx.stft)
+                plot_example(folder.parent / f"{spec.id}.png", signals, cfg)
+                images.append(("spectrograms", folder.parent / f"{spec.id}.png"))
+            for n in names:
+                post = folder / f"{n}_posterior.npy"
+                if post.exists():
+                    p = np.load(post)
+                    comp = (models.component_names if models is not None
+                            and len(models.component_names) == p.shape[-1]
+                            else [f"component {k + 1}" for k in range(p.shape[-1])])
+                    posterior_figure(folder / f"{n}_posterior.png", p, comp, cfg.frame_rate,
+                                     title=f"{n}: switch posterior")
+                    images.append((f"{n} switch posterior", folder / f"{n}_posterior.png"))
+            scaled = folder / "scaled.json"
+            note = (f"{spec.condition}, {spec.snr_db:g} dB SNR, noise {spec.noise.name}, "
+                    f"{spec.num_samples / spec.sample_rate:.2f} s.")
+            if scaled.exists():
+                note += " Scaled down to avoid clipping (dB): " + ", ".join(
+                    f"{k} {v}" for k, v in json.loads(scaled.read_text()).items()) + "."
+            mine = [r for r in rows if r["id"] == spec.id]
+            items.append(Item(spec.id, players, images, [mixture_table(mine, names)] if mine else [],
+                              {"talkers": J, "snr": f"{spec.snr_db:g} dB", "noise": spec.noise.name},
+                              note))
+        return items
 
 
 __all__ = ["evaluate", "settings_from_overrides", "TrackCache", "Scorer", "speech_frames",
-           "true_speaker_mass", "best_order", "status_rows", "RESULTS_CSV"]
+           "true_speaker_mass", "best_order", "status_rows", "example_ids",
+           "write_evaluation_report", "RESULTS_CSV", "REPORT_HTML"]

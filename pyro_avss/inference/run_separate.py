@@ -4,7 +4,9 @@ Used by ``cli.py separate``. For each input it writes into its own folder ``OUT/
 itself for a single mixture file given alone): ``source1.wav … sourceJ.wav``, ``noise.wav``, ``switch_posterior.csv``
 (``time_s, source, component, probability``, one row per STFT frame, source and component) and,
 unless ``figure=False`` (``cli.py separate --no-figure``), ``separation.png`` (mixture,
-estimates, switch posterior over time).
+estimates, switch posterior over time). With the figure (or ``report=True``), ``OUT/report.html``
+lists every recording of the batch with players for the input, the sources and the noise and
+its figure (:mod:`pyro_avss.html_report`; the input is linked where it lies).
 
 Batches never lose a finished result and never write outside ``OUT``:
 
@@ -234,6 +236,32 @@ def display_power(audio: np.ndarray, cfg, factor: int, seconds: float = 60.0) ->
     return np.concatenate(parts)
 
 
+REPORT_HTML = "report.html"
+PLAYABLE = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus")     # what browsers play
+
+
+def write_separation_report(out_dir: Path, done: list[tuple[SeparationJob, Path]]) -> Path:
+    """``out_dir/report.html`` for the separated recordings ``[(job, output folder)]``: the input
+    (linked where it lies, when a browser can play its format), every source, the noise, the
+    figure (spectrograms, switch posterior) and the notices."""
+    from ..html_report import Item, write_report
+
+    items = []
+    for job, target in done:
+        players = [("input mixture", job.mixture)] if job.mixture.suffix.lower() in PLAYABLE else []
+        sources = sorted(target.glob("source*.wav"), key=lambda p: (len(p.stem), p.stem))
+        players += [(f"source {p.stem[6:]}", p) for p in sources]
+        players += [("noise", target / "noise.wav")] if (target / "noise.wav").exists() else []
+        images = [("separation", target / "separation.png")] if (target / "separation.png").exists() else []
+        notices = target / NOTICES
+        note = f"input: {job.mixture}"
+        if notices.exists():
+            note += ". Notices: " + " ".join(notices.read_text().split("\n"))
+        items.append(Item(job.name, players, images, [], {"sources": len(sources)}, note))
+    return write_report(out_dir / REPORT_HTML, "Separation report", items,
+                        filters={"sources": "sources"} if len({i.attrs["sources"] for i in items}) > 1 else None)
+
+
 def _partial_prefix(target: Path) -> str:
     return f".{target.name}.partial-"
 
@@ -340,11 +368,12 @@ class _SharedDetector:
 def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
              settings: SeparationSettings, *, device, resample: bool, force: bool,
              detector: str, skip_existing: bool = False, progress: bool = True,
-             echo=print, figure: bool = True) -> BatchOutcome:
+             echo=print, figure: bool = True, report: bool | None = None) -> BatchOutcome:
     """Separate ``jobs`` ``settings.batch_size`` recordings at a time, writing each result as
     soon as its group is done (see the module docstring); ``echo`` receives one line per
     failure or notice. ``figure=False``: no ``separation.png`` (and matplotlib is never
-    imported; the figure of a short clip takes longer than its separation).
+    imported; the figure of a short clip takes longer than its separation). ``report``
+    (default: as ``figure``): write ``OUT/report.html`` over the recordings written or kept.
 
     What costs time once per process (imports, the face detector) is paid once for the whole
     batch: one detector serves every video."""
@@ -408,4 +437,10 @@ def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
     finally:
         shared.close()
         bar.close()
+    if (report if report is not None else figure):
+        targets = {job.name: target for job, target in
+                   ((j, out_dir / j.name if own_folder else out_dir) for j in jobs)}
+        listed = [(j, targets[j.name]) for j in jobs if j.name in outcome.done or j.name in outcome.skipped]
+        if listed:
+            write_separation_report(out_dir, listed)
     return outcome

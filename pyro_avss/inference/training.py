@@ -493,9 +493,10 @@ def fit(cfg: dict, out_dir: str | Path, *, device: str = "auto", resume: bool = 
                                                    f"({first_line(exc)[:160]}); start again in a "
                                                    "new --out") from None
     log = trainer.run()
-    if log:
-        learning_curve(log, out_dir / "learning_curve.png")
-    return SpeechModels.load(out_dir / "model.pt")
+    models = SpeechModels.load(out_dir / "model.pt")
+    if log:                 # the saved model's epoch marked, the KL warm-up shaded
+        learning_curve(log, out_dir / "learning_curve.png", saved=models.info.get("epoch"))
+    return models
 
 
 def resolve_device(device: str) -> torch.device:
