@@ -133,14 +133,15 @@ def fit(config_path, overrides, out, device, seed, resume, threads):
               help="lip detector (default: the one the model was trained with)")
 @click.option("--figure/--no-figure", default=True, show_default=True,
               help="write separation.png (for a short clip it takes longer than the separation)")
-@click.option("--report/--no-report", default=None,
-              help="write OUT/report.html (players and figures of every input; default: with the figure)")
+@click.option("--report", is_flag=True,
+              help="also write OUT/report.html, a listening page with players and figures of every input")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @threads_option
 def separate(model, inputs, videos, sources, out, overrides, device, resample, force, skip_existing,
              detector, figure, report, quiet, threads):
     """Separate each mixture into source1..J.wav, noise.wav, switch_posterior.csv and, unless
-    --no-figure, separation.png and OUT/report.html (a listening page for all inputs).
+    --no-figure, separation.png; with --report also OUT/report.html (a listening page for all
+    inputs).
 
     With several inputs each gets its folder OUT/<id or file stem>, written as soon as it is
     done; a failed input is reported on one line and the others go on (exit status 1)."""

@@ -246,3 +246,34 @@ def test_best_order_matches_estimates_to_references():
     est = refs[[2, 0, 1]] + 0.1 * rng.normal(size=(3, 4000))
     order = best_order(est, refs)
     np.testing.assert_allclose(est[order], refs, atol=0.5)
+
+
+def test_oracle_noise_is_told_the_noise_it_was_mixed_with(setup, tmp_path, monkeypatch):
+    root, specs = setup
+    seen = []
+    original = systems.OracleNoiseSystem.noise_model
+
+    def spy(self, items):
+        factory = original(self, items)
+        seen.append((items[0], factory().power))
+        return factory
+
+    monkeypatch.setattr(systems.OracleNoiseSystem, "noise_model", spy)
+    evaluate(root / "mix.csv", root / "model.pt", tmp_path, "oracle-noise,switching",
+             overrides=FAST + ["separate.steps=20"], progress=False, examples=0)
+    rows = read_results(tmp_path / "results.csv")
+    assert all(r["status"] == "ok" for r in rows)
+    assert len(seen) == len(specs)                            # one recording per call
+    item, known = seen[0]
+    from pyro_avss.audio import stft
+
+    mixture = stft(torch.as_tensor(item.rendered.mixture), CFG).abs().pow(2)
+    noise = stft(torch.as_tensor(item.rendered.noise), CFG).abs().pow(2)
+    assert torch.allclose(known[0], noise / mixture.mean())  # the model's units
+    told = np.mean([r["si_sdri"] for r in rows if r["system"] == "oracle-noise"])
+    guessed = np.mean([r["si_sdri"] for r in rows if r["system"] == "switching"])
+    assert told > guessed                                     # knowing the noise helps
+    too_long = ["separate.chunk_seconds=0.5", "separate.overlap_seconds=0"]
+    evaluate(root / "mix.csv", root / "model.pt", tmp_path / "long", "oracle-noise", limit=1,
+             overrides=FAST + too_long, progress=False, examples=0)
+    assert "one chunk" in read_results(tmp_path / "long" / "results.csv")[0]["error"]

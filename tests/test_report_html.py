@@ -231,7 +231,7 @@ def test_separate_writes_a_report_of_its_inputs(tmp_path):
     out = tmp_path / "out"
     outcome = run_jobs(random_models(), jobs, out, SeparationSettings(steps=2, num_samples=1),
                        device="cpu", resample=False, force=False, detector="roi", progress=False,
-                       echo=lambda _: None)
+                       echo=lambda _: None, report=True)
     assert sorted(outcome.done) == ["clip0", "clip1"]
     refs = parse(out / "report.html")
     assert all((out / r).is_file() for r in refs.refs) and "http" not in (out / "report.html").read_text()
@@ -242,5 +242,5 @@ def test_separate_writes_a_report_of_its_inputs(tmp_path):
     assert [i["sources"] for i in refs.items] == ["1", "2"]
     quiet = run_jobs(random_models(), jobs[:1], tmp_path / "quiet", SeparationSettings(steps=2, num_samples=1),
                      device="cpu", resample=False, force=False, detector="roi", progress=False,
-                     echo=lambda _: None, figure=False)
-    assert quiet.done == ["clip0"] and not (tmp_path / "quiet" / "report.html").exists()
+                     echo=lambda _: None)
+    assert quiet.done == ["clip0"] and not (tmp_path / "quiet" / "report.html").exists()   # opt-in

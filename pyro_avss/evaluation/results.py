@@ -105,7 +105,11 @@ ABLATION_SETTINGS = (
 #: systems run on every one-talker split (MCEM joins on the GRID tuned-on split; NMF, whose bases
 #: come from the model's training clips, on GRID only)
 ONE_TALKER_SYSTEMS = ("mixture,spectral-gating,log-mmse,rnnoise,deepfilternet,nmf,universal,"
-                      "oracle-speaker,switching")
+                      "oracle-speaker,switching,oracle-noise")
+
+#: systems run on every multi-talker split (oracle-noise: the switching system told the noise,
+#: the bound a better noise model could reach with these speech models)
+MULTI_TALKER_SYSTEMS = "mixture,universal,oracle-speaker,switching,oracle-noise"
 
 #: (label, separation overrides, splits): the noise-model rows, each against the default
 #: (``separate.noise_smoothness=0.1``, ``separate.prior_weight=3``) on tuned-on and held-out data
@@ -115,6 +119,10 @@ NOISE_SETTINGS = (
      ["separate.noise_smoothness=0", "separate.prior_weight=1"], _ALL_ONE_TALKER),
     ("smooth activations, prior weight 1", ["separate.prior_weight=1"], _ALL_ONE_TALKER),
     ("free activations, prior weight 3", ["separate.noise_smoothness=0"], _ALL_ONE_TALKER),
+    ("noise started from the frames where the lips are closed",
+     ["separate.noise_start=lips"], ("1spk", "1spk_held")),
+    ("spectrally smooth noise bases (σ_f = 0.15 nats per bin)",
+     ["separate.noise_spectral_smoothness=0.15"], _ALL_ONE_TALKER),
     ("default, 4× the steps, no early stop", ["separate.steps=200", "separate.tol=0"],
      ("1spk", "1spk_held")),
     ("default, 4× the steps, no early stop, slow rate decay (0.99)",
@@ -272,11 +280,11 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
     say(f"evaluate {len(specs['2spk'])} + {len(specs['2spk_held'])} two-speaker and "
         f"{len(specs['3spk'])} three-speaker mixtures")
     s2 = _evaluate(two_csv, spk_model, out_dir / "eval_2spk",
-                   "mixture,universal,oracle-speaker,switching", device)
+                   MULTI_TALKER_SYSTEMS, device)
     s2h = _evaluate(manifests["2spk_held"], spk_model, out_dir / "eval_2spk_held",
-                    "mixture,universal,oracle-speaker,switching", device)
+                    MULTI_TALKER_SYSTEMS, device)
     s3 = _evaluate(manifests["3spk"], spk_model, out_dir / "eval_3spk",
-                   "mixture,universal,oracle-speaker,switching", device)
+                   MULTI_TALKER_SYSTEMS, device)
     say("noise model and test-time prior weight (switching system, both splits)")
     one_talker = {"1spk": s1, "1spk_held": s1h, "libri": sl, "libri_held": slh}
     noise_rows = {"**default**": one_talker}

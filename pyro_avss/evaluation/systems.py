@@ -15,6 +15,9 @@ handles (:class:`SystemResult`). Names (:data:`SYSTEM_NAMES`):
 * ``oracle-speaker``: our SVI told the speaker: the component named like the target speaker (for
   J ≥ 2 each source's switch is restricted to the component of the speaker in its video);
 * ``switching``: our SVI with every component except ``"universal"`` (not told the speaker);
+* ``oracle-noise``: ``switching`` told the noise: its noise variance is the power spectrogram of
+  the noise that was mixed in (:class:`~pyro_avss.models.noise.KnownNoise`), an upper bound on
+  what a better noise model could give with these speech models (recordings of one chunk);
 * ``mcem``, ``mcem-oracle``, ``mcem-universal``: the published MCEM algorithm
   (:mod:`pyro_avss.inference.mcem`) on the same components as ``switching``, ``oracle-speaker``
   and ``universal`` (J = 1 only).
@@ -391,12 +394,44 @@ class SVISystem(System):
                            source_components=self.source_components(items[0]))
         jobs = [(i.rendered.mixture, i.tracks) for i in items]
         start = time.perf_counter()
-        results = separate_recordings(self.ctx.models, jobs, settings, self.ctx.device)
+        results = separate_recordings(self.ctx.models, jobs, settings, self.ctx.device,
+                                      make_noise=self.noise_model(items))
         rtf = (time.perf_counter() - start) / sum(i.audio_s for i in items)
         return [SystemResult(r.sources, rtf * i.audio_s, r.posterior,
                              ordered=i.num_sources == 1 or all(t is not None for t in i.tracks),
                              info={"steps": r.steps}, components=chosen)
                 for i, r in zip(items, results)]
+
+
+    def noise_model(self, items):
+        """A factory of the noise model for a batch of ``items``, or None for the NMF noise."""
+        return None
+
+
+class OracleNoiseSystem(SVISystem):
+    """``switching`` with the true noise's power spectrogram as its noise variance."""
+
+    def __init__(self, ctx):
+        super().__init__(ctx, "oracle-noise", "switching")
+        self.batch_size = 1                    # the known noise belongs to one recording
+
+    def check(self, item):
+        super().check(item)
+        chunk = self.ctx.separation.chunk_seconds
+        if item.audio_s > chunk:
+            raise SystemSkip(f"oracle-noise separates recordings of one chunk only ({item.audio_s:.1f} s "
+                             f"> separate.chunk_seconds = {chunk:g} s)")
+
+    def noise_model(self, items):
+        from ..audio import stft
+        from ..models.noise import KnownNoise
+
+        (item,) = items
+        cfg = self.ctx.stft
+        mixture = stft(torch.as_tensor(item.rendered.mixture), cfg).abs().pow(2)
+        noise = stft(torch.as_tensor(item.rendered.noise), cfg).abs().pow(2)
+        known = (noise / mixture.mean().clamp_min(1e-12))[None]     # the model's normalisation
+        return lambda: KnownNoise(known)
 
 
 class MCEMSystem(SVISystem):
@@ -437,6 +472,7 @@ SYSTEMS: dict[str, Callable[[EvalContext], System]] = {
     "universal": lambda ctx: SVISystem(ctx, "universal", "universal"),
     "oracle-speaker": lambda ctx: SVISystem(ctx, "oracle-speaker", "oracle"),
     "switching": lambda ctx: SVISystem(ctx, "switching", "switching"),
+    "oracle-noise": OracleNoiseSystem,
     "mcem": lambda ctx: MCEMSystem(ctx, "mcem", "switching"),
     "mcem-oracle": lambda ctx: MCEMSystem(ctx, "mcem-oracle", "oracle"),
     "mcem-universal": lambda ctx: MCEMSystem(ctx, "mcem-universal", "universal"),

@@ -4,7 +4,7 @@ Used by ``cli.py separate``. For each input it writes into its own folder ``OUT/
 itself for a single mixture file given alone): ``source1.wav … sourceJ.wav``, ``noise.wav``, ``switch_posterior.csv``
 (``time_s, source, component, probability``, one row per STFT frame, source and component) and,
 unless ``figure=False`` (``cli.py separate --no-figure``), ``separation.png`` (mixture,
-estimates, switch posterior over time). With the figure (or ``report=True``), ``OUT/report.html``
+estimates, switch posterior over time). With ``report=True`` (``--report``), ``OUT/report.html``
 lists every recording of the batch with players for the input, the sources and the noise and
 its figure (:mod:`pyro_avss.html_report`; the input is linked where it lies).
 
@@ -368,12 +368,12 @@ class _SharedDetector:
 def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
              settings: SeparationSettings, *, device, resample: bool, force: bool,
              detector: str, skip_existing: bool = False, progress: bool = True,
-             echo=print, figure: bool = True, report: bool | None = None) -> BatchOutcome:
+             echo=print, figure: bool = True, report: bool = False) -> BatchOutcome:
     """Separate ``jobs`` ``settings.batch_size`` recordings at a time, writing each result as
     soon as its group is done (see the module docstring); ``echo`` receives one line per
     failure or notice. ``figure=False``: no ``separation.png`` (and matplotlib is never
     imported; the figure of a short clip takes longer than its separation). ``report``
-    (default: as ``figure``): write ``OUT/report.html`` over the recordings written or kept.
+    (off by default): write ``OUT/report.html`` over the recordings written or kept.
 
     What costs time once per process (imports, the face detector) is paid once for the whole
     batch: one detector serves every video."""
@@ -437,7 +437,7 @@ def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
     finally:
         shared.close()
         bar.close()
-    if (report if report is not None else figure):
+    if report:
         targets = {job.name: target for job, target in
                    ((j, out_dir / j.name if own_folder else out_dir) for j in jobs)}
         listed = [(j, targets[j.name]) for j in jobs if j.name in outcome.done or j.name in outcome.skipped]

@@ -171,3 +171,19 @@ class NMFNoise:
         H = H * ((W.transpose(-1, -2) @ a) / (W.transpose(-1, -2) @ b).clamp_min(1e-30)).sqrt()
         pyro.param("noise_W").unconstrained().data.copy_(W.clamp_min(1e-12).log())
         pyro.param("noise_H").unconstrained().data.copy_(H.clamp_min(1e-12).log())
+
+
+class KnownNoise:
+    """A noise whose variance is given: ``log_variance`` returns ``log power`` for a ``(B, T, F)``
+    noise power spectrogram in the units of the mixture power the model sees (normalised per
+    utterance). With the true noise's power this is an oracle — the separation told the noise —
+    which bounds what any noise model could give with these speech models."""
+
+    def __init__(self, power: torch.Tensor, floor: float = 1e-8):
+        self.power, self.floor = power, floor
+
+    def log_variance(self, power: torch.Tensor, mask: torch.Tensor, plates=None) -> torch.Tensor:
+        if self.power.shape != power.shape:
+            raise ValueError(f"known noise of shape {tuple(self.power.shape)} for a mixture of "
+                             f"shape {tuple(power.shape)}")
+        return self.power.to(power).clamp_min(self.floor).log()
