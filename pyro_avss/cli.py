@@ -182,19 +182,21 @@ def separate(model, inputs, videos, sources, out, overrides, device, resample, f
 @click.option("--corpus", "corpora", multiple=True,
               help="corpus to score (default: the corpora the model was trained on)")
 @click.option("--split", default="dev", show_default=True, help="split to score")
-@click.option("--purity", is_flag=True, help="also report the switch purity per clip (unlabelled switching models)")
+@click.option("--clusters", "--purity", "clusters", is_flag=True,
+              help="also score the switch's clustering of clips (balanced accuracy and NMI; for "
+                   "switching models trained without labels)")
 @click.option("--cache", default="cache", show_default=True, help="prepared-corpus cache folder")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the results as JSON here")
 @click.option("--force", is_flag=True, help="replace an existing --out file")
-def score(model, corpora, split, purity, cache, out, force):
+def score(model, corpora, split, clusters, cache, out, force):
     """Per-frame negative ELBO of every component on every speaker of a split (lower is better);
-    with --purity, how well a switch trained without labels separates the speakers."""
+    with --clusters, how well a switch trained without labels separates the speakers."""
     import json
 
     from pyro_avss.checkpoint import SpeechModels
     from pyro_avss.data.prepared import prepared_rows
     from pyro_avss.evaluation.speaker_models import (component_scores, format_speaker_table,
-                                                     speaker_table, switch_purity)
+                                                     speaker_table, switch_clusters)
 
     try:
         if out and Path(out).exists() and not force:
@@ -208,10 +210,10 @@ def score(model, corpora, split, purity, cache, out, force):
             raise PyroAvssError(f"no clips in split {split!r}")
         result = speaker_table(models, component_scores(models, rows))
         click.echo(format_speaker_table(result))
-        if purity:
-            result["purity"] = switch_purity(models, rows)
-            p = result["purity"]
-            click.echo(f"switch purity over {p['clips']} clips: {p['purity']:.1%}; recall per speaker "
+        if clusters:
+            result["clusters"] = p = switch_clusters(models, rows)
+            click.echo(f"switch clusters over {p['clips']} clips: balanced accuracy "
+                       f"{p['balanced_accuracy']:.1%}, NMI {p['nmi']:.3f}; recall per speaker "
                        + ", ".join(f"{k} {v:.1%}" for k, v in p["recall"].items())
                        + f"; mapping {p['mapping']}")
     except PyroAvssError as exc:

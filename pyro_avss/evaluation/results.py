@@ -7,7 +7,8 @@ From the real corpora in ``data_root`` (the layout of ``../shared/data``) it
    (+ the universal one), the GRID switching VAE without labels, three GRID ablation models
    (PCA lips and/or the ``N(0, I)`` prior), the LibriSpeech universal audio-only model and
    LibriSpeech speaker decoders;
-2. scores every speaker decoder on every dev speaker, and the purity of the unlabelled switch;
+2. scores every speaker decoder on every dev speaker, and the unlabelled switch's clusters
+   (balanced accuracy and NMI);
 3. builds deterministic dev mixtures (:func:`dev_mixtures`): a tuned-on split, whose noises
    and clips every setting was chosen on, and a held-out split (other noises, other clips,
    other seeds), each noise with as many targets; GRID with one, two and three talkers and
@@ -197,7 +198,7 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
     """Run everything (see the module docstring); returns the path of the written document."""
     from ..data.mixtures import write_mixture_manifest
     from ..data.prepared import prepared_rows
-    from .speaker_models import component_scores, format_speaker_table, speaker_table, switch_purity
+    from .speaker_models import component_scores, format_speaker_table, speaker_table, switch_clusters
 
     t_start = time.perf_counter()
     out_dir, data_root, doc = Path(out_dir), Path(data_root), Path(doc)
@@ -236,8 +237,8 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
     libri_dev = [r for r in libri_rows if r["split"] == "dev" and r["speaker"] in lspk.component_names]
     facts["grid_table"] = speaker_table(spk, component_scores(spk, grid_dev))
     facts["libri_table"] = speaker_table(lspk, component_scores(lspk, libri_dev))
-    facts["purity_train"] = switch_purity(sw, [r for r in grid_rows if r["split"] == "train"])
-    facts["purity_dev"] = switch_purity(sw, grid_dev)
+    facts["clusters_train"] = switch_clusters(sw, [r for r in grid_rows if r["split"] == "train"])
+    facts["clusters_dev"] = switch_clusters(sw, grid_dev)
 
     say("fit the GRID visual-pathway ablation models (universal + speaker decoders each)")
     ablation_models = {}
@@ -431,11 +432,11 @@ def results_document(facts, evals, ablation, noise_rows, s_iid, s_eq, s_mcem, it
           "LibriSpeech (audio only):", "", format_speaker_table(facts["libri_table"]), "",
           f"Own decoder best on its speaker: {facts['libri_table']['own_component_best']}", ""]
     for split in ("train", "dev"):
-        p = facts[f"purity_{split}"]
-        L.append(f"- Unlabelled switching VAE (K = 2, pooled GRID s1 + s4), {split} clips: purity "
-                 f"**{p['purity']:.1%}** over {p['clips']} clips; recall per speaker "
-                 + ", ".join(f"{k} {v:.1%}" for k, v in p["recall"].items())
-                 + f" (balanced accuracy {p['balanced_accuracy']:.1%}); mapping {p['mapping']}.")
+        p = facts[f"clusters_{split}"]
+        L.append(f"- Unlabelled switching VAE (K = 2, pooled GRID s1 + s4), {split} clips: balanced "
+                 f"accuracy **{p['balanced_accuracy']:.1%}**, NMI **{p['nmi']:.3f}** over {p['clips']} "
+                 "clips; recall per speaker " + ", ".join(f"{k} {v:.1%}" for k, v in p["recall"].items())
+                 + f"; mapping {p['mapping']}.")
     L += ["", "## One speaker + real noise (GRID dev, s1 or s4 target)", "",
           "Means over mixtures. SI-SDRi in dB; `p(true)`: mean switch posterior on the true speaker's "
           "component over speech frames; RTF = processing time / audio duration (batched). "

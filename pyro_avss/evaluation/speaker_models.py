@@ -12,10 +12,15 @@ draws, ``log q(z_t) − log p(z_t | z_{t-1})``). :func:`component_scores` report
 ``−ELBO_k / T`` (nats per frame, lower is better) for every clip and component, from which
 :func:`speaker_table` builds the speaker × component table.
 
-For a switching model trained without labels, :func:`switch_purity` takes, per clip, the
+For a switching model trained without labels, :func:`switch_clusters` takes, per clip, the
 switch posterior under the model's switch prior averaged over frames, assigns the clip to its
-most probable component, and reports the purity ``Σ_k max_s n(k, s) / N`` and the recall per
-speaker under the best one-to-one mapping of components to speakers.
+most probable component, and scores the clusters against the speakers (:func:`cluster_scores`)
+with measures that a dominant speaker cannot inflate: the recall per speaker under the best
+one-to-one mapping of components to speakers, their mean (the *balanced accuracy*: 1/S for a
+clustering that ignores the speakers, whatever the class ratio), and the normalised mutual
+information ``NMI = 2 I(k; s) / (H(k) + H(s))`` (0 for independent labels, 1 for a perfect
+clustering). Purity ``Σ_k max_s n(k, s) / N`` is kept in the result for reference only: with
+GRID's 500 s1 and 28 s4 training clips, putting every clip in one cluster scores 94.7 %.
 """
 
 from __future__ import annotations
@@ -101,10 +106,36 @@ def format_speaker_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def cluster_scores(counts: np.ndarray) -> dict:
+    """Scores of a clustering from its contingency table ``counts[k, s]`` (clips of speaker s in
+    cluster k): ``recall`` per speaker column under the best one-to-one mapping ``mapping``
+    (cluster index per speaker column), ``balanced_accuracy`` (their mean), ``nmi`` and
+    ``purity`` (module docstring)."""
+    counts = np.asarray(counts, dtype=float)
+    K, S = counts.shape
+    n = counts.sum()
+    best_map, best_score = None, -1.0
+    for perm in itertools.permutations(range(K), min(K, S)):
+        score = sum(counts[perm[i], i] / max(counts[:, i].sum(), 1) for i in range(len(perm)))
+        if score > best_score:                   # best mapping for the balanced accuracy itself
+            best_map, best_score = perm, score
+    recall = [float(counts[best_map[i], i] / max(counts[:, i].sum(), 1)) for i in range(len(best_map))]
+    p = counts / max(n, 1)
+    pk, ps = p.sum(1), p.sum(0)
+    nz = p > 0
+    mutual = float((p[nz] * np.log(p[nz] / np.outer(pk, ps)[nz])).sum())
+    entropy = lambda q: float(-(q[q > 0] * np.log(q[q > 0])).sum())  # noqa: E731
+    h = entropy(pk) + entropy(ps)
+    return {"recall": recall, "mapping": list(best_map), "balanced_accuracy": float(np.mean(recall)) if recall else 0.0,
+            "nmi": 2 * mutual / h if h > 0 else 0.0,
+            "purity": float(counts.max(1).sum() / max(n, 1))}
+
+
 @torch.no_grad()
-def switch_purity(models: SpeechModels, rows: list[dict], prior: str = "markov",
-                  stay_prob: float = 0.995) -> dict:
-    """Per-clip assignment by the frame-averaged switch posterior, purity and recalls."""
+def switch_clusters(models: SpeechModels, rows: list[dict], prior: str = "markov",
+                    stay_prob: float = 0.995) -> dict:
+    """Per-clip assignment by the frame-averaged switch posterior, scored by
+    :func:`cluster_scores` (balanced accuracy and NMI; purity for reference)."""
     K = models.decoders.num_components
     switch = make_switch(prior, K, 1, learn_prior=False, stay_prob=stay_prob)
     pi = torch.full((1, 1, K), 1.0 / K)
@@ -117,15 +148,9 @@ def switch_purity(models: SpeechModels, rows: list[dict], prior: str = "markov",
     counts = np.zeros((K, len(speakers)), dtype=int)
     for s, k in assign:
         counts[k, speakers.index(s)] += 1
-    purity = counts.max(1).sum() / max(len(assign), 1)
-    best_map, best_hits = None, -1
-    for perm in itertools.permutations(range(K), min(K, len(speakers))):
-        hits = sum(counts[perm[i], i] for i in range(len(perm)))
-        if hits > best_hits:
-            best_map, best_hits = perm, hits
-    recall = {spk: float(counts[best_map[i], i] / max(counts[:, i].sum(), 1))
-              for i, spk in enumerate(speakers[:len(best_map)])}
-    return {"clips": len(assign), "purity": float(purity), "recall": recall,
-            "balanced_accuracy": float(np.mean(list(recall.values()))),
-            "mapping": {models.component_names[best_map[i]]: spk for i, spk in enumerate(speakers[:len(best_map)])},
+    scores = cluster_scores(counts)
+    names = models.component_names
+    return {"clips": len(assign), "balanced_accuracy": scores["balanced_accuracy"], "nmi": scores["nmi"],
+            "recall": dict(zip(speakers, scores["recall"])), "purity": scores["purity"],
+            "mapping": {names[k]: spk for k, spk in zip(scores["mapping"], speakers)},
             "counts": counts.tolist(), "speakers": speakers}
