@@ -26,15 +26,21 @@ def test_log_random_walk_scores_only_steps_between_real_frames():
     assert walk.sample().shape == u.shape
 
 
-def test_smooth_noise_is_a_latent_site_with_a_map_guide():
-    noise = NMFNoise(rank=2, smoothness=0.1)
-    power, mask = torch.rand(1, 6, 5) + 0.1, torch.ones(1, 6, dtype=torch.bool)
+def latent_noise_site(noise, name: str, batch: int = 1):
+    """The model trace's site ``name`` of ``noise`` replayed from its guide (fresh parameters),
+    checked to be a latent sample site at the guide's MAP parameter ``<name>_map``."""
+    power, mask = torch.rand(batch, 6, 5) + 0.1, torch.ones(batch, 6, dtype=torch.bool)
     pyro.clear_param_store()
     guide = pyro.poutine.trace(noise.guide).get_trace(power, mask)
     model = pyro.poutine.trace(pyro.poutine.replay(noise.log_variance, trace=guide)).get_trace(power, mask)
-    site = model.nodes["noise_log_H"]
+    site = model.nodes[name]
     assert site["type"] == "sample" and not site["is_observed"]
-    assert torch.equal(site["value"], pyro.param("noise_log_H_map"))
+    assert torch.equal(site["value"], pyro.param(f"{name}_map"))
+    return site, model
+
+
+def test_smooth_noise_is_a_latent_site_with_a_map_guide():
+    latent_noise_site(NMFNoise(rank=2, smoothness=0.1), "noise_log_H")
     assert not NMFNoise().__dict__.get("guide")                  # the free-H NMF has no latent
 
 

@@ -12,6 +12,7 @@ from pyro_avss.inference.activity import lip_noise_shape, silent_frames
 from pyro_avss.inference.separation import SeparationSettings, fit_batch, separate_recordings
 from pyro_avss.models.noise import NMFNoise
 
+from test_noise_model import latent_noise_site
 from test_separation import noisy, random_models
 from test_visual_pathway import DV, F, _models
 
@@ -88,15 +89,8 @@ def test_lips_start_needs_a_visual_prior_and_auto_falls_back():
 # spectrally smooth bases
 # ---------------------------------------------------------------------------------------------
 def test_smooth_bases_are_latent_random_walks_over_frequency_with_a_map_guide():
-    noise = NMFNoise(rank=3, spectral_smoothness=0.2)
-    power, mask = torch.rand(2, 6, 5) + 0.1, torch.ones(2, 6, dtype=torch.bool)
-    pyro.clear_param_store()
-    guide = pyro.poutine.trace(noise.guide).get_trace(power, mask)
-    model = pyro.poutine.trace(pyro.poutine.replay(noise.log_variance, trace=guide)).get_trace(power, mask)
-    site = model.nodes["noise_log_W"]
-    assert site["type"] == "sample" and not site["is_observed"]
+    site, model = latent_noise_site(NMFNoise(rank=3, spectral_smoothness=0.2), "noise_log_W", batch=2)
     assert tuple(site["value"].shape) == (2, 3, 5)                 # (B, R, F): walks along F
-    assert torch.equal(site["value"], pyro.param("noise_log_W_map"))
     assert "noise_log_H" not in model.nodes and "noise_H" in pyro.get_param_store()
     steps = site["value"].diff(dim=-1)
     expected = torch.distributions.Normal(0.0, 0.2).log_prob(steps).sum()
