@@ -132,3 +132,17 @@ def test_memory_table_reports_every_split_and_drops_incomplete_rows():
     text = "\n".join(memory_table({"chain": full, "broken": broken}))
     assert "| chain | 7.00 | 8.00 | 9.00 | 10.00 | 1.20 / 0.500 | 0.250 / 0.250 | 0.100 |" in text
     assert "broken" not in text
+
+
+def test_tables_of_separate_runs_say_whether_they_compare_the_same_mixtures():
+    """Settings side by side come from separate runs: like for like only when no run lacks a
+    mixture, which the line under the table says (or names the runs that lack some)."""
+    from pyro_avss.evaluation.results import _noise_table
+
+    full = {"systems": {"switching": dict(summary(7.0, 0.2), skipped=0, failed=0)}}
+    short = {"systems": {"switching": dict(summary(9.0, 0.2), skipped=0, failed=2)}}
+    text = "\n".join(_noise_table({"default": {"1spk": full}, "other": {"1spk": full}}))
+    assert "processed every mixture of its split, so its rows compare the same mixtures" in text
+    text = "\n".join(_noise_table({"default": {"1spk": full}, "other": {"1spk": short}}))
+    assert "**Not like for like**" in text and "other on 1spk (2 of 5 rows)" in text
+    assert "default on 1spk" not in text

@@ -351,16 +351,18 @@ def memory_table(memory: dict) -> list[str]:
     one-talker held-out split, the two-talker swap rates, RTF on one talker."""
     head = ["prior / guide"] + [f"{n}: SI-SDRi" for n in MEMORY_SPLITS] +         ["1spk_held: PESQ-WB / STOI", "2spk / 2spk_held: swap rate", "RTF (1spk)"]
     L = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    shown: list = []
     for label, per_split in memory.items():
         sw = {n: per_split[n]["systems"].get("switching") for n in MEMORY_SPLITS}
         if not all(v and v["ok"] for v in sw.values()):
             continue
+        shown += [(f"{label} on {n}", sw[n]) for n in MEMORY_SPLITS]
         cells = [_f(sw[n]["mean"]["si_sdri"]) for n in MEMORY_SPLITS]
         cells.append(f"{_f(sw['1spk_held']['mean']['pesq_wb'])} / {_f(sw['1spk_held']['mean']['stoi'], 3)}")
         cells.append(f"{_f(sw['2spk']['mean']['swapped'], 3)} / {_f(sw['2spk_held']['mean']['swapped'], 3)}")
         cells.append(_f(sw["1spk"]["mean"]["rtf"], 3))
         L.append("| " + " | ".join([label] + cells) + " |")
-    return L
+    return L + _coverage_note(shown)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,8 +441,9 @@ def results_document(facts, evals, ablation, noise_rows, s_iid, s_eq, s_mcem, it
                  + f"; mapping {p['mapping']}.")
     L += ["", "## One speaker + real noise (GRID dev, s1 or s4 target)", "",
           "Every table compares its systems on the same mixtures (those all of them processed; the "
-          "line above each table says how many, n in the headers). SI-SDRi in dB; `p(true)`: mean switch posterior on the true speaker's "
-          "component over speech frames; RTF = processing time / audio duration (batched). "
+          "line above each table says how many, n in the headers). SI-SDRi in dB; `p(true)`: mean "
+          "switch posterior on the true speaker's component over speech frames; RTF = processing "
+          "time / audio duration (batched). "
           "log-MMSE, RNNoise and DeepFilterNet3 are the single-talker enhancers users would pick "
           "instead (the last two pretrained on large noisy-speech corpora).", ""]
     L += _one_talker_section(evals, "1spk", facts)
@@ -475,12 +478,15 @@ def results_document(facts, evals, ablation, noise_rows, s_iid, s_eq, s_mcem, it
           "2 speakers: p(true) | 2 speakers: RTF |", "|---|---|---|---|---|---|"]
     rows = [("**default: learned lips, visual prior, lip-specific start, per-utterance gain**",
              {"1spk": s1, "2spk": s2})] + list(ablation.items())
+    shown = []
     for label, pair in rows:
         a, b = pair["1spk"]["systems"].get("switching"), pair["2spk"]["systems"].get("switching")
         if a and b:
             L.append(f"| {label} | {_f(a['mean']['si_sdri'])} | {_f(b['mean']['si_sdri'])} | "
                      f"{_f(b['mean']['swapped'], 3)} | {_f(b['mean']['switch_true_mass'], 3)} | "
                      f"{_f(b['mean']['rtf'], 3)} |")
+            shown += [(f"{label} on 1spk", a), (f"{label} on 2spk", b)]
+    L += _coverage_note(shown)
     if memory:
         L += ["", "## Speech prior with memory (switching system, tuned-on and held-out splits)", "",
               "The frame-wise prior draws every frame's `z` independently from the visual prior; the "
@@ -492,11 +498,14 @@ def results_document(facts, evals, ablation, noise_rows, s_iid, s_eq, s_mcem, it
     L += ["", "## Switch prior: one component per utterance (default) or i.i.d. per frame", "",
           "| switch prior | 1 speaker: SI-SDRi | 1 speaker: p(true) | 2 speakers: SI-SDRi | 2 speakers: p(true) |",
           "|---|---|---|---|---|"]
+    shown = []
     for label, one_s, two_s in (("utterance (default)", s1, s2), ("iid", s_iid["1spk"], s_iid["2spk"])):
         a, b = one_s["systems"].get("switching"), two_s["systems"].get("switching")
         if a and b:
             L.append(f"| {label} | {_f(a['mean']['si_sdri'])} | {_f(a['mean']['switch_true_mass'], 3)} | "
                      f"{_f(b['mean']['si_sdri'])} | {_f(b['mean']['switch_true_mass'], 3)} |")
+            shown += [(f"{label} on 1spk", a), (f"{label} on 2spk", b)]
+    L += _coverage_note(shown)
     L += ["", "## MCEM (the published algorithm) against our SVI, same models, same mixtures", ""]
     L += _mcem_comparison(s1["systems"].get("switching"), s_eq["systems"].get("switching"),
                           {n: r["systems"].get("mcem") for n, r in sorted(s_mcem.items())}, iters)
@@ -531,6 +540,8 @@ def _mcem_comparison(sw, eq, mcem: dict, iters: int) -> list[str]:
          row("SVI, default settings", sw, "–"), row(f"SVI, {iters} steps", eq, "–")]
     for n, m in mcem.items():
         L.append(row(f"MCEM, {n} EM iterations", m, f"{m['mean']['rtf'] / sw['mean']['rtf']:.1f}×"))
+    L += _coverage_note([("SVI default", sw), (f"SVI {iters} steps", eq)]
+                        + [(f"MCEM {n} iterations", m) for n, m in mcem.items()])
     ours = sw["mean"]["si_sdri"]
     beaten = [n for n, m in mcem.items() if m["mean"]["si_sdri"] <= ours]
     best = max(mcem, key=lambda n: mcem[n]["mean"]["si_sdri"])
@@ -607,11 +618,31 @@ def _gap_lines(tuned, held) -> list[str]:
     return out
 
 
+def _coverage_note(entries) -> list[str]:
+    """For tables whose rows come from separate runs of one system on one manifest (settings
+    side by side): such rows compare the same mixtures exactly when no run skipped or failed
+    any, which is what this line says, or else which runs lack how many (mixture, source) rows.
+    ``entries``: ``[(label, per-system summary entry or None)]`` of the printed cells."""
+    if not entries:
+        return []
+    short = {}
+    for label, e in entries:
+        missing = (e or {}).get("skipped", 0) + (e or {}).get("failed", 0)
+        if missing:
+            short[label] = f"{label} ({missing} of {missing + e.get('ok', 0)} rows)"
+    if not short:
+        return ["", "Each run behind this table processed every mixture of its split, so its rows "
+                "compare the same mixtures."]
+    return ["", "**Not like for like**: these runs lack rows (skipped or failed), so their means are "
+            "over fewer mixtures than the others: " + ", ".join(short.values()) + "."]
+
+
 def _noise_table(noise_rows: dict) -> list[str]:
     """Markdown: one row per noise-model setting, SI-SDRi / PESQ-WB on each one-talker split."""
     splits = list(dict.fromkeys(n for r in noise_rows.values() for n in r))
     head = ["setting"] + [f"{n}: SI-SDRi / PESQ-WB" for n in splits] + ["RTF (1spk)"]
     L = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    shown: list = []
     for label, per_split in noise_rows.items():
         cells = []
         for n in splits:
@@ -621,7 +652,9 @@ def _noise_table(noise_rows: dict) -> list[str]:
         one = per_split.get("1spk", {}).get("systems", {}).get("switching")
         cells.append(_f(one["mean"]["rtf"], 3) if one and one["ok"] else "–")
         L.append("| " + " | ".join([label] + cells) + " |")
-    return L
+        shown += [(f"{label} on {n}", (per_split.get(n) or {}).get("systems", {}).get("switching"))
+                  for n in splits if per_split.get(n)]
+    return L + _coverage_note(shown)
 
 
 def _system_table(summary, by_snr: bool) -> list[str]:
