@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -244,3 +245,56 @@ def test_separate_writes_a_report_of_its_inputs(tmp_path):
                      device="cpu", resample=False, force=False, detector="roi", progress=False,
                      echo=lambda _: None)
     assert quiet.done == ["clip0"] and not (tmp_path / "quiet" / "report.html").exists()   # opt-in
+
+
+# ---------------------------------------------------------------------------------------------
+# the report in a real browser (headless Chromium over the DevTools protocol, no network)
+# ---------------------------------------------------------------------------------------------
+from chromium_page import Chromium, audio_check, find_chromium  # noqa: E402
+
+needs_chromium = pytest.mark.skipif(
+    find_chromium() is None,
+    reason="chromium is not on PATH (Debian/Ubuntu: apt-get install chromium; .ci/run tries to); "
+           "the report's browser check needs it")
+
+
+@needs_chromium
+def test_report_plays_in_headless_chromium(run, tmp_path):
+    """The evaluation's report.html opened from file:// in Chromium: every audio element loads
+    (metadata read, duration > 0, no error), the page logs no console error or exception, and
+    the filters' script ran. A copy pointing at a missing WAV shows the check catches it."""
+    _, specs, out, _, _, _ = run
+    page_path = out / "report.html"
+    audio = parse(page_path).audio
+    broken = out / "broken_report.html"                         # next to the real one: same links
+    broken.write_text(page_path.read_text().replace(audio[0], "examples/missing.wav", 1))
+    try:
+        with Chromium() as browser:
+            page = browser.open_page()
+            page.navigate(page_path.resolve().as_uri())
+            loaded = audio_check(page, timeout_s=20)
+            errors = page.errors()
+            count = page.evaluate("document.getElementById('count').textContent")
+            shot = page.screenshot(tmp_path / "report.png", 1300, 1600)
+            page.navigate(broken.resolve().as_uri())
+            loaded_broken = audio_check(page, timeout_s=20)
+            for _ in range(20):                                 # the failed load is logged too
+                if any("missing.wav" in e for e in page.errors()):
+                    break
+                time.sleep(0.1)
+                page.evaluate("1")
+            errors_broken = page.errors()
+            page.close()
+    finally:
+        broken.unlink()
+    assert sorted(a["src"] for a in loaded) == sorted(audio) and len(audio) > 0
+    bad = [a for a in loaded if a["error"] or not (a["duration"] or 0) > 0]
+    assert not bad, bad
+    for a in loaded:                                            # the WAV's own length
+        assert a["duration"] == pytest.approx(sf.info(str(out / a["src"])).duration, abs=0.01)
+    assert errors == []
+    assert count == f"{len(specs)} of {len(specs)} shown"       # the inline script ran
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+    missing = [a for a in loaded_broken if a["src"] == "examples/missing.wav"]
+    assert len(missing) == 1 and missing[0]["error"] and missing[0]["error"] != "timeout"
+    assert any("missing.wav" in e for e in errors_broken), errors_broken

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pyro_avss.evaluation.results import _mcem_comparison
 
 
@@ -29,25 +31,83 @@ def test_missing_runs_give_a_placeholder():
     assert _mcem_comparison(None, None, {}, 100) == ["(not run)"]
 
 
-def noisy(si_sdri: float, noises: dict) -> dict:
-    entry = summary(si_sdri, 0.1)
-    entry["by_noise"] = {n: {"mean": {"si_sdri": v}} for n, v in noises.items()}
-    return entry
+def row(i, system, si_sdri, *, snr=0.0, noise="tap", status="ok", source=1, pesq=1.5):
+    """A results.csv row (numbers as read_results gives them)."""
+    nan = float("nan")
+    value = si_sdri if status == "ok" else nan
+    out = {"id": i, "condition": "1spk", "snr_db": snr, "noise": noise, "system": system,
+           "source": float(source), "target_speaker": "s1", "status": status,
+           "error": "" if status == "ok" else "cannot", "input_si_sdr": 0.0,
+           "switch_true_mass": 0.8 if system == "switching" and status == "ok" else nan,
+           "swapped": nan, "rtf": 0.1 if status == "ok" else nan, "runtime_s": 0.1}
+    for m in ("si_sdr", "si_sdri", "sdr"):
+        out[m] = value
+    for m in ("pesq_wb", "pesq_nb"):
+        out[m] = pesq if status == "ok" else nan
+    out["stoi"] = out["estoi"] = 0.5 if status == "ok" else nan
+    return out
+
+
+def evaluation(rows) -> dict:
+    """What evaluate() returns: the per-system summary plus the like-for-like comparison."""
+    from pyro_avss.evaluation.report import compare, summarise
+
+    return {**summarise(rows), "like_for_like": compare(rows)}
 
 
 def test_one_talker_section_reports_both_splits_by_noise_and_the_gap():
     from pyro_avss.evaluation.results import _one_talker_section
 
-    tuned = {"systems": {"switching": noisy(8.0, {"tap": 12.0, "babble3": 4.0}),
-                         "log-mmse": noisy(5.0, {"tap": 6.0, "babble3": 4.0})}}
-    held = {"systems": {"switching": noisy(5.5, {"cafe": 5.5}), "log-mmse": noisy(5.0, {"cafe": 5.0}),
-                        "rnnoise": {"ok": 0, "mean": {}, "by_snr": {}}}}
+    tuned = evaluation([row("a", "switching", 12.0), row("a", "log-mmse", 6.0),
+                        row("b", "switching", 4.0, noise="babble3"), row("b", "log-mmse", 4.0, noise="babble3")])
+    held = evaluation([row("c", "switching", 5.5, noise="cafe"), row("c", "log-mmse", 5.0, noise="cafe"),
+                       row("c", "rnnoise", 0.0, noise="cafe", status="skipped")])
     text = "\n".join(_one_talker_section({"x": tuned, "x_held": held}, "x",
                                          {"mixtures_x": 2, "mixtures_x_held": 1}))
-    assert "| system | tap | babble3 | cafe |" in text
-    assert "| switching | 12.00 | 4.00 | 5.50 |" in text
-    assert "- switching: tuned-on 8.00 dB, held-out 5.50 dB (gap 2.50 dB)" in text
-    assert "rnnoise" not in text          # skipped everywhere: no row, no gap line
+    assert "| system | babble3 (n=1) | tap (n=1) | cafe (n=1) |" in text
+    assert "| switching | 4.00 | 12.00 | 5.50 |" in text
+    assert "- switching: tuned-on 8.00 dB, held-out 5.50 dB (gap 2.50 dB; n = 2 / 1 mixtures)" in text
+    assert "| rnnoise" not in text and "- rnnoise" not in text   # skipped everywhere: no row, no gap
+    assert "Not compared (nothing processed): rnnoise" in text
+
+
+def test_tables_average_every_system_over_the_common_mixtures_only():
+    """log-mmse skipped mixture b: every system's table mean is over a and c, not its own rows."""
+    from pyro_avss.evaluation.results import _noise_breakdown, _system_table
+
+    rows = [row("a", "switching", 2.0, snr=-5.0), row("a", "log-mmse", 1.0, snr=-5.0),
+            row("b", "switching", 20.0, snr=-5.0, noise="cafe"),
+            row("b", "log-mmse", 0.0, snr=-5.0, noise="cafe", status="skipped"),
+            row("c", "switching", 4.0, snr=5.0, pesq=2.0), row("c", "log-mmse", 3.0, snr=5.0, pesq=1.0)]
+    ev = evaluation(rows)
+    assert ev["systems"]["switching"]["mean"]["si_sdri"] == pytest.approx(26.0 / 3)   # its own three
+    text = "\n".join(_system_table(ev, by_snr=False))
+    assert "the 2 of 3 mixtures that every listed system processed" in text
+    assert "excludes mixtures missing from: log-mmse (1)" in text
+    assert "| switching | 2 | 3.00 | 3.00 | 1.75 | 0.500 | 0.500 | – | 0.800 | 0.100 |" in text
+    assert "| log-mmse | 2 | 2.00 |" in text
+    by_snr = "\n".join(_system_table(ev, by_snr=True))
+    assert "SI-SDRi @ -5 dB (n=1)" in by_snr and "SI-SDRi @ 5 dB (n=1)" in by_snr
+    assert "| switching | 2.00 | 1.50 | 0.500 | 4.00 | 2.00 | 0.500 | 0.800 | 0.100 |" in by_snr
+    noise = "\n".join(_noise_breakdown(ev, ev))
+    assert "cafe" not in noise                                   # nobody's common mixture
+    assert "| switching | 3.00 | 3.00 |" in noise and "tap (n=2)" in noise
+
+
+def test_multi_talker_table_counts_sources_and_leaves_out_single_talker_systems():
+    from pyro_avss.evaluation.results import _system_table
+
+    rows = []
+    for i, (a, b) in enumerate(((1.0, 3.0), (5.0, 7.0))):
+        for j, v in enumerate((a, b), start=1):
+            rows.append(row(f"m{i}", "switching", v, source=j))
+            rows.append(row(f"m{i}", "log-mmse", 0.0, source=j, status="skipped"))
+    rows.append(row("m2", "switching", 0.0, source=1, status="failed"))
+    rows.append(row("m2", "switching", 0.0, source=2, status="failed"))
+    text = "\n".join(_system_table(evaluation(rows), by_snr=False))
+    assert "2 talkers: means over the 2 of 3 mixtures" in text
+    assert "| switching | 4 | 4.00 |" in text and "| log-mmse" not in text
+    assert "Not compared (nothing processed): log-mmse" in text
 
 
 def test_noise_table_marks_splits_a_setting_was_not_run_on():
@@ -72,3 +132,17 @@ def test_memory_table_reports_every_split_and_drops_incomplete_rows():
     text = "\n".join(memory_table({"chain": full, "broken": broken}))
     assert "| chain | 7.00 | 8.00 | 9.00 | 10.00 | 1.20 / 0.500 | 0.250 / 0.250 | 0.100 |" in text
     assert "broken" not in text
+
+
+def test_tables_of_separate_runs_say_whether_they_compare_the_same_mixtures():
+    """Settings side by side come from separate runs: like for like only when no run lacks a
+    mixture, which the line under the table says (or names the runs that lack some)."""
+    from pyro_avss.evaluation.results import _noise_table
+
+    full = {"systems": {"switching": dict(summary(7.0, 0.2), skipped=0, failed=0)}}
+    short = {"systems": {"switching": dict(summary(9.0, 0.2), skipped=0, failed=2)}}
+    text = "\n".join(_noise_table({"default": {"1spk": full}, "other": {"1spk": full}}))
+    assert "processed every mixture of its split, so its rows compare the same mixtures" in text
+    text = "\n".join(_noise_table({"default": {"1spk": full}, "other": {"1spk": short}}))
+    assert "**Not like for like**" in text and "other on 1spk (2 of 5 rows)" in text
+    assert "default on 1spk" not in text

@@ -351,16 +351,18 @@ def memory_table(memory: dict) -> list[str]:
     one-talker held-out split, the two-talker swap rates, RTF on one talker."""
     head = ["prior / guide"] + [f"{n}: SI-SDRi" for n in MEMORY_SPLITS] +         ["1spk_held: PESQ-WB / STOI", "2spk / 2spk_held: swap rate", "RTF (1spk)"]
     L = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    shown: list = []
     for label, per_split in memory.items():
         sw = {n: per_split[n]["systems"].get("switching") for n in MEMORY_SPLITS}
         if not all(v and v["ok"] for v in sw.values()):
             continue
+        shown += [(f"{label} on {n}", sw[n]) for n in MEMORY_SPLITS]
         cells = [_f(sw[n]["mean"]["si_sdri"]) for n in MEMORY_SPLITS]
         cells.append(f"{_f(sw['1spk_held']['mean']['pesq_wb'])} / {_f(sw['1spk_held']['mean']['stoi'], 3)}")
         cells.append(f"{_f(sw['2spk']['mean']['swapped'], 3)} / {_f(sw['2spk_held']['mean']['swapped'], 3)}")
         cells.append(_f(sw["1spk"]["mean"]["rtf"], 3))
         L.append("| " + " | ".join([label] + cells) + " |")
-    return L
+    return L + _coverage_note(shown)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,8 +440,10 @@ def results_document(facts, evals, ablation, noise_rows, s_iid, s_eq, s_mcem, it
                  "clips; recall per speaker " + ", ".join(f"{k} {v:.1%}" for k, v in p["recall"].items())
                  + f"; mapping {p['mapping']}.")
     L += ["", "## One speaker + real noise (GRID dev, s1 or s4 target)", "",
-          "Means over mixtures. SI-SDRi in dB; `p(true)`: mean switch posterior on the true speaker's "
-          "component over speech frames; RTF = processing time / audio duration (batched). "
+          "Every table compares its systems on the same mixtures (those all of them processed; the "
+          "line above each table says how many, n in the headers). SI-SDRi in dB; `p(true)`: mean "
+          "switch posterior on the true speaker's component over speech frames; RTF = processing "
+          "time / audio duration (batched). "
           "log-MMSE, RNNoise and DeepFilterNet3 are the single-talker enhancers users would pick "
           "instead (the last two pretrained on large noisy-speech corpora).", ""]
     L += _one_talker_section(evals, "1spk", facts)
@@ -474,12 +478,15 @@ def results_document(facts, evals, ablation, noise_rows, s_iid, s_eq, s_mcem, it
           "2 speakers: p(true) | 2 speakers: RTF |", "|---|---|---|---|---|---|"]
     rows = [("**default: learned lips, visual prior, lip-specific start, per-utterance gain**",
              {"1spk": s1, "2spk": s2})] + list(ablation.items())
+    shown = []
     for label, pair in rows:
         a, b = pair["1spk"]["systems"].get("switching"), pair["2spk"]["systems"].get("switching")
         if a and b:
             L.append(f"| {label} | {_f(a['mean']['si_sdri'])} | {_f(b['mean']['si_sdri'])} | "
                      f"{_f(b['mean']['swapped'], 3)} | {_f(b['mean']['switch_true_mass'], 3)} | "
                      f"{_f(b['mean']['rtf'], 3)} |")
+            shown += [(f"{label} on 1spk", a), (f"{label} on 2spk", b)]
+    L += _coverage_note(shown)
     if memory:
         L += ["", "## Speech prior with memory (switching system, tuned-on and held-out splits)", "",
               "The frame-wise prior draws every frame's `z` independently from the visual prior; the "
@@ -491,11 +498,14 @@ def results_document(facts, evals, ablation, noise_rows, s_iid, s_eq, s_mcem, it
     L += ["", "## Switch prior: one component per utterance (default) or i.i.d. per frame", "",
           "| switch prior | 1 speaker: SI-SDRi | 1 speaker: p(true) | 2 speakers: SI-SDRi | 2 speakers: p(true) |",
           "|---|---|---|---|---|"]
+    shown = []
     for label, one_s, two_s in (("utterance (default)", s1, s2), ("iid", s_iid["1spk"], s_iid["2spk"])):
         a, b = one_s["systems"].get("switching"), two_s["systems"].get("switching")
         if a and b:
             L.append(f"| {label} | {_f(a['mean']['si_sdri'])} | {_f(a['mean']['switch_true_mass'], 3)} | "
                      f"{_f(b['mean']['si_sdri'])} | {_f(b['mean']['switch_true_mass'], 3)} |")
+            shown += [(f"{label} on 1spk", a), (f"{label} on 2spk", b)]
+    L += _coverage_note(shown)
     L += ["", "## MCEM (the published algorithm) against our SVI, same models, same mixtures", ""]
     L += _mcem_comparison(s1["systems"].get("switching"), s_eq["systems"].get("switching"),
                           {n: r["systems"].get("mcem") for n, r in sorted(s_mcem.items())}, iters)
@@ -530,6 +540,8 @@ def _mcem_comparison(sw, eq, mcem: dict, iters: int) -> list[str]:
          row("SVI, default settings", sw, "–"), row(f"SVI, {iters} steps", eq, "–")]
     for n, m in mcem.items():
         L.append(row(f"MCEM, {n} EM iterations", m, f"{m['mean']['rtf'] / sw['mean']['rtf']:.1f}×"))
+    L += _coverage_note([("SVI default", sw), (f"SVI {iters} steps", eq)]
+                        + [(f"MCEM {n} iterations", m) for n, m in mcem.items()])
     ours = sw["mean"]["si_sdri"]
     beaten = [n for n, m in mcem.items() if m["mean"]["si_sdri"] <= ours]
     best = max(mcem, key=lambda n: mcem[n]["mean"]["si_sdri"])
@@ -553,40 +565,76 @@ def _mcem_comparison(sw, eq, mcem: dict, iters: int) -> list[str]:
 
 
 def _one_talker_section(evals: dict, key: str, facts: dict) -> list[str]:
-    """Tables for one one-talker set: both splits by SNR, SI-SDRi by noise, the tuned/held gap."""
+    """Tables for one one-talker set: both splits by SNR, SI-SDRi by noise, the tuned/held gap
+    (every mean like for like: within a split, all systems over the same mixtures)."""
     tuned, held = evals[key], evals[f"{key}_held"]
     L = [f"Tuned-on split ({facts[f'mixtures_{key}']} mixtures):", ""] + _system_table(tuned, by_snr=True)
     L += ["", f"Held-out split ({facts[f'mixtures_{key}_held']} mixtures):", ""]
     L += _system_table(held, by_snr=True)
-    L += ["", "SI-SDRi (dB) by noise, tuned-on noises then held-out noises:", ""]
+    L += ["", "SI-SDRi (dB) by noise, tuned-on noises then held-out noises (n = mixtures of that "
+          "noise every system of the split processed):", ""]
     L += _noise_breakdown(tuned, held)
     L += [""] + _gap_lines(tuned, held)
     return L
 
 
+def _groups(summary: dict) -> list[dict]:
+    """The like-for-like groups (one per number of talkers) of an evaluation's summary: the
+    means of every system over the same mixtures (:func:`~.report.compare`, ``summary.json``'s
+    ``like_for_like``), never each system over its own."""
+    if "like_for_like" not in summary:
+        raise ValueError("an evaluation summary without like_for_like means (evaluate() returns "
+                         "them; older summary.json files lack them: rerun evaluate on that folder)")
+    return list(summary["like_for_like"]["groups"].values())
+
+
 def _noise_breakdown(tuned, held) -> list[str]:
-    """Markdown: one row per system, one column per noise of either split."""
-    cols = [(s, n) for s in (tuned, held)
-            for n in dict.fromkeys(k for v in s["systems"].values() for k in v.get("by_noise", {}))]
-    head = ["system"] + [n for _, n in cols]
+    """Markdown: one row per system, one column per noise of either split; each split's cells
+    over the mixtures of that noise that every system of the split processed."""
+    cols = [(g, n) for s in (tuned, held) for g in _groups(s) for n in g["by_noise"]]
+    head = ["system"] + [f"{n} (n={g['by_noise'][n]['mixtures']})" for g, n in cols]
     rows = []
-    for name in tuned["systems"]:
-        cells = [_f(s["systems"].get(name, {}).get("by_noise", {}).get(n, {}).get("mean", {}).get("si_sdri"))
-                 for s, n in cols]
+    for name in dict.fromkeys(n for g in _groups(tuned) for n in g["systems"]):
+        cells = [_f(g["by_noise"][n]["mean"].get(name, {}).get("si_sdri")) for g, n in cols]
         rows.append([name] + cells)
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + \
         ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def _gap_lines(tuned, held) -> list[str]:
-    """One line per system run on both splits: tuned-on mean, held-out mean and the difference."""
+    """One line per system run on both splits: its tuned-on and held-out means (each the
+    like-for-like mean of the tables above) and the difference."""
     out = []
-    for name, a in tuned["systems"].items():
-        b = held["systems"].get(name)
-        if a.get("ok") and b and b.get("ok") and name != "mixture":
-            x, y = a["mean"]["si_sdri"], b["mean"]["si_sdri"]
-            out.append(f"- {name}: tuned-on {_f(x)} dB, held-out {_f(y)} dB (gap {_f(x - y)} dB)")
+    for a in _groups(tuned):
+        b = next((g for g in _groups(held) if g["talkers"] == a["talkers"]), None)
+        if not (a["common"] and b and b["common"]):
+            continue
+        for name in a["systems"]:
+            if name in b["systems"] and name != "mixture":
+                x, y = a["all"]["mean"][name]["si_sdri"], b["all"]["mean"][name]["si_sdri"]
+                if x is not None and y is not None:
+                    out.append(f"- {name}: tuned-on {_f(x)} dB, held-out {_f(y)} dB (gap {_f(x - y)} dB; "
+                               f"n = {a['common']} / {b['common']} mixtures)")
     return out
+
+
+def _coverage_note(entries) -> list[str]:
+    """For tables whose rows come from separate runs of one system on one manifest (settings
+    side by side): such rows compare the same mixtures exactly when no run skipped or failed
+    any, which is what this line says, or else which runs lack how many (mixture, source) rows.
+    ``entries``: ``[(label, per-system summary entry or None)]`` of the printed cells."""
+    if not entries:
+        return []
+    short = {}
+    for label, e in entries:
+        missing = (e or {}).get("skipped", 0) + (e or {}).get("failed", 0)
+        if missing:
+            short[label] = f"{label} ({missing} of {missing + e.get('ok', 0)} rows)"
+    if not short:
+        return ["", "Each run behind this table processed every mixture of its split, so its rows "
+                "compare the same mixtures."]
+    return ["", "**Not like for like**: these runs lack rows (skipped or failed), so their means are "
+            "over fewer mixtures than the others: " + ", ".join(short.values()) + "."]
 
 
 def _noise_table(noise_rows: dict) -> list[str]:
@@ -594,6 +642,7 @@ def _noise_table(noise_rows: dict) -> list[str]:
     splits = list(dict.fromkeys(n for r in noise_rows.values() for n in r))
     head = ["setting"] + [f"{n}: SI-SDRi / PESQ-WB" for n in splits] + ["RTF (1spk)"]
     L = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    shown: list = []
     for label, per_split in noise_rows.items():
         cells = []
         for n in splits:
@@ -603,29 +652,54 @@ def _noise_table(noise_rows: dict) -> list[str]:
         one = per_split.get("1spk", {}).get("systems", {}).get("switching")
         cells.append(_f(one["mean"]["rtf"], 3) if one and one["ok"] else "–")
         L.append("| " + " | ".join([label] + cells) + " |")
-    return L
+        shown += [(f"{label} on {n}", (per_split.get(n) or {}).get("systems", {}).get("switching"))
+                  for n in splits if per_split.get(n)]
+    return L + _coverage_note(shown)
 
 
 def _system_table(summary, by_snr: bool) -> list[str]:
-    systems = summary["systems"]
+    """Markdown: a row per system, every mean over the same mixtures for all systems (the
+    like-for-like group of :func:`~.report.compare`; a table per number of talkers), under a
+    line that says which mixtures (how many of how many, who shrank the set, who is left out).
+    ``n``: (mixture, source) pairs (by SNR: mixtures at that SNR)."""
+    from .report import comparison_caption, talker_title
+
+    groups = _groups(summary)
+    L: list[str] = []
+    for group in groups:
+        if L:
+            L.append("")
+        if len(groups) > 1:
+            L += [f"{talker_title(group['talkers']).capitalize()}:", ""]
+        L += [comparison_caption(group), ""]
+        if not group["systems"] or not group["common"]:
+            L.append("No mixture was processed by every system.")
+            continue
+        L += _group_table(group, by_snr)
+    return L
+
+
+def _group_table(group: dict, by_snr: bool) -> list[str]:
+    mean = group["all"]["mean"]
     if by_snr:
-        snrs = list(dict.fromkeys(k for s in systems.values() for k in s["by_snr"]))
-        head = ["system"] + [f"{m} @ {k} dB" for k in snrs for m in ("SI-SDRi", "PESQ-WB", "STOI")] \
-            + ["p(true)", "RTF"]
+        snrs = list(group["by_snr"])
+        head = ["system"] + [h for k in snrs for h in
+                             (f"SI-SDRi @ {k} dB (n={group['by_snr'][k]['mixtures']})",
+                              f"PESQ-WB @ {k} dB", f"STOI @ {k} dB")] + ["p(true)", "RTF"]
         rows = []
-        for name, s in systems.items():
-            if not s["ok"]:
-                continue
+        for name in group["systems"]:
             cells = []
             for k in snrs:
-                mean = s["by_snr"].get(k, {}).get("mean", {})
-                cells += [_f(mean.get("si_sdri")), _f(mean.get("pesq_wb")), _f(mean.get("stoi"), 3)]
-            rows.append([name] + cells + [_f(s["mean"]["switch_true_mass"], 3), _f(s["mean"]["rtf"], 3)])
+                m = group["by_snr"][k]["mean"][name]
+                cells += [_f(m.get("si_sdri")), _f(m.get("pesq_wb")), _f(m.get("stoi"), 3)]
+            rows.append([name] + cells + [_f(mean[name].get("switch_true_mass"), 3),
+                                          _f(mean[name].get("rtf"), 3)])
     else:
         head = ["system", "n", "SI-SDRi", "SDR", "PESQ-WB", "STOI", "ESTOI", "swap rate", "p(true)", "RTF"]
-        rows = [[name, str(s["ok"]), _f(s["mean"]["si_sdri"]), _f(s["mean"]["sdr"]), _f(s["mean"]["pesq_wb"]),
-                 _f(s["mean"]["stoi"], 3), _f(s["mean"]["estoi"], 3), _f(s["mean"].get("swapped"), 3),
-                 _f(s["mean"]["switch_true_mass"], 3), _f(s["mean"]["rtf"], 3)]
-                for name, s in systems.items() if s["ok"]]
+        n = str(group["all"]["pairs"])
+        rows = [[name, n] + [_f(mean[name].get(k), d) for k, d in
+                             (("si_sdri", 2), ("sdr", 2), ("pesq_wb", 2), ("stoi", 3), ("estoi", 3),
+                              ("swapped", 3), ("switch_true_mass", 3), ("rtf", 3))]
+                for name in group["systems"]]
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + \
         ["| " + " | ".join(r) + " |" for r in rows]
