@@ -85,6 +85,8 @@ DEFAULTS: dict[str, Any] = {
                                      # one talker: 0 -> 8.13, 0.1 -> 8.92, 0.15 -> 8.97 dB
                                      # (babble 3.5 -> 6.0); held-out: 6.16 -> 5.99 (sheep and
                                      # hens, harmonic noises, lose 0.5-1 dB), so 0 stays
+        "noise_smooth_rank": None,   # how many of the noise_rank bases are spectrally smooth
+                                     # (the others are free); null = all of them
         "steps": 50,                 # SVI iteration cap; 100 or 200 steps without early stop give
                                      # 8.18 or 8.20 dB against 8.13 (tuned one talker): the
                                      # decaying rate has settled by then
@@ -116,7 +118,8 @@ DEFAULTS: dict[str, Any] = {
 
 #: keys whose value may be null even though the default is not
 OPTIONAL = {("train", "init"), ("data", "speakers"), ("data", "max_clips_per_speaker"),
-            ("train", "num_components"), ("train", "max_steps_per_epoch")}
+            ("train", "num_components"), ("train", "max_steps_per_epoch"),
+            ("separate", "noise_smooth_rank")}
 
 
 #: the configs shipped with the package (``configs/<name>.yaml`` in a source checkout)

@@ -111,3 +111,21 @@ def test_smooth_bases_separation_is_exact_and_smoother_across_frequency():
         SeparationSettings(noise_spectral_smoothness=-0.1)
     with pytest.raises(InputError, match="separate.noise_updates"):
         SeparationSettings(noise_smoothness=0, noise_spectral_smoothness=0.1, noise_updates="mu")
+
+
+def test_some_bases_smooth_and_the_others_free():
+    site, model = latent_noise_site(NMFNoise(rank=3, spectral_smoothness=0.2, smooth_rank=2), "noise_log_W")
+    assert tuple(site["value"].shape) == (1, 2, 5)                 # the first two bases are latent
+    assert tuple(pyro.param("noise_W").shape) == (1, 5, 1)         # the third is a free parameter
+    assert tuple(model.nodes["_RETURN"]["value"].shape) == (1, 6, 5)
+    free = NMFNoise(rank=3, spectral_smoothness=0.2, smooth_rank=0)
+    assert not free.__dict__.get("guide")                         # no latent bases, free H
+    with pytest.raises(ValueError, match="smooth_rank"):
+        NMFNoise(rank=3, spectral_smoothness=0.2, smooth_rank=4)
+    with pytest.raises(InputError, match="separate.noise_smooth_rank"):
+        SeparationSettings(noise_rank=4, noise_smooth_rank=5)
+    x = noisy(seconds=0.5)
+    out = separate_recordings(random_models(), [(x, [None])],
+                              SeparationSettings(steps=5, num_samples=1, noise_rank=4, noise_smooth_rank=2,
+                                                 noise_spectral_smoothness=0.1))[0]
+    assert np.abs(out.sources.sum(0) + out.noise - x).max() < 1e-4

@@ -57,6 +57,7 @@ class SeparationSettings:
     noise_start: str = "flat"
     noise_smoothness: float = 0.1
     noise_spectral_smoothness: float = 0.0
+    noise_smooth_rank: int | None = None
     steps: int = 50
     tol: float = 1e-4
     lr: float = 0.4
@@ -96,6 +97,9 @@ class SeparationSettings:
         if not self.noise_spectral_smoothness >= 0:
             raise InputError("separate.noise_spectral_smoothness",
                              f"must be >= 0, got {self.noise_spectral_smoothness}")
+        if self.noise_smooth_rank is not None and not 0 <= self.noise_smooth_rank <= self.noise_rank:
+            raise InputError("separate.noise_smooth_rank", f"must be in [0, noise_rank = {self.noise_rank}] "
+                                                           f"or null, got {self.noise_smooth_rank}")
         if self.noise_spectral_smoothness > 0 and self.noise_updates == "mu":
             raise InputError("separate.noise_updates", "mu needs separate.noise_spectral_smoothness=0")
         if not self.noise_smoothness >= 0:
@@ -182,7 +186,7 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
              NMFNoise(settings.noise_rank, settings.seed, settings.noise_init_level,
                       settings.noise_smoothness,
                       noise_start_shape(models, decoders, settings, power, lips, present, mask),
-                      settings.noise_spectral_smoothness))
+                      settings.noise_spectral_smoothness, settings.noise_smooth_rank))
     guide_init = settings.guide_init
     if guide_init == "auto":               # the lip-specific start wherever the model can give it
         guide_init = "product" if models.prior is not None else "encoder"

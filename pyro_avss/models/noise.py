@@ -37,7 +37,9 @@ too (MAP-fitted)::
     w[r, f] = log W[f, r],    w[r, f] - w[r, f-1] ~ N(0, σ_f²)    (w[r, 0] flat)
 
 A harmonic comb changes by several nats between neighbouring bins (31 Hz apart); the broad
-spectra of most noises, and of babble, which blurs many voices' harmonics, change slowly.
+spectra of most noises, and of babble, which blurs many voices' harmonics, change slowly. Noises
+that are harmonic themselves (animals, machines with a pitch) need free bases, so only the first
+``smooth_rank`` of the R bases are smooth and the others stay free.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ class NMFNoise:
     ``smoothness > 0`` the log activations are a latent random walk (module docstring)."""
 
     def __init__(self, rank: int = 8, seed: int = 0, init_level: float = 6.0, smoothness: float = 0.0,
-                 start_shape: torch.Tensor | None = None, spectral_smoothness: float = 0.0):
+                 start_shape: torch.Tensor | None = None, spectral_smoothness: float = 0.0,
+                 smooth_rank: int | None = None):
         if rank < 1 or not init_level > 0 or not smoothness >= 0 or not spectral_smoothness >= 0:
             raise ValueError(f"NMF noise needs rank >= 1, init_level > 0 and smoothnesses >= 0, got "
                              f"{rank}, {init_level}, {smoothness} and {spectral_smoothness}")
@@ -95,7 +98,11 @@ class NMFNoise:
         self.rank, self.seed, self.init_level, self.smoothness = rank, seed, init_level, smoothness
         self.start_shape = start_shape
         self.spectral_smoothness = spectral_smoothness
-        if smoothness > 0 or spectral_smoothness > 0:
+        smooth_rank = rank if smooth_rank is None else smooth_rank
+        if not 0 <= smooth_rank <= rank:
+            raise ValueError(f"smooth_rank must be in [0, {rank}], got {smooth_rank}")
+        self.smooth_rank = smooth_rank if spectral_smoothness > 0 else 0   # the first ones are smooth
+        if smoothness > 0 or self.smooth_rank > 0:
             self.guide = self._smooth_guide          # the noise then has latent variables
 
     def init_params(self, power, mask):
@@ -124,11 +131,14 @@ class NMFNoise:
             return init[i]
 
         B, T, F = power.shape
-        if self.spectral_smoothness > 0:
-            W = pyro.sample("noise_log_W", LogRandomWalk(self.spectral_smoothness,
-                                                         (B, self.rank, F))).exp().transpose(-1, -2)
-        else:
-            W = pyro.param("noise_W", lambda: lazy(0), constraint=constraints.positive)
+        Rs = self.smooth_rank
+        parts = []
+        if Rs:
+            parts.append(pyro.sample("noise_log_W", LogRandomWalk(self.spectral_smoothness,
+                                                                  (B, Rs, F))).exp().transpose(-1, -2))
+        if Rs < self.rank:
+            parts.append(pyro.param("noise_W", lambda: lazy(0)[..., Rs:], constraint=constraints.positive))
+        W = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
         if self.smoothness > 0:
             H = pyro.sample("noise_log_H", LogRandomWalk(self.smoothness, (power.shape[0], self.rank,
                                                                            power.shape[1]), mask)).exp()
@@ -147,8 +157,9 @@ class NMFNoise:
                 init = self.init_params(power, mask)
             return init[i].log()
 
-        if self.spectral_smoothness > 0:
-            log_W = pyro.param("noise_log_W_map", lambda: lazy(0).transpose(-1, -2).contiguous())
+        if self.smooth_rank > 0:
+            log_W = pyro.param("noise_log_W_map",
+                               lambda: lazy(0)[..., :self.smooth_rank].transpose(-1, -2).contiguous())
             pyro.sample("noise_log_W", dist.Delta(log_W, event_dim=3))
         if self.smoothness > 0:
             log_H = pyro.param("noise_log_H_map", lambda: lazy(1))
@@ -163,8 +174,8 @@ class NMFNoise:
 
             W ← W ⊙ [ (E[|X|²/V²]ᵀ Hᵀ) / (E[1/V]ᵀ Hᵀ) ]^½,   H ← H ⊙ [ (Wᵀ E[|X|²/V²]ᵀ) / (Wᵀ E[1/V]ᵀ) ]^½
         """
-        if self.smoothness > 0 or self.spectral_smoothness > 0:
-            raise ValueError("multiplicative NMF updates need smoothness = spectral_smoothness = 0")
+        if self.smoothness > 0 or self.smooth_rank > 0:
+            raise ValueError("multiplicative NMF updates need smoothness = 0 and no smooth bases")
         W, H = pyro.param("noise_W"), pyro.param("noise_H")
         a, b = power_inv_var2.transpose(-1, -2), inv_var.transpose(-1, -2)          # (B,F,T)
         W = W * ((a @ H.transpose(-1, -2)) / (b @ H.transpose(-1, -2)).clamp_min(1e-30)).sqrt()
