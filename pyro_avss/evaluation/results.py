@@ -124,6 +124,8 @@ NOISE_SETTINGS = (
      ["separate.noise_start=lips"], ("1spk", "1spk_held")),
     ("spectrally smooth noise bases (σ_f = 0.15 nats per bin)",
      ["separate.noise_spectral_smoothness=0.15"], _ALL_ONE_TALKER),
+    ("4 of the 8 noise bases spectrally smooth (σ_f = 0.15), 4 free",
+     ["separate.noise_spectral_smoothness=0.15", "separate.noise_smooth_rank=4"], _ALL_ONE_TALKER),
     ("default, 4× the steps, no early stop", ["separate.steps=200", "separate.tol=0"],
      ("1spk", "1spk_held")),
     ("default, 4× the steps, no early stop, slow rate decay (0.99)",
