@@ -122,8 +122,9 @@ def test_some_bases_smooth_and_the_others_free():
     assert not free.__dict__.get("guide")                         # no latent bases, free H
     with pytest.raises(ValueError, match="smooth_rank"):
         NMFNoise(rank=3, spectral_smoothness=0.2, smooth_rank=4)
-    with pytest.raises(InputError, match="separate.noise_smooth_rank"):
-        SeparationSettings(noise_rank=4, noise_smooth_rank=5)
+    for bad in (5, ";", 2.5, True):
+        with pytest.raises(InputError, match="separate.noise_smooth_rank"):
+            SeparationSettings(noise_rank=4, noise_smooth_rank=bad)
     x = noisy(seconds=0.5)
     out = separate_recordings(random_models(), [(x, [None])],
                               SeparationSettings(steps=5, num_samples=1, noise_rank=4, noise_smooth_rank=2,

@@ -97,6 +97,10 @@ class SeparationSettings:
         if not self.noise_spectral_smoothness >= 0:
             raise InputError("separate.noise_spectral_smoothness",
                              f"must be >= 0, got {self.noise_spectral_smoothness}")
+        if self.noise_smooth_rank is not None and (not isinstance(self.noise_smooth_rank, int)
+                                                   or isinstance(self.noise_smooth_rank, bool)):
+            raise InputError("separate.noise_smooth_rank", f"must be an integer or null, got "
+                                                           f"{self.noise_smooth_rank!r}")
         if self.noise_smooth_rank is not None and not 0 <= self.noise_smooth_rank <= self.noise_rank:
             raise InputError("separate.noise_smooth_rank", f"must be in [0, noise_rank = {self.noise_rank}] "
                                                            f"or null, got {self.noise_smooth_rank}")
