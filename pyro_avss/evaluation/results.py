@@ -309,10 +309,11 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
     say("speech prior with memory against the frame-wise prior (both splits)")
     evals = {**one_talker, "2spk": s2, "2spk_held": s2h, "3spk": s3}
     memory = memory_rows(manifests, evals, spk_model, m / f"{mem_name}_speakers" / "model.pt", out_dir, device)
-    say("switch prior: i.i.d. per frame instead of one component per utterance")
-    iid = ["separate.switch_prior=iid"]
-    s_iid = {"1spk": _evaluate(one_csv, spk_model, out_dir / "eval_1spk_iid", "switching", device, iid),
-             "2spk": _evaluate(two_csv, spk_model, out_dir / "eval_2spk_iid", "switching", device, iid)}
+    say("switch prior: per frame (i.i.d. or sticky Markov) instead of one component per utterance")
+    s_switch = {prior: {n: _evaluate(csv_path, spk_model, out_dir / f"eval_{n}_{prior}", "switching", device,
+                                     [f"separate.switch_prior={prior}"])
+                        for n, csv_path in (("1spk", one_csv), ("2spk", two_csv))}
+                for prior in ("iid", "markov")}
     iters = 100
     say(f"SVI at {iters} steps (equal iterations with MCEM)")
     s_eq = _evaluate(one_csv, spk_model, out_dir / "eval_equal_iterations", "switching", device,
@@ -324,7 +325,7 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
                               overrides=[f"mcem.em_iterations={n}"])
     facts["total_wall_s"] = time.perf_counter() - t_start
     say("write the document")
-    text = results_document(facts, evals, ablation, noise_rows, s_iid, s_eq, s_mcem, iters, command,
+    text = results_document(facts, evals, ablation, noise_rows, s_switch, s_eq, s_mcem, iters, command,
                             out_dir, doc, memory)
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
@@ -391,7 +392,7 @@ def _machine() -> str:
             f"torch {torch.__version__}, {platform.system()} {platform.release()}")
 
 
-def results_document(facts, evals, ablation, noise_rows, s_iid, s_eq, s_mcem, iters, command,
+def results_document(facts, evals, ablation, noise_rows, s_switch, s_eq, s_mcem, iters, command,
                      out_dir: Path, doc: Path, memory: dict | None = None) -> str:
     """Markdown for ``docs/results.md`` from the collected facts and evaluation summaries."""
     from .speaker_models import format_speaker_table
@@ -497,11 +498,13 @@ def results_document(facts, evals, ablation, noise_rows, s_iid, s_eq, s_mcem, it
               "latent dimension. The Markov guide (`separate.guide=markov`) chains the test-time "
               "`q(z)` likewise, with one fitted correlation per source and dimension.", ""]
         L += memory_table(memory)
-    L += ["", "## Switch prior: one component per utterance (default) or i.i.d. per frame", "",
+    L += ["", "## Switch prior: one component per utterance (default), i.i.d. per frame or a sticky "
+          "Markov chain per frame (stay probability `separate.stay_prob`)", "",
           "| switch prior | 1 speaker: SI-SDRi | 1 speaker: p(true) | 2 speakers: SI-SDRi | 2 speakers: p(true) |",
           "|---|---|---|---|---|"]
     shown = []
-    for label, one_s, two_s in (("utterance (default)", s1, s2), ("iid", s_iid["1spk"], s_iid["2spk"])):
+    rows = [("utterance (default)", s1, s2)] + [(prior, r["1spk"], r["2spk"]) for prior, r in s_switch.items()]
+    for label, one_s, two_s in rows:
         a, b = one_s["systems"].get("switching"), two_s["systems"].get("switching")
         if a and b:
             L.append(f"| {label} | {_f(a['mean']['si_sdri'])} | {_f(a['mean']['switch_true_mass'], 3)} | "
