@@ -14,11 +14,11 @@ mixture's mean spectrum over frames where the lips say nobody speaks, see
 :mod:`pyro_avss.inference.activity`), ``W[f, r] ~ c[f] · U(0, 2L/R)`` instead: the same loud
 level, spread over the bins like the noise of this recording (it lost 0.5 dB against the flat
 start on the tuned GRID mixtures, so flat is the default). With ``L = 6`` the noise at first
-explains every bin, and SVI lowers it wherever the speech model explains the mixture better. Measured on the 51 GRID dev
-mixtures of ``cli.py results`` (80 SVI steps, lr 0.4 decaying by 0.97): L = 6 gave 9.0 dB
-SI-SDRi, L = 2 8.8, L = 0.6 and L = 20 8.4; a start shaped like a noise floor (a low quantile of
-the mixture power per bin) 8.2-8.3; one shaped like the mixture's mean spectrum 5.2, because the
-noise then absorbs the speech.
+explains every bin, and SVI lowers it wherever the speech model explains the mixture better.
+Measured on the 51 GRID dev mixtures of ``cli.py results`` (80 SVI steps, lr 0.4 decaying by
+0.97): L = 6 gave 9.0 dB SI-SDRi, L = 2 8.8, L = 0.6 and L = 20 8.4; a start shaped like a noise
+floor (a low quantile of the mixture power per bin) 8.2-8.3; one shaped like the mixture's mean
+spectrum 5.2, because the noise then absorbs the speech.
 
 *Smooth activations* (``smoothness = σ > 0``). Unconstrained, ``H`` can follow the syllables of
 the target, and the NMF then takes speech for noise. With a smoothness prior the activations
