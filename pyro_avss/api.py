@@ -36,7 +36,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from .audio import MAX_RATE, MIN_RATE, load_audio, resample_audio
+from .audio import conform_audio, load_audio
 from .checkpoint import SpeechModels
 from .config import apply_overrides, default_config, load_config, merge, set_key
 from .errors import ConfigError, InputError
@@ -272,21 +272,9 @@ class Separator:
         if not np.issubdtype(audio.dtype, np.floating):
             raise InputError(name, f"expected float samples in [-1, 1], got {audio.dtype} "
                                    "(scale integer PCM first, e.g. x / 32768)")
-        if audio.size == 0:
-            raise InputError(name, "audio is empty (0 samples)")
-        if not np.all(np.isfinite(audio)):
-            raise InputError(name, "audio contains NaN or infinite samples")
         if sample_rate is None:
             raise InputError(name, f"give sample_rate= with an array (the model works at {sr} Hz)")
-        if sample_rate != sr:
-            if not resample:
-                raise InputError(name, f"sample rate is {sample_rate} Hz but {sr} Hz is expected "
-                                       "(pass resample=True to convert)")
-            if not MIN_RATE <= sample_rate <= MAX_RATE:
-                raise InputError(name, f"sample rate {sample_rate} Hz is outside "
-                                       f"{MIN_RATE}-{MAX_RATE} Hz")
-            audio = resample_audio(audio, int(sample_rate), sr)
-        return np.ascontiguousarray(audio, dtype=np.float32)
+        return conform_audio(audio, sample_rate, sr, name, resample=resample)
 
     def _result(self, s: Separated, audio: np.ndarray, notices: list[str]) -> SeparationResult:
         posteriors = np.ascontiguousarray(s.posterior.transpose(1, 0, 2))

@@ -52,27 +52,37 @@ def load_audio(path: str | Path, sample_rate: int = 16000, *, resample: bool = F
         data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile reports corrupt or truncated files here
         raise InputError(path, f"cannot decode audio ({first_line(exc)})") from None
-    if data.shape[0] == 0:
-        raise InputError(path, "audio is empty (0 samples)")
-    if data.shape[1] > 1:
+    if data.shape[1] > 1 and data.shape[0]:
         if not allow_multichannel:
             raise InputError(path, f"expected mono audio, found {data.shape[1]} channels")
         data = data.mean(axis=1, keepdims=True)
     audio = np.ascontiguousarray(data[:, 0])
     missing = wav_missing_bytes(path)
-    if missing:
+    if missing and len(audio):
         warnings.warn(f"{path}: truncated file, {missing} bytes of audio its header announces are "
                       f"missing (read {len(audio) / file_rate:.2f} s)", stacklevel=2)
+    return conform_audio(audio, file_rate, sample_rate, path, resample=resample)
+
+
+def conform_audio(audio: np.ndarray, rate: int, sample_rate: int, name, *,
+                  resample: bool = False) -> np.ndarray:
+    """A decoded mono waveform ``(N,)`` at ``rate`` Hz, checked (not empty, finite) and at
+    ``sample_rate``: resampled when ``resample``, else a rate mismatch is refused. The one rule
+    for audio files (:func:`load_audio`) and arrays handed to the Python API.
+
+    :raises InputError: naming ``name``."""
+    if audio.size == 0:
+        raise InputError(name, "audio is empty (0 samples)")
     if not np.all(np.isfinite(audio)):
-        raise InputError(path, "audio contains NaN or infinite samples")
-    if file_rate != sample_rate:
-        if not MIN_RATE <= file_rate <= MAX_RATE:      # a corrupt header, or nothing to resample
-            raise InputError(path, f"sample rate {file_rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
+        raise InputError(name, "audio contains NaN or infinite samples")
+    if rate != sample_rate:
+        if not MIN_RATE <= rate <= MAX_RATE:           # a corrupt header, or nothing to resample
+            raise InputError(name, f"sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
         if not resample:
-            raise InputError(path, f"sample rate is {file_rate} Hz but {sample_rate} Hz is "
+            raise InputError(name, f"sample rate is {rate} Hz but {sample_rate} Hz is "
                                    "expected (pass resample=True / --resample to convert)")
-        audio = resample_audio(audio, file_rate, sample_rate)
-    return audio
+        audio = resample_audio(audio, int(rate), sample_rate)
+    return np.ascontiguousarray(audio, dtype=np.float32)
 
 
 def wav_missing_bytes(path: Path) -> int:

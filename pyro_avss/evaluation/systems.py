@@ -402,7 +402,6 @@ class SVISystem(System):
                              info={"steps": r.steps}, components=chosen)
                 for i, r in zip(items, results)]
 
-
     def noise_model(self, items):
         """A factory of the noise model for a batch of ``items``, or None for the NMF noise."""
         return None
@@ -423,14 +422,13 @@ class OracleNoiseSystem(SVISystem):
                              f"> separate.chunk_seconds = {chunk:g} s)")
 
     def noise_model(self, items):
-        from ..audio import stft
+        from ..inference.inputs import normalised_power
         from ..models.noise import KnownNoise
 
         (item,) = items
-        cfg = self.ctx.stft
-        mixture = stft(torch.as_tensor(item.rendered.mixture), cfg).abs().pow(2)
-        noise = stft(torch.as_tensor(item.rendered.noise), cfg).abs().pow(2)
-        known = (noise / mixture.mean().clamp_min(1e-12))[None]     # the model's normalisation
+        _, scale = normalised_power(item.rendered.mixture, self.ctx.stft)   # the model's units
+        noise, noise_scale = normalised_power(item.rendered.noise, self.ctx.stft)
+        known = (noise * (noise_scale / scale))[None]
         return lambda: KnownNoise(known)
 
 

@@ -438,9 +438,8 @@ def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
         shared.close()
         bar.close()
     if report:
-        targets = {job.name: target for job, target in
-                   ((j, out_dir / j.name if own_folder else out_dir) for j in jobs)}
-        listed = [(j, targets[j.name]) for j in jobs if j.name in outcome.done or j.name in outcome.skipped]
+        listed = [(j, out_dir / j.name if own_folder else out_dir) for j in jobs
+                  if j.name in outcome.done or j.name in outcome.skipped]
         if listed:
             write_separation_report(out_dir, listed)
     return outcome
