@@ -111,6 +111,9 @@ DEFAULTS: dict[str, Any] = {
                                      # 7.94, 3 -> 8.23, 10 -> 7.65 dB (with smoothness 0.1)
         "enumeration": "factor",     # factor (hand-marginalised logsumexp) | pyro (TraceEnum_ELBO)
         "noise_updates": "adam",     # adam (SVI only) | mu (plus a multiplicative NMF update per step)
+        "prune_threshold": 0.0,      # after prune_after steps, drop the decoders whose switch
+        "prune_after": 10,           # posterior is below this in every frame of every source
+                                     # (the rest of the fit is cheaper); 0 = never
         "chunk_seconds": 20.0,
         "overlap_seconds": 2.0,
         "batch_size": 8,

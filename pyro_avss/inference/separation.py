@@ -32,6 +32,7 @@ import numpy as np
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions import constraints
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 
 from ..audio import istft, stft
@@ -77,6 +78,8 @@ class SeparationSettings:
                                                 # (one index: the oracle / a fixed model)
     source_components: tuple[tuple[int, ...], ...] | None = None
     # per source, the components its switch may use (an oracle for J >= 2: each video's speaker)
+    prune_threshold: float = 0.0
+    prune_after: int = 10
 
     def __post_init__(self):
         """Refuse values that would fail (or silently do nothing) later, with the config key."""
@@ -136,6 +139,10 @@ class SeparationSettings:
                                                          f"{self.overlap_seconds}")
         if self.batch_size < 1:
             raise InputError("separate.batch_size", f"must be >= 1, got {self.batch_size}")
+        if not 0 <= self.prune_threshold < 1:
+            raise InputError("separate.prune_threshold", f"must be in [0, 1), got {self.prune_threshold}")
+        if self.prune_after < 1:
+            raise InputError("separate.prune_after", f"must be >= 1, got {self.prune_after}")
         if self.steps < 1 or self.num_samples < 1:
             raise InputError("separate", f"steps and num_samples must be >= 1, got {self.steps} "
                                          f"and {self.num_samples}")
@@ -161,16 +168,18 @@ class Separated:
 def components_view(models: SpeechModels, components=None):
     """The decoder bank to separate with: all K components, or the listed subset (e.g. one
     component for an oracle run that is told the speaker)."""
-    if components is None:
-        return models.decoders
+    d = models.decoders
+    if components is None or list(components) == list(range(d.num_components)):
+        return d
     from ..nets.vae import DecoderBank
 
-    d = models.decoders
     for k in components:
         if not 0 <= k < d.num_components:
             raise ValueError(f"component {k} does not exist (the model has {d.num_components})")
-    return DecoderBank.from_components([d.component_state(k) for k in components], d.num_bins,
-                                       d.latent_dim, d.hidden, d.lip_dim).to(d.w_z.device)
+    with torch.random.fork_rng(devices=[]):     # the new bank's random start is overwritten;
+        bank = DecoderBank.from_components(     # drawing it must not move the separation's draws
+            [d.component_state(k) for k in components], d.num_bins, d.latent_dim, d.hidden, d.lip_dim)
+    return bank.requires_grad_(False).to(d.w_z.device)    # a view for fitting with, never trained
 
 
 def fit_batch(models: SpeechModels, power, lips, present, mask, settings: SeparationSettings,
@@ -181,16 +190,37 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
     ``make_noise()`` and ``make_switch_prior(K, J)`` replace the NMF noise and the configured
     switch prior with pieces of your own (see ``docs/extending.md``)."""
     J = lips.shape[-2]
-    decoders = components_view(models, settings.components)
-    K = decoders.num_components
+    used = (list(settings.components) if settings.components is not None
+            else list(range(models.decoders.num_components)))
     enumerate_ = settings.enumeration == "pyro" and settings.switch_prior == "iid"
-    switch = (make_switch_prior(K, J) if make_switch_prior is not None else
-              make_switch(settings.switch_prior, K, J, stay_prob=settings.stay_prob, enumerate=enumerate_))
+
+    def build_switch(K: int):
+        if make_switch_prior is not None:
+            return make_switch_prior(K, J)
+        return make_switch(settings.switch_prior, K, J, stay_prob=settings.stay_prob, enumerate=enumerate_)
+
     noise = (make_noise() if make_noise is not None else
              NMFNoise(settings.noise_rank, settings.seed, settings.noise_init_level,
                       settings.noise_smoothness,
-                      noise_start_shape(models, decoders, settings, power, lips, present, mask),
+                      noise_start_shape(models, components_view(models, settings.components), settings,
+                                        power, lips, present, mask),
                       settings.noise_spectral_smoothness, settings.noise_smooth_rank))
+    if settings.guide_init not in ("auto", "encoder") and models.prior is None:
+        raise InputError("separate.guide_init", f"{settings.guide_init!r} needs a model trained "
+                                                "with a visual prior (model.prior=visual)")
+
+    def build(components: list[int]) -> SeparationModel:
+        return separation_model(models, settings, components, build_switch(len(components)), noise, J)
+
+    nets = [n for n in (models.encoder, models.decoders, models.prior, models.dynamics) if n is not None]
+    with frozen(*nets):
+        return _fit(build, used, models.decoders.num_components, power, lips, present, mask, settings)
+
+
+def separation_model(models: SpeechModels, settings: SeparationSettings, components: list[int], switch,
+                     noise, num_sources: int) -> SeparationModel:
+    """The :class:`SeparationModel` over the decoders ``components`` (indices into the model's
+    bank), with the ``auto`` choices of ``settings`` resolved for this model."""
     guide_init = settings.guide_init
     if guide_init == "auto":               # the lip-specific start wherever the model can give it
         guide_init = "product" if models.prior is not None else "encoder"
@@ -200,16 +230,10 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
     guide = settings.guide
     if guide == "auto":                    # a guide with memory for a prior with memory
         guide = "markov" if models.dynamics is not None else "meanfield"
-    if guide_init != "encoder" and models.prior is None:
-        raise InputError("separate.guide_init", f"{guide_init!r} needs a model trained "
-                                                "with a visual prior (model.prior=visual)")
-    sep = SeparationModel(models.encoder, decoders, switch, noise,
-                          allowed=allowed_components(settings, J, models.decoders.num_components),
-                          prior=models.prior, guide_init=guide_init, gain=gain,
-                          prior_weight=settings.prior_weight, dynamics=models.dynamics, guide=guide)
-    nets = [n for n in (models.encoder, decoders, models.prior, models.dynamics) if n is not None]
-    with frozen(*nets):
-        return _fit(sep, switch, models.decoders.num_components, power, lips, present, mask, settings)
+    return SeparationModel(models.encoder, components_view(models, components), switch, noise,
+                           allowed=allowed_components(settings, num_sources, components),
+                           prior=models.prior, guide_init=guide_init, gain=gain,
+                           prior_weight=settings.prior_weight, dynamics=models.dynamics, guide=guide)
 
 
 def noise_start_shape(models: SpeechModels, decoders, settings: SeparationSettings, power, lips,
@@ -230,15 +254,14 @@ def noise_start_shape(models: SpeechModels, decoders, settings: SeparationSettin
     return lip_noise_shape(models.prior, decoders, power, lips, present, mask)
 
 
-def allowed_components(settings: SeparationSettings, J: int, num_components: int):
-    """``(J, K')`` bool over the components in use (``settings.components`` or all K) from
-    ``settings.source_components``, or None when every source may use every component."""
+def allowed_components(settings: SeparationSettings, J: int, used: list[int]):
+    """``(J, K')`` bool over the components in use (``used``, indices into the model's bank)
+    from ``settings.source_components``, or None when every source may use every component."""
     if settings.source_components is None:
         return None
     if len(settings.source_components) != J:
         raise InputError("separate.source_components", f"gives {len(settings.source_components)} "
                                                        f"sources but the mixture has {J}")
-    used = list(settings.components) if settings.components is not None else list(range(num_components))
     allowed = torch.tensor([[k in per_source for k in used] for per_source in settings.source_components])
     empty = [j + 1 for j in range(J) if not allowed[j].any()]
     if empty:
@@ -246,23 +269,33 @@ def allowed_components(settings: SeparationSettings, J: int, num_components: int
     return allowed
 
 
-def _fit(sep: SeparationModel, switch, num_components: int, power, lips, present, mask,
+def _fit(build, used: list[int], num_components: int, power, lips, present, mask,
          settings: SeparationSettings):
-    """The SVI loop and the posterior of :func:`fit_batch`."""
-    enumerate_ = getattr(switch, "enumerate", False)
+    """The SVI loop and the posterior of :func:`fit_batch`. ``build(components)`` makes the
+    :class:`SeparationModel` over those decoders (indices into the model's bank of
+    ``num_components``); ``used`` are the ones to start with. With ``prune_threshold > 0`` the
+    components that no source needs are dropped after ``prune_after`` steps
+    (:func:`components_to_keep`) and SVI goes on with the smaller model."""
+    sep = build(used)
     pyro.clear_param_store()
     pyro.set_rng_seed(settings.seed)
-    elbo = (TraceEnum_ELBO if enumerate_ else Trace_ELBO)(max_plate_nesting=MAX_PLATE_NESTING)
     optim = pyro.optim.PyroOptim(DecayingAdam, {"lr": settings.lr, "lrd": settings.lr_decay})
-    svi = SVI(sep.model, sep.guide, optim, elbo)
+    svi = _svi(sep, optim)
     frames = float(mask.sum())
     ema, steps = None, 0
     for steps in range(1, settings.steps + 1):
         loss = svi.step(power, lips, present, mask) / frames
         if settings.noise_updates == "mu" and hasattr(sep.noise, "multiplicative_update"):
-            noise_mu_step(sep, switch, power, lips, present, mask)
+            noise_mu_step(sep, sep.switch, power, lips, present, mask)
         if not math.isfinite(loss):
             raise FloatingPointError(f"separation loss became {loss} at step {steps}")
+        if steps == settings.prune_after and settings.prune_threshold > 0 and len(used) > 1:
+            keep = components_to_keep(sep, power, lips, present, mask, settings.prune_threshold)
+            if len(keep) < len(used):
+                restrict_switch_prior(optim, keep)
+                used = [used[k] for k in keep]
+                sep = build(used)
+                svi = _svi(sep, optim)
         if ema is None:
             ema = loss
             continue
@@ -270,12 +303,52 @@ def _fit(sep: SeparationModel, switch, num_components: int, power, lips, present
         if steps >= 20 and abs(new - ema) <= settings.tol * abs(ema):
             break
         ema = new
-    masks, post = posterior_masks(sep, switch, power, lips, present, mask, settings.num_samples)
-    if settings.components is not None:               # report the posterior on all K components
+    masks, post = posterior_masks(sep, sep.switch, power, lips, present, mask, settings.num_samples)
+    if len(used) < num_components:                    # report the posterior on all K components
         full = post.new_zeros(post.shape[:-1] + (num_components,))
-        full[..., list(settings.components)] = post
+        full[..., used] = post
         post = full
     return masks, post, steps
+
+
+def _svi(sep: SeparationModel, optim) -> SVI:
+    elbo = TraceEnum_ELBO if getattr(sep.switch, "enumerate", False) else Trace_ELBO
+    return SVI(sep.model, sep.guide, optim, elbo(max_plate_nesting=MAX_PLATE_NESTING))
+
+
+@torch.no_grad()
+def components_to_keep(sep: SeparationModel, power, lips, present, mask, threshold: float) -> list[int]:
+    """Positions (in ``sep``'s bank) of the components some source still needs: those whose
+    switch posterior, at one draw of the guide, exceeds ``threshold`` in some valid frame of some
+    source and utterance, plus every source's most probable component. The draw does not advance
+    the random streams, so the fit goes on as it would have without this look."""
+    devices = [power.device.index or 0] if power.is_cuda else []
+    with torch.random.fork_rng(devices=devices):
+        _, post = posterior_masks(sep, sep.switch, power, lips, present, mask, num_samples=1)
+    post = post.masked_fill(~mask[..., None, None], 0.0)                        # (B,T,J,K)
+    needed = post.amax((0, 1, 2)) > threshold
+    best = post.sum(1).argmax(-1)                                               # (B,J)
+    needed[best.flatten()] = True
+    return needed.nonzero().flatten().tolist()
+
+
+def restrict_switch_prior(optim, keep: list[int]) -> None:
+    """Keep only the components ``keep`` in a learnt switch prior ``switch_pi (B,J,K)`` (renormalised)
+    and in its optimiser's moments, so SVI continues where it was."""
+    store = pyro.get_param_store()
+    if "switch_pi" not in store:
+        return
+    old = store["switch_pi"]
+    pi = old.detach()[..., keep]
+    adam = optim.optim_objs.pop(old.unconstrained(), None)
+    optim.grad_clip.pop(old.unconstrained(), None)
+    state = None if adam is None else adam.state_dict()
+    del store["switch_pi"]
+    store.setdefault("switch_pi", pi / pi.sum(-1, keepdim=True), constraint=constraints.simplex)
+    if state is not None:
+        moments = {k: (v[..., keep].clone() if torch.is_tensor(v) and v.dim() else v)
+                   for k, v in state["state"].items()}
+        optim.set_state({"switch_pi": {"lr": state["lr"], "state": moments}})
 
 
 class DecayingAdam:
