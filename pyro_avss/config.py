@@ -111,9 +111,11 @@ DEFAULTS: dict[str, Any] = {
                                      # 7.94, 3 -> 8.23, 10 -> 7.65 dB (with smoothness 0.1)
         "enumeration": "factor",     # factor (hand-marginalised logsumexp) | pyro (TraceEnum_ELBO)
         "noise_updates": "adam",     # adam (SVI only) | mu (plus a multiplicative NMF update per step)
-        "prune_threshold": 0.0,      # after prune_after steps, drop the decoders whose switch
-        "prune_after": 10,           # posterior is below this in every frame of every source
-                                     # (the rest of the fit is cheaper); 0 = never
+        "prune_threshold": 1.0e-3,   # after prune_after steps, drop the decoders whose switch
+        "prune_after": 10,           # posterior is below this in every frame of every source;
+                                     # 0 = never. GRID bank (K = 3), 3-s clips: 0.62x the time
+                                     # with one talker, 0.60x with two; SI-SDRi unchanged (tuned
+                                     # split 8.13 / 7.07 dB with and without)
         "chunk_seconds": 20.0,
         "overlap_seconds": 2.0,
         "batch_size": 8,

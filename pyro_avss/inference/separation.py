@@ -78,7 +78,7 @@ class SeparationSettings:
                                                 # (one index: the oracle / a fixed model)
     source_components: tuple[tuple[int, ...], ...] | None = None
     # per source, the components its switch may use (an oracle for J >= 2: each video's speaker)
-    prune_threshold: float = 0.0
+    prune_threshold: float = 1e-3
     prune_after: int = 10
 
     def __post_init__(self):

@@ -28,6 +28,7 @@ propagate the chain (Markov) or get the utterance posterior (utterance).
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import pyro
@@ -40,8 +41,12 @@ from pyro.ops.indexing import Vindex
 EXCLUDED = -1.0e5
 
 
+@functools.lru_cache(maxsize=64)
 def joint_states(num_components: int, num_sources: int) -> torch.Tensor:
-    """``(S, J)`` table of the component of each source in each joint state (row-major)."""
+    """``(S, J)`` table of the component of each source in each joint state (row-major).
+
+    Built once per ``(K, J)`` and shared (every SVI step asks for it several times, and building
+    it from a Python list cost more than the step's arithmetic for small K); do not modify it."""
     return torch.tensor(list(itertools.product(range(num_components), repeat=num_sources)))
 
 
