@@ -106,11 +106,12 @@ ABLATION_SETTINGS = (
 #: systems run on every one-talker split (MCEM joins on the GRID tuned-on split; NMF, whose bases
 #: come from the model's training clips, on GRID only)
 ONE_TALKER_SYSTEMS = ("mixture,spectral-gating,log-mmse,rnnoise,deepfilternet,nmf,universal,"
-                      "oracle-speaker,switching,oracle-noise")
+                      "oracle-speaker,switching,oracle-noise,oracle-latent")
 
 #: systems run on every multi-talker split (oracle-noise: the switching system told the noise,
-#: the bound a better noise model could reach with these speech models)
-MULTI_TALKER_SYSTEMS = "mixture,universal,oracle-speaker,switching,oracle-noise"
+#: the bound a better noise model could reach with these speech models; oracle-latent: no
+#: inference, each source decoded from its clean signal's code, the speech models' ceiling)
+MULTI_TALKER_SYSTEMS = "mixture,universal,oracle-speaker,switching,oracle-noise,oracle-latent"
 
 #: (label, separation overrides, splits): the noise-model rows, each against the default
 #: (``separate.noise_smoothness=0.1``, ``separate.prior_weight=3``) on tuned-on and held-out data

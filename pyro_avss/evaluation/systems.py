@@ -18,6 +18,9 @@ handles (:class:`SystemResult`). Names (:data:`SYSTEM_NAMES`):
 * ``oracle-noise``: ``switching`` told the noise: its noise variance is the power spectrogram of
   the noise that was mixed in (:class:`~pyro_avss.models.noise.KnownNoise`), an upper bound on
   what a better noise model could give with these speech models (recordings of one chunk);
+* ``oracle-latent``: no inference: each source's variance decoded from the encoder's code of its
+  clean signal by its speaker's decoder, with the true noise power (:mod:`.oracles`): the
+  ceiling of the speech models themselves;
 * ``mcem``, ``mcem-oracle``, ``mcem-universal``: the published MCEM algorithm
   (:mod:`pyro_avss.inference.mcem`) on the same components as ``switching``, ``oracle-speaker``
   and ``universal`` (J = 1 only).
@@ -432,6 +435,30 @@ class OracleNoiseSystem(SVISystem):
         return lambda: KnownNoise(known)
 
 
+class OracleLatentSystem(System):
+    """The speech models' ceiling (:mod:`.oracles`): each source's variance decoded from the code
+    of its clean signal by its speaker's decoder, the true noise power; no inference."""
+
+    name = "oracle-latent"
+    needs_model = True
+    uses_video = True
+
+    def components(self, item: EvalItem) -> list[int]:
+        select_components(self.ctx.models, "oracle", [s.speaker for s in item.spec.sources])
+        names = self.ctx.models.component_names
+        return [names.index(str(s.speaker)) for s in item.spec.sources]
+
+    def check(self, item):
+        self.components(item)
+
+    def run_one(self, item):
+        from .oracles import oracle_latent_estimates
+
+        r = item.rendered
+        return oracle_latent_estimates(self.ctx.models, r.mixture, r.sources, r.noise, item.tracks,
+                                       self.components(item)), None, {}
+
+
 class MCEMSystem(SVISystem):
     """The published MCEM algorithm on the components an SVI system would use (J = 1)."""
 
@@ -471,6 +498,7 @@ SYSTEMS: dict[str, Callable[[EvalContext], System]] = {
     "oracle-speaker": lambda ctx: SVISystem(ctx, "oracle-speaker", "oracle"),
     "switching": lambda ctx: SVISystem(ctx, "switching", "switching"),
     "oracle-noise": OracleNoiseSystem,
+    "oracle-latent": OracleLatentSystem,
     "mcem": lambda ctx: MCEMSystem(ctx, "mcem", "switching"),
     "mcem-oracle": lambda ctx: MCEMSystem(ctx, "mcem-oracle", "oracle"),
     "mcem-universal": lambda ctx: MCEMSystem(ctx, "mcem-universal", "universal"),
