@@ -134,3 +134,30 @@ def test_model_file_keeps_the_temporal_encoder_and_the_prior(tmp_path):
     plain.save(tmp_path / "plain.pt")
     again = SpeechModels.load(tmp_path / "plain.pt")
     assert again.prior is None and again.lip_encoder is None
+
+
+def test_lips_are_projected_on_the_models_device_and_come_back_to_the_cpu(monkeypatch):
+    """Separation moves the model (and the lip projection's buffers) to its device; the mouth
+    ROIs of a track must follow them there (they come from the video on the CPU). A meta-device
+    projection stands in for a GPU: what reaches it must be on its device."""
+    import numpy as np
+
+    from pyro_avss.inference.inputs import aligned_lips
+    from pyro_avss.video.track import LipTrack
+
+    n = 10
+    track = LipTrack(rois=np.zeros((n, 16, 16), np.uint8), landmarks=np.zeros((n, 0, 2), np.float32),
+                     timestamps=np.arange(n) / 25.0, fps=25.0, face_found=np.ones(n, bool), detector="test")
+    projection = LipProjection(4, 8)
+    projection.fitted.fill_(True)
+    projection.components = projection.components.to("meta")       # where the model would be
+    seen = []
+
+    def spy(self, rois, present):
+        seen.append((rois.device, present.device))
+        return torch.zeros(rois.shape[0], self.dim)
+
+    monkeypatch.setattr(LipProjection, "forward", spy)
+    lips, present = aligned_lips(track, projection, np.arange(5) * 0.016)
+    assert seen == [(torch.device("meta"), torch.device("meta"))]
+    assert lips.device.type == "cpu" and present.device.type == "cpu" and lips.shape == (5, 4)

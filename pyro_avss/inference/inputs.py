@@ -53,8 +53,9 @@ def aligned_lips(track, projection: LipProjection, frame_times: np.ndarray,
         return torch.zeros(T, dim), torch.zeros(T)
     from ..video.align import align_to_frames
 
+    device = projection.components.device          # the model's device (separation moves it)
     found = torch.as_tensor(track.face_found, dtype=torch.bool)
-    embedding = projection(torch.as_tensor(track.rois), found)                # (N, Dv)
+    embedding = projection(torch.as_tensor(track.rois).to(device), found.to(device)).cpu()  # (N, Dv)
     index, valid = align_to_frames(track.timestamps, frame_times, track.face_found, 1.0 / track.fps)
     index = torch.as_tensor(np.asarray(index), dtype=torch.long)
     valid = torch.as_tensor(np.asarray(valid), dtype=torch.bool)
