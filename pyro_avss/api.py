@@ -150,7 +150,7 @@ class Separator:
         from .inference.training import resolve_device
 
         self.models = models
-        self.settings = settings if settings is not None else separation_settings()
+        self.settings = (settings if settings is not None else separation_settings()).check_model(models)
         self.device = resolve_device(str(device))
         self.detector = detector or models.config.get("data", {}).get("detector", "auto")
 

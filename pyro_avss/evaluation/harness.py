@@ -290,12 +290,14 @@ def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     separation, mcem, data_cfg = settings_from_overrides(overrides, models.config if models else {})
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     ctx = EvalContext(models, dev, separation, mcem, data_cfg, out_dir)
     built = [make_system(n, ctx) for n in names]
     if models is None and any(s.needs_model for s in built):
         raise InputError("--model", "the systems " + ", ".join(s.name for s in built if s.needs_model)
                          + " need a model file")
+    if any(s.needs_model for s in built):
+        separation.check_model(models)             # before any work, not once per mixture
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     csv_path = out_dir / RESULTS_CSV
     _check_settings(out_dir / "settings.json", {"model": str(model) if model else None,
