@@ -127,8 +127,10 @@ class SeparationResult:
             raise InputError(target, "outputs exist (pass overwrite=True to replace them)")
         separated = Separated(np.stack(self.sources), self.noise,
                               np.ascontiguousarray(self.posteriors.transpose(1, 0, 2)), self.steps)
-        write_atomically(target, False, lambda folder: write_outputs(
+        scaled = write_atomically(target, False, lambda folder: write_outputs(
             folder, separated, self.mixture, self.models, plot=figure, notices=self.notices))
+        for note in scaled:
+            warnings.warn(f"{target}{os.sep}{note}", stacklevel=2)
         return target
 
 

@@ -16,6 +16,15 @@ def first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def one_line(exc: BaseException) -> str:
+    """An error as one line: a deliberate one (:class:`PyroAvssError`) as it is, any other with
+    its type and the first line of its message (Pyro appends pages of trace shapes below it)."""
+    if isinstance(exc, PyroAvssError):
+        return " ".join(str(exc).split())
+    text = " ".join(first_line(exc).split()) if str(exc).strip() else "no message"
+    return f"{type(exc).__name__}: {text}"
+
+
 class PyroAvssError(Exception):
     """Base class of all errors raised deliberately by pyro_avss."""
 
@@ -43,3 +52,4 @@ class ConfigError(PyroAvssError, KeyError):
 
 class TrainingDiverged(PyroAvssError, RuntimeError):
     """The training loss became NaN or infinite."""
+

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -348,3 +350,25 @@ def test_clips_that_could_not_be_prepared_are_a_notice(tmp_path, capsys):
     assert prepared_rows([str(corpus)], tmp_path / "cache", progress=False) == []
     err = capsys.readouterr().err
     assert f"notice: {corpus}: 2 clip(s) could not be prepared and are left out" in err
+
+
+def test_a_scaled_down_file_is_a_notice_naming_where_it_lies(tmp_path):
+    """A full-scale input gives estimates that would clip: the gain is a notice line naming the
+    file in its final folder (not the hidden one it was written in) and a line of notices.txt,
+    not a two-line Python warning."""
+    x = np.sign(noisy(0.25)) + (noisy(0.25) == 0)
+    sf.write(tmp_path / "loud.wav", x.astype(np.float32), 16000, subtype="FLOAT")
+    lines = []
+    out = tmp_path / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                        # no warning may escape
+        outcome = run_jobs(random_models(), [SeparationJob(tmp_path / "loud.wav", [None], "loud")],
+                           out, TINY, device="cpu", resample=False, force=False, detector="roi",
+                           progress=False, echo=lines.append, figure=False)
+    assert outcome.done == ["loud"] and lines, lines
+    for line in lines:
+        name = line.split(": ")[1]
+        assert re.fullmatch(rf"notice: {out}/(noise|source1)\.wav: scaled by 0\.\d+ \(-\d+\.\d dB\) "
+                            "to avoid clipping", line), line
+        assert line[len("notice: "):].replace(f"{out}/", "") in (out / "notices.txt").read_text()
+        assert Path(name).is_file()
