@@ -6,6 +6,7 @@ line of the form ``"<path>: <problem>"`` so that batch commands can report it an
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -53,3 +54,18 @@ class ConfigError(PyroAvssError, KeyError):
 class TrainingDiverged(PyroAvssError, RuntimeError):
     """The training loss became NaN or infinite."""
 
+
+def writable_folder(path: str | Path) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if it is, or can be made, a folder we may write in;
+    else an :class:`InputError` naming it. Checked before any work, so that a batch is refused
+    in one line instead of failing every input for the same reason; nothing is created."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent                     # the nearest part that exists
+    if not existing.is_dir():
+        where = "it is" if existing == path else f"{existing} is"
+        raise InputError(path, f"cannot be an output folder: {where} a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(path, f"cannot write in {existing} (permission denied)")
+    return path

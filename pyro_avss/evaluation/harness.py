@@ -47,7 +47,7 @@ import yaml
 from ..audio import save_audio, stft
 from ..checkpoint import SpeechModels
 from ..data.mixtures import MixtureSpec, read_mixture_manifest, render_mixture
-from ..errors import ConfigError, InputError, PyroAvssError
+from ..errors import ConfigError, InputError, PyroAvssError, writable_folder
 from .metrics import compute_metrics, si_sdr
 from .report import (compare, comparison_html, mixture_table, plot_example, plot_metrics_vs_snr,
                      read_results, results_markdown, summarise, write_results, write_summary)
@@ -289,7 +289,7 @@ def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path
         models = SpeechModels.load(model)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     separation, mcem, data_cfg = settings_from_overrides(overrides, models.config if models else {})
-    out_dir = Path(out_dir)
+    out_dir = writable_folder(out_dir)
     ctx = EvalContext(models, dev, separation, mcem, data_cfg, out_dir)
     built = [make_system(n, ctx) for n in names]
     if models is None and any(s.needs_model for s in built):

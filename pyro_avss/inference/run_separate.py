@@ -39,7 +39,7 @@ import torch
 
 from ..audio import AUDIO_SUFFIXES, load_audio, save_audio, scaled_note, stft
 from ..checkpoint import SpeechModels
-from ..errors import InputError, one_line
+from ..errors import InputError, one_line, writable_folder
 from .separation import Separated, SeparationSettings, separate_recordings
 
 VIDEO_SUFFIXES = (".mp4", ".mpg", ".avi", ".mov", ".mkv", ".webm")
@@ -385,6 +385,7 @@ def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
 
     if force and skip_existing:
         raise InputError("--force/--skip-existing", "choose one: replace or keep existing outputs")
+    writable_folder(out_dir)
     outcome = BatchOutcome()
     own_folder = len(jobs) > 1 or any(j.listed for j in jobs)
     sr = models.stft.sample_rate

@@ -33,7 +33,7 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from ..audio import StftConfig
 from ..checkpoint import SpeechModels
-from ..errors import InputError, TrainingDiverged, first_line
+from ..errors import InputError, TrainingDiverged, first_line, writable_folder
 from ..models.generative import MAX_PLATE_NESTING, speech_guide, speech_model
 from ..models.switch import make_switch
 from ..nets.lips import LipProjection, LipTemporalEncoder
@@ -474,7 +474,7 @@ def fit(cfg: dict, out_dir: str | Path, *, device: str = "auto", resume: bool = 
     from ..plots import learning_curve
 
     check_config(cfg)
-    out_dir = Path(out_dir)
+    out_dir = writable_folder(out_dir)
     started = out_dir.exists() and any(p.name not in BEFORE_TRAINING for p in out_dir.iterdir())
     if started and not resume:
         raise InputError(out_dir, "output folder is not empty (use --resume to continue a run "
