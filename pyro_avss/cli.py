@@ -257,7 +257,8 @@ def evaluate(systems, mixtures, model, out, limit, device, overrides, examples, 
     try:
         _set_threads(threads)
         summary = run_evaluation(mixtures, model, out, systems, limit=limit, device=device,
-                                 overrides=overrides, examples=examples, progress=not quiet)
+                                 overrides=overrides, examples=examples, progress=not quiet,
+                                 echo=lambda line: click.echo(line, err=True))
     except FAILURES as exc:
         _fail(exc)
     for name, s in summary["systems"].items():
