@@ -45,7 +45,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from ..audio import save_audio, stft
 from ..checkpoint import SpeechModels
@@ -89,22 +88,19 @@ def settings_from_overrides(overrides, model_config: dict):
     :returns: ``(SeparationSettings, MCEMSettings, data_config dict)``.
     :raises ConfigError: unknown key or badly typed value.
     """
-    from ..config import default_config, load_config, set_key
+    from ..config import default_config, load_config, parse_override, set_key
     from ..inference.mcem import MCEMSettings
     from ..inference.separation import SeparationSettings
 
     sep, mcem, data = [], {}, []
     known = {f.name: f for f in fields(MCEMSettings) if f.name != "components"}
     for item in overrides:
-        key, eq, text = item.partition("=")
-        key = key.strip()
-        if not eq:
-            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        key, value = parse_override(item)
+        text = item.partition("=")[2]
         if key.startswith("mcem."):
             name = key[len("mcem."):]
             if name not in known:
                 raise ConfigError(f"--set: unknown MCEM setting {key!r} (mcem.{', mcem.'.join(known)})")
-            value = yaml.safe_load(text)
             default = getattr(MCEMSettings(), name)
             if isinstance(default, int) and not (isinstance(value, int) and not isinstance(value, bool)):
                 raise ConfigError(f"--set: {key} must be an integer, got {text!r}")
@@ -112,7 +108,7 @@ def settings_from_overrides(overrides, model_config: dict):
                 raise ConfigError(f"--set: {key} must be a number, got {text!r}")
             mcem[name] = type(default)(value)
         elif key.startswith("data."):
-            data.append((key, yaml.safe_load(text)))
+            data.append((key, value))
         else:
             sep.append(item)
     separation = SeparationSettings.from_config(load_config(None, sep)["separate"])
@@ -120,7 +116,9 @@ def settings_from_overrides(overrides, model_config: dict):
     cfg["data"].update(copy.deepcopy((model_config or {}).get("data", {})))
     for key, value in data:
         set_key(cfg, key, value)
-    return separation, MCEMSettings(**mcem), cfg["data"]
+    mcem = MCEMSettings(**mcem)
+    mcem.check()                         # before any work, not once per mixture
+    return separation, mcem, cfg["data"]
 
 
 # ---------------------------------------------------------------------------------------------
