@@ -4,8 +4,10 @@
 requested system (:mod:`.systems`) on it, scores every source estimate against its clean
 reference (:func:`~pyro_avss.evaluation.metrics.compute_metrics`) and appends the rows to
 ``<out>/results.csv`` (format: :mod:`.report`) as soon as each mixture is scored, dropping its
-estimates then: memory holds one batch of mixtures (and the noise recordings), whatever the
-length of the manifest, and an interrupted run keeps every mixture scored. Then it writes
+estimates then: the audio in memory is one batch of mixtures and the noise recordings,
+whatever the length of the manifest (what grows is a few numbers per mixture: its input
+metrics, kept for the next system), and an interrupted run keeps every mixture scored. Then it
+writes
 ``summary.json``, ``results.md``, ``metrics_vs_snr.png`` and the listening report
 ``report.html``. For ``examples`` mixtures per condition (number of talkers × SNR × noise; the
 first ones of the manifest; ``"all"``: every mixture) it keeps ``examples/<id>/*.wav`` (16-bit:
