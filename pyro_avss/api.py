@@ -127,8 +127,10 @@ class SeparationResult:
             raise InputError(target, "outputs exist (pass overwrite=True to replace them)")
         separated = Separated(np.stack(self.sources), self.noise,
                               np.ascontiguousarray(self.posteriors.transpose(1, 0, 2)), self.steps)
-        write_atomically(target, False, lambda folder: write_outputs(
+        scaled = write_atomically(target, False, lambda folder: write_outputs(
             folder, separated, self.mixture, self.models, plot=figure, notices=self.notices))
+        for note in scaled:
+            warnings.warn(f"{target}{os.sep}{note}", stacklevel=2)
         return target
 
 
@@ -150,7 +152,7 @@ class Separator:
         from .inference.training import resolve_device
 
         self.models = models
-        self.settings = settings if settings is not None else separation_settings()
+        self.settings = (settings if settings is not None else separation_settings()).check_model(models)
         self.device = resolve_device(str(device))
         self.detector = detector or models.config.get("data", {}).get("detector", "auto")
 

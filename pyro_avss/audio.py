@@ -115,6 +115,11 @@ def resample_audio(audio: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarr
     return out.numpy()
 
 
+def scaled_note(gain: float) -> str:
+    """How :func:`save_audio` says that it scaled a signal by ``gain`` (< 1) to avoid clipping."""
+    return f"scaled by {gain:.3f} ({20 * math.log10(gain):.1f} dB) to avoid clipping"
+
+
 def save_audio(path: str | Path, audio, sample_rate: int, *, overwrite: bool = False,
                subtype: str = "PCM_16") -> float:
     """Write a mono waveform, never clipping it.
@@ -135,8 +140,7 @@ def save_audio(path: str | Path, audio, sample_rate: int, *, overwrite: bool = F
     if peak > 0.999:
         gain = 0.999 / peak
         audio = audio * gain
-        warnings.warn(f"{path}: scaled by {gain:.3f} ({20 * math.log10(gain):.1f} dB) to avoid "
-                      "clipping", stacklevel=2)
+        warnings.warn(f"{path}: {scaled_note(gain)}", stacklevel=2)
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), audio, sample_rate, subtype=subtype)
     return gain

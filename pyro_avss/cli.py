@@ -20,6 +20,9 @@ from pyro_avss.errors import PyroAvssError
 
 DETECTORS = ["auto", "mediapipe", "haar", "roi"]
 SET_HELP = "override a config key, e.g. --set train.lr=1e-3 (repeatable)"
+OUT_FOLDER = click.Path()
+"""``--out`` of the commands that check it themselves (:func:`~pyro_avss.errors.writable_folder`):
+a file or an unwritable folder there is one ``error:`` line, not click's usage text."""
 
 
 def threads_option(f):
@@ -48,8 +51,13 @@ def _examples(value: str):
     return count
 
 
+FAILURES = (PyroAvssError, OSError)
+"""What a command reports in one line (status 2) instead of a traceback: our deliberate errors
+and the system's (a folder that cannot be written, a full disk), which name their file."""
+
+
 def _fail(exc: Exception) -> None:
-    click.echo(f"error: {exc}", err=True)
+    click.echo(f"error: {' '.join(str(exc).split())}", err=True)
     sys.exit(2)
 
 
@@ -79,7 +87,7 @@ def prepare(corpus, out, detector, workers, roi_size):
             click.echo(f"skipped: {p}", err=True)
         report = prepare_corpus(clips, out, detector=detector, workers=workers,
                                 roi_size=roi_size, problems=problems)
-    except PyroAvssError as exc:
+    except FAILURES as exc:
         _fail(exc)
     click.echo(report.summary())
     for f in report.failures:
@@ -95,7 +103,7 @@ def prepare(corpus, out, detector, workers, roi_size):
                    "grid_speakers, grid_switching_unlabelled, librispeech_universal, "
                    "librispeech_speakers); paths inside it are relative to the current folder")
 @click.option("--set", "overrides", multiple=True, help=SET_HELP)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--out", required=True, type=OUT_FOLDER, help="output folder")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--seed", type=int, default=None, help="random seed (train.seed)")
 @click.option("--resume", is_flag=True, help="continue an interrupted run in --out")
@@ -107,7 +115,7 @@ def fit(config_path, overrides, out, device, seed, resume, threads):
     _set_threads(threads)
     try:
         models = run_fit(config_path, out, list(overrides), device, resume=resume, seed=seed)
-    except PyroAvssError as exc:
+    except FAILURES as exc:
         _fail(exc)
     click.echo(f"model: {Path(out) / 'model.pt'} ({models.decoders.num_components} components: "
                f"{', '.join(models.component_names)})")
@@ -122,7 +130,7 @@ def fit(config_path, overrides, out, device, seed, resume, threads):
               help="video (or prepared lip cache .npz) of each source, in order (repeatable)")
 @click.option("--sources", type=int, default=1, show_default=True,
               help="number of sources for inputs without video")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--out", required=True, type=OUT_FOLDER, help="output folder")
 @click.option("--set", "overrides", multiple=True, help="override a separate.* setting, e.g. --set separate.steps=300")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--resample", is_flag=True, help="resample inputs whose rate differs from the model's")
@@ -158,7 +166,7 @@ def separate(model, inputs, videos, sources, out, overrides, device, resample, f
         if not 1 <= (len(videos) or sources) <= MAX_SOURCES:
             raise PyroAvssError(f"--sources/--video: 1 to {MAX_SOURCES} sources are supported")
         jobs, problems = jobs_from_inputs(list(inputs), list(videos), sources)
-    except PyroAvssError as exc:
+    except FAILURES as exc:
         _fail(exc)
     for where, why in problems:
         click.echo(f"error: {where}: {why}", err=True)
@@ -167,7 +175,7 @@ def separate(model, inputs, videos, sources, out, overrides, device, resample, f
                            resample=resample, force=force, skip_existing=skip_existing,
                            detector=sep.detector, progress=not quiet,
                            echo=lambda line: click.echo(line, err=True), figure=figure, report=report)
-    except PyroAvssError as exc:
+    except FAILURES as exc:
         _fail(exc)
     total = len(jobs) + len(problems)
     click.echo(f"separated {len(outcome.done)} of {total} input(s) into {out}"
@@ -216,7 +224,7 @@ def score(model, corpora, split, clusters, cache, out, force):
                        f"{p['balanced_accuracy']:.1%}, NMI {p['nmi']:.3f}; recall per speaker "
                        + ", ".join(f"{k} {v:.1%}" for k, v in p["recall"].items())
                        + f"; mapping {p['mapping']}")
-    except PyroAvssError as exc:
+    except FAILURES as exc:
         _fail(exc)
     if out:
         Path(out).write_text(json.dumps(result, indent=2))
@@ -230,7 +238,7 @@ def score(model, corpora, split, clusters, cache, out, force):
                    "(rnnoise and deepfilternet need pip install pyro_avss[enhancers])")
 @click.option("--mixtures", required=True, type=click.Path(dir_okay=False), help="mixture manifest CSV")
 @click.option("--model", type=click.Path(dir_okay=False), help="model file (.pt)")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder (resumable)")
+@click.option("--out", required=True, type=OUT_FOLDER, help="output folder (resumable)")
 @click.option("--limit", type=int, default=None, help="only the first N mixtures")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--set", "overrides", multiple=True,
@@ -249,8 +257,9 @@ def evaluate(systems, mixtures, model, out, limit, device, overrides, examples, 
     try:
         _set_threads(threads)
         summary = run_evaluation(mixtures, model, out, systems, limit=limit, device=device,
-                                 overrides=overrides, examples=examples, progress=not quiet)
-    except PyroAvssError as exc:
+                                 overrides=overrides, examples=examples, progress=not quiet,
+                                 echo=lambda line: click.echo(line, err=True))
+    except FAILURES as exc:
         _fail(exc)
     for name, s in summary["systems"].items():
         click.echo(f"{name}: {s['ok']} ok, {s['skipped']} skipped, {s['failed']} failed")
@@ -287,7 +296,7 @@ def bench(out, quick, device, long_minutes, long_components, threads, overrides,
         rows = run_bench(out, quick=quick, devices=device, long_minutes=long_minutes,
                          long_components=long_components, threads=threads, overrides=overrides,
                          audio_only=audio_only, data=data, progress=not quiet)
-    except PyroAvssError as exc:
+    except FAILURES as exc:
         _fail(exc)
     failed = [r for r in rows if r.get("error")]
     for r in failed:
@@ -310,7 +319,7 @@ def demo(workdir, small, force, device, quiet):
 
     try:
         run_demo(workdir, small=small, force=force, device=device, progress=not quiet, echo=click.echo)
-    except PyroAvssError as exc:
+    except FAILURES as exc:
         _fail(exc)
 
 # ----------------------------------------------------------------------------------------------
@@ -351,7 +360,7 @@ def mix(targets, noise_path, out, split, speakers, per_speaker, snr, num_interfe
         write_mixture_manifest(specs, out, overwrite=force)
         if materialise:
             write_wavs(specs, materialise, overwrite=force)
-    except PyroAvssError as exc:
+    except FAILURES as exc:
         _fail(exc)
     click.echo(f"{len(specs)} mixtures written to {out}")
 
@@ -376,7 +385,7 @@ def results(out, data_root, doc, device, threads):
     try:
         _set_threads(threads)
         run_results(out, data_root, doc, device=device, command=command, echo=click.echo)
-    except PyroAvssError as exc:
+    except FAILURES as exc:
         _fail(exc)
 
 

@@ -176,15 +176,23 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
 def apply_overrides(cfg: dict, overrides: Iterable[str]) -> None:
     """Apply ``key.sub=value`` strings (``--set``; values are read as YAML) to ``cfg``."""
     for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r}: expected key.sub=value")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key.strip()}: value {text!r} is not valid YAML "
-                              f"({' '.join(str(exc).split())[:120]})") from None
-        set_key(cfg, key.strip(), value, source="--set")
+        key, value = parse_override(item)
+        set_key(cfg, key, value, source="--set")
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``(key, value)`` of a ``key.sub=value`` string, the value read as (safe) YAML.
+
+    :raises ConfigError: no ``=``, or a value that is not valid safe YAML (e.g. a Python tag).
+    """
+    key, sep, text = item.partition("=")
+    if not sep:
+        raise ConfigError(f"override {item!r}: expected key.sub=value")
+    try:
+        return key.strip(), yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key.strip()}: value {text!r} is not valid YAML "
+                          f"({' '.join(str(exc).split())[:120]})") from None
 
 
 def merge(cfg: dict, update: dict, source: str, prefix: tuple = ()) -> None:

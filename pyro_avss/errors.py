@@ -6,6 +6,7 @@ line of the form ``"<path>: <problem>"`` so that batch commands can report it an
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -14,6 +15,15 @@ def first_line(exc: BaseException) -> str:
     one line what a library below us (libsndfile, torch, yaml, csv) complained about."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line: a deliberate one (:class:`PyroAvssError`) as it is, any other with
+    its type and the first line of its message (Pyro appends pages of trace shapes below it)."""
+    if isinstance(exc, PyroAvssError):
+        return " ".join(str(exc).split())
+    text = " ".join(first_line(exc).split()) if str(exc).strip() else "no message"
+    return f"{type(exc).__name__}: {text}"
 
 
 class PyroAvssError(Exception):
@@ -43,3 +53,19 @@ class ConfigError(PyroAvssError, KeyError):
 
 class TrainingDiverged(PyroAvssError, RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+def writable_folder(path: str | Path) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if it is, or can be made, a folder we may write in;
+    else an :class:`InputError` naming it. Checked before any work, so that a batch is refused
+    in one line instead of failing every input for the same reason; nothing is created."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent                     # the nearest part that exists
+    if not existing.is_dir():
+        where = "it is" if existing == path else f"{existing} is"
+        raise InputError(path, f"cannot be an output folder: {where} a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(path, f"cannot write in {existing} (permission denied)")
+    return path

@@ -73,3 +73,20 @@ def _fuzz_profiles():
 
 FUZZ_EXAMPLES, FUZZ_EXAMPLES_LONG = 150, 3000
 _fuzz_profiles()
+
+CLI_FUZZ = 30
+"""Cases per property of the command-line fuzz tests (each runs a command end to end) in the
+default suite; ``PYRO_AVSS_FUZZ=long`` multiplies them by ``FUZZ_LONG_FACTOR``."""
+FUZZ_LONG_FACTOR = FUZZ_EXAMPLES_LONG // FUZZ_EXAMPLES
+
+
+def fuzz_settings(examples: int):
+    """Hypothesis settings of the current profile with ``examples`` cases (times
+    ``FUZZ_LONG_FACTOR`` in the long profile): for properties whose cases cost more than the
+    profile's count allows."""
+    import os
+
+    from hypothesis import settings
+
+    long = os.environ.get("PYRO_AVSS_FUZZ", "default") == "long"
+    return settings(max_examples=examples * (FUZZ_LONG_FACTOR if long else 1))

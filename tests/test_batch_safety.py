@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -348,3 +350,79 @@ def test_clips_that_could_not_be_prepared_are_a_notice(tmp_path, capsys):
     assert prepared_rows([str(corpus)], tmp_path / "cache", progress=False) == []
     err = capsys.readouterr().err
     assert f"notice: {corpus}: 2 clip(s) could not be prepared and are left out" in err
+
+
+def unwritable_out(tmp_path: Path, how: str, monkeypatch) -> Path:
+    """An ``--out`` that cannot be written: under a read-only folder (skipped as root, whom
+    permissions do not stop), an existing file, a path under a file, or a folder that the
+    permission check is told it may not write in (so that root runs that branch too)."""
+    if how == "read-only parent":
+        if os.geteuid() == 0:
+            pytest.skip("root writes in read-only folders (the other variants run as root)")
+        parent = tmp_path / "locked"
+        parent.mkdir(mode=0o500)
+        return parent / "out"
+    if how in ("a file", "under a file"):
+        (tmp_path / "taken").write_text("a file, not a folder")
+        return tmp_path / "taken" if how == "a file" else tmp_path / "taken" / "out"
+    real = os.access
+
+    def access(path, mode, **kwargs):          # tmp_path is not writable, as for another user
+        inside = Path(path).resolve().is_relative_to(tmp_path.resolve())
+        return not (inside and mode & os.W_OK) and real(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    return tmp_path / "out"
+
+
+@pytest.mark.parametrize("how", ["read-only parent", "a file", "under a file", "no permission"])
+@pytest.mark.parametrize("command", ["separate", "evaluate", "fit"])
+def test_an_unwritable_output_folder_is_one_line(tmp_path, monkeypatch, how, command):
+    from click.testing import CliRunner
+
+    from pyro_avss.cli import main
+
+    from pyro_avss.data.clips import Clip
+    from pyro_avss.data.mixtures import build_mixture_specs, write_mixture_manifest
+
+    random_models().save(tmp_path / "model.pt")
+    clip, noise = write_clips(tmp_path / "in", 2)
+    write_mixture_manifest(build_mixture_specs([Clip("c", "a", clip, None, "dev")],
+                                               [("n", noise)], [0.0]), tmp_path / "mix.csv")
+    out = unwritable_out(tmp_path, how, monkeypatch)
+    args = {"separate": ["separate", "--model", str(tmp_path / "model.pt"), "--mixture", str(clip),
+                         "--no-figure", "--quiet"],
+            "evaluate": ["evaluate", "--mixtures", str(tmp_path / "mix.csv"), "--systems", "mixture",
+                         "--quiet"],
+            "fit": ["fit", "--set", "train.epochs=1"]}[command]
+    before = all_files(tmp_path)
+    res = CliRunner().invoke(main, [*args, "--out", str(out)])
+    if how == "read-only parent":
+        out.parent.chmod(0o700)                       # so that pytest can remove tmp_path
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit), res.output
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith(f"error: {out}: "), res.stderr
+    assert ("permission denied" if how in ("read-only parent", "no permission")
+            else "is a file, not a folder") in res.stderr
+    assert all_files(tmp_path) == before                          # no partial folder anywhere
+
+
+def test_a_scaled_down_file_is_a_notice_naming_where_it_lies(tmp_path):
+    """A full-scale input gives estimates that would clip: the gain is a notice line naming the
+    file in its final folder (not the hidden one it was written in) and a line of notices.txt,
+    not a two-line Python warning."""
+    x = np.sign(noisy(0.25)) + (noisy(0.25) == 0)
+    sf.write(tmp_path / "loud.wav", x.astype(np.float32), 16000, subtype="FLOAT")
+    lines = []
+    out = tmp_path / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                        # no warning may escape
+        outcome = run_jobs(random_models(), [SeparationJob(tmp_path / "loud.wav", [None], "loud")],
+                           out, TINY, device="cpu", resample=False, force=False, detector="roi",
+                           progress=False, echo=lines.append, figure=False)
+    assert outcome.done == ["loud"] and lines, lines
+    for line in lines:
+        name = line.split(": ")[1]
+        assert re.fullmatch(rf"notice: {out}/(noise|source1)\.wav: scaled by 0\.\d+ \(-\d+\.\d dB\) "
+                            "to avoid clipping", line), line
+        assert line[len("notice: "):].replace(f"{out}/", "") in (out / "notices.txt").read_text()
+        assert Path(name).is_file()

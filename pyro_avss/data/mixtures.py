@@ -368,17 +368,19 @@ def _source_ref(clip: Clip) -> SourceRef:
 def render_mixture(spec: MixtureSpec, *, audio_cache: dict | None = None) -> RenderedMixture:
     """Rebuild the signals of ``spec`` exactly (see the module docstring for the arithmetic).
 
-    :param audio_cache: optional dict reused across calls to avoid re-reading long noise files.
+    :param audio_cache: optional dict reused across calls to avoid re-reading long noise files;
+        only the noise recording is kept there (speech clips are read again: a cache of them
+        would grow with the number of mixtures rendered).
     :raises InputError: a file is missing, has another rate, or the target's length changed.
     """
-    load = _AudioCache(spec.sample_rate, audio_cache)
+    load = _AudioCache(spec.sample_rate)                 # this mixture's speech clips only
     target = load(spec.sources[0].audio)
     if len(target) != spec.num_samples:
         raise InputError(spec.sources[0].audio, f"has {len(target)} samples but mixture "
                                                 f"{spec.id} expects {spec.num_samples}")
     raw_sources = [target] + [_fit_length(load(s.audio), spec.num_samples)
                               for s in spec.sources[1:]]
-    noise_audio = load(spec.noise.audio)
+    noise_audio = _AudioCache(spec.sample_rate, audio_cache)(spec.noise.audio)
     if spec.noise.start >= len(noise_audio):
         raise InputError(spec.noise.audio, f"noise start {spec.noise.start} is beyond its "
                                            f"{len(noise_audio)} samples (mixture {spec.id})")

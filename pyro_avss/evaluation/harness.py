@@ -3,7 +3,11 @@
 :func:`evaluate` renders every mixture of a manifest (:mod:`pyro_avss.data.mixtures`), runs each
 requested system (:mod:`.systems`) on it, scores every source estimate against its clean
 reference (:func:`~pyro_avss.evaluation.metrics.compute_metrics`) and appends the rows to
-``<out>/results.csv`` (format: :mod:`.report`) after every batch. Then it writes
+``<out>/results.csv`` (format: :mod:`.report`) as soon as each mixture is scored, dropping its
+estimates then: the audio in memory is one batch of mixtures and the noise recordings,
+whatever the length of the manifest (what grows is a few numbers per mixture: its input
+metrics, kept for the next system), and an interrupted run keeps every mixture scored. Then it
+writes
 ``summary.json``, ``results.md``, ``metrics_vs_snr.png`` and the listening report
 ``report.html``. For ``examples`` mixtures per condition (number of talkers × SNR × noise; the
 first ones of the manifest; ``"all"``: every mixture) it keeps ``examples/<id>/*.wav`` (16-bit:
@@ -27,7 +31,8 @@ report links to (:mod:`pyro_avss.html_report`).
   model's detector (``data.detector`` of its config) and cached in ``<out>/lips/``.
 * **Source order**: with videos, estimate j belongs to source j; audio-only estimates of J ≥ 2
   sources are matched to the references by the permutation with the best mean SI-SDR.
-* One failing mixture or system never stops the run: the row records the reason.
+* One failing mixture or system never stops the run: the row records the reason (and
+  ``echo``, the command line's stderr, gets it on one line).
 """
 
 from __future__ import annotations
@@ -42,12 +47,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from ..audio import save_audio, stft
 from ..checkpoint import SpeechModels
 from ..data.mixtures import MixtureSpec, read_mixture_manifest, render_mixture
-from ..errors import ConfigError, InputError, PyroAvssError
+from ..errors import ConfigError, InputError, PyroAvssError, one_line, writable_folder
 from .metrics import compute_metrics, si_sdr
 from .report import (compare, comparison_html, mixture_table, plot_example, plot_metrics_vs_snr,
                      read_results, results_markdown, summarise, write_results, write_summary)
@@ -86,22 +90,19 @@ def settings_from_overrides(overrides, model_config: dict):
     :returns: ``(SeparationSettings, MCEMSettings, data_config dict)``.
     :raises ConfigError: unknown key or badly typed value.
     """
-    from ..config import default_config, load_config, set_key
+    from ..config import default_config, load_config, parse_override, set_key
     from ..inference.mcem import MCEMSettings
     from ..inference.separation import SeparationSettings
 
     sep, mcem, data = [], {}, []
     known = {f.name: f for f in fields(MCEMSettings) if f.name != "components"}
     for item in overrides:
-        key, eq, text = item.partition("=")
-        key = key.strip()
-        if not eq:
-            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        key, value = parse_override(item)
+        text = item.partition("=")[2]
         if key.startswith("mcem."):
             name = key[len("mcem."):]
             if name not in known:
                 raise ConfigError(f"--set: unknown MCEM setting {key!r} (mcem.{', mcem.'.join(known)})")
-            value = yaml.safe_load(text)
             default = getattr(MCEMSettings(), name)
             if isinstance(default, int) and not (isinstance(value, int) and not isinstance(value, bool)):
                 raise ConfigError(f"--set: {key} must be an integer, got {text!r}")
@@ -109,7 +110,7 @@ def settings_from_overrides(overrides, model_config: dict):
                 raise ConfigError(f"--set: {key} must be a number, got {text!r}")
             mcem[name] = type(default)(value)
         elif key.startswith("data."):
-            data.append((key, yaml.safe_load(text)))
+            data.append((key, value))
         else:
             sep.append(item)
     separation = SeparationSettings.from_config(load_config(None, sep)["separate"])
@@ -117,7 +118,9 @@ def settings_from_overrides(overrides, model_config: dict):
     cfg["data"].update(copy.deepcopy((model_config or {}).get("data", {})))
     for key, value in data:
         set_key(cfg, key, value)
-    return separation, MCEMSettings(**mcem), cfg["data"]
+    mcem = MCEMSettings(**mcem)
+    mcem.check()                         # before any work, not once per mixture
+    return separation, mcem, cfg["data"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +266,7 @@ class Scorer:
 # ---------------------------------------------------------------------------------------------
 def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path, systems,
              *, limit: int | None = None, device="auto", overrides=(), examples: int | str = 1,
-             progress: bool = True, models: SpeechModels | None = None) -> dict:
+             progress: bool = True, models: SpeechModels | None = None, echo=None) -> dict:
     """Run ``systems`` on the mixtures of ``manifest`` and write the results into ``out_dir``.
 
     :param model: model file (or pass an already loaded ``models``); may be None when only
@@ -274,6 +277,8 @@ def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path
     :param overrides: ``separate.k=v``, ``mcem.k=v`` and ``data.k=v`` strings.
     :param examples: mixtures per condition (talkers × SNR × noise) whose audio and figures are
         kept for ``report.html`` (:func:`example_ids`); ``"all"``: every mixture.
+    :param echo: called with one ``error: <id>: <system>: <reason>`` line per failed mixture
+        and system, as it fails (the command line prints them on stderr).
     :returns: the summary (also written to ``summary.json``).
     :raises InputError: unknown system, unreadable manifest or model, bad overrides.
     """
@@ -282,20 +287,24 @@ def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path
     from ..inference.training import resolve_device
 
     names = parse_system_names(systems)
-    specs = read_mixture_manifest(manifest)[:limit] if limit is not None else read_mixture_manifest(manifest)
+    if limit is not None and limit < 1:
+        raise InputError("--limit", f"must be >= 1, got {limit}")
+    specs = read_mixture_manifest(manifest)[:limit]
     if not specs:
         raise InputError(manifest, "no mixtures in the manifest")
     if models is None and model is not None:
         models = SpeechModels.load(model)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     separation, mcem, data_cfg = settings_from_overrides(overrides, models.config if models else {})
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = writable_folder(out_dir)
     ctx = EvalContext(models, dev, separation, mcem, data_cfg, out_dir)
     built = [make_system(n, ctx) for n in names]
     if models is None and any(s.needs_model for s in built):
         raise InputError("--model", "the systems " + ", ".join(s.name for s in built if s.needs_model)
                          + " need a model file")
+    if any(s.needs_model for s in built):
+        separation.check_model(models)             # before any work, not once per mixture
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     csv_path = out_dir / RESULTS_CSV
     _check_settings(out_dir / "settings.json", {"model": str(model) if model else None,
@@ -309,7 +318,7 @@ def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path
     detector = (models.config.get("data", {}).get("detector", "auto") if models else "auto")
     kept = example_ids(specs, examples)
     run = _Run(ctx, Scorer(models, ctx.stft), TrackCache(out_dir / "lips", detector), csv_path,
-               set(kept))
+               set(kept), echo)
     bar = tqdm(total=sum(len(v) for v in todo.values()), desc="evaluating", unit="mix",
                disable=not progress)
     for system in built:
@@ -374,13 +383,27 @@ def _check_settings(path: Path, current: dict) -> None:
 
 
 class _Run:
-    """State of one :func:`evaluate` call: rendering, tracks, scoring and writing."""
+    """State of one :func:`evaluate` call: rendering, tracks, scoring and writing.
+
+    Each mixture's rows are appended to the results file as soon as it is scored, and its
+    estimates are dropped then (the audio of the kept examples is written first): memory holds
+    one batch of mixtures, never the manifest's outputs, and an interrupted run keeps every
+    mixture scored so far. ``echo`` (if given) gets one ``error: …`` line per failed mixture
+    and system."""
 
     def __init__(self, ctx: EvalContext, scorer: Scorer, tracks: TrackCache, csv_path: Path,
-                 example_ids: set):
+                 example_ids: set, echo=None):
         self.ctx, self.scorer, self.tracks, self.csv_path = ctx, scorer, tracks, csv_path
-        self.example_ids = example_ids
-        self.audio_cache: dict = {}
+        self.example_ids, self.echo = example_ids, echo
+        self.audio_cache: dict = {}           # the noise recordings (render_mixture keeps no more)
+
+    def write(self, rows: list[dict], say: bool = True) -> None:
+        """Append ``rows`` to the results file; with ``say``, echo each failed (mixture,
+        system) on one line."""
+        write_results(self.csv_path, rows)
+        failed = dict.fromkeys((r["id"], r["system"], r["error"]) for r in rows if r["status"] == "failed")
+        for spec_id, system, error in failed if say and self.echo else ():
+            self.echo(f"error: {spec_id}: {system}: {error}")
 
     def system(self, system, specs: list[MixtureSpec], advance) -> None:
         """Run one system on ``specs``: skip what it cannot do, batch the rest, write rows."""
@@ -393,16 +416,19 @@ class _Run:
                 groups.setdefault(system.group_key(probe), []).append(spec)
             except SystemSkip as exc:
                 skipped += status_rows(spec, system.name, "skipped", str(exc))
-        write_results(self.csv_path, skipped)
+        self.write(skipped)
         advance(len(specs) - sum(len(g) for g in groups.values()))
         if groups:
             try:
                 system.prepare()
             except (PyroAvssError, OSError) as exc:          # e.g. NMF without training data
                 status = "skipped" if isinstance(exc, SystemSkip) else "failed"
-                write_results(self.csv_path, [r for g in groups.values() for spec in g
-                                              for r in status_rows(spec, system.name, status, str(exc))])
-                advance(sum(len(g) for g in groups.values()))
+                todo = [spec for g in groups.values() for spec in g]
+                self.write([r for spec in todo for r in status_rows(spec, system.name, status, one_line(exc))],
+                           say=False)
+                if status == "failed" and self.echo:           # one line, not one per mixture
+                    self.echo(f"error: {system.name}: {one_line(exc)} ({len(todo)} mixture(s) not run)")
+                advance(len(todo))
                 return
         for group in groups.values():
             group.sort(key=lambda s: s.num_samples)
@@ -410,35 +436,40 @@ class _Run:
                 self.batch(system, group[b:b + system.batch_size], advance)
 
     def batch(self, system, specs: list[MixtureSpec], advance) -> None:
-        items, rows = [], []
+        """Run ``system`` on ``specs`` in one call, then score and write them one by one; a
+        failing call is retried one mixture at a time, so that only the culprit fails."""
+        items = []
         for spec in specs:
             try:
                 items.append(self.item(system, spec))
             except (PyroAvssError, OSError) as exc:
-                rows += status_rows(spec, system.name, "failed", str(exc))
+                self.write(status_rows(spec, system.name, "failed", one_line(exc)))
+                advance(1)
         try:
             results = system.run(items) if items else []
         except Exception as exc:                             # noqa: BLE001 - recorded per mixture
             if len(items) > 1:                               # find the culprit one by one
-                write_results(self.csv_path, rows)
-                advance(len(specs) - len(items))
                 for item in items:
                     self.batch(system, [item.spec], advance)
                 return
-            rows += [r for i in items for r in status_rows(i.spec, system.name, "failed",
-                                                              f"{type(exc).__name__}: {exc}")]
-            items, results = [], []
-        for item, result in zip(items, results):
-            try:
-                scored = self.scorer.rows(item, system.name, result)
-            except Exception as exc:                         # noqa: BLE001
-                scored = status_rows(item.spec, system.name, "failed",
-                                     f"scoring: {type(exc).__name__}: {exc}")
-            rows += scored
-            if item.spec.id in self.example_ids:
-                self.save_example(item, system.name, result)
-        write_results(self.csv_path, rows)
-        advance(len(specs))
+            self.write([r for i in items for r in status_rows(i.spec, system.name, "failed", one_line(exc))])
+            advance(len(items))
+            return
+        results.reverse()
+        for item in items:
+            self.write(self.score(item, system.name, results.pop()))   # its estimates go now
+            advance(1)
+
+    def score(self, item: EvalItem, system: str, result: SystemResult) -> list[dict]:
+        """The rows of one mixture (failed rows if scoring fails); keeps its audio when it is
+        one of the examples."""
+        try:
+            rows = self.scorer.rows(item, system, result)
+        except Exception as exc:                             # noqa: BLE001
+            rows = status_rows(item.spec, system, "failed", f"scoring: {one_line(exc)}")
+        if item.spec.id in self.example_ids:
+            self.save_example(item, system, result)
+        return rows
 
     def item(self, system, spec: MixtureSpec) -> EvalItem:
         rendered = render_mixture(spec, audio_cache=self.audio_cache)

@@ -88,8 +88,12 @@ class MCEMSettings:
         if not 0 <= self.final_burn_in < self.final_steps:
             raise InputError("mcem.final_burn_in", f"must be in [0, final_steps={self.final_steps}), "
                                                    f"got {self.final_burn_in}")
-        if self.noise_rank < 1 or self.em_iterations < 1 or self.proposal_var <= 0:
+        if self.noise_rank < 1 or self.em_iterations < 1 or not 0 < self.proposal_var < math.inf:
             raise InputError("mcem", "noise_rank and em_iterations must be >= 1, proposal_var > 0")
+        if not 0 <= self.tol < math.inf:
+            raise InputError("mcem.tol", f"must be a number >= 0, got {self.tol}")
+        if not 0 <= self.seed < 2**32:
+            raise InputError("mcem.seed", f"must be in [0, 2**32 - 1], got {self.seed}")
 
 
 @dataclass

@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio import AUDIO_SUFFIXES, load_audio, save_audio, stft
+from ..audio import AUDIO_SUFFIXES, load_audio, save_audio, scaled_note, stft
 from ..checkpoint import SpeechModels
-from ..errors import InputError
+from ..errors import InputError, one_line, writable_folder
 from .separation import Separated, SeparationSettings, separate_recordings
 
 VIDEO_SUFFIXES = (".mp4", ".mpg", ".avi", ".mov", ".mkv", ".webm")
@@ -180,16 +180,23 @@ def output_names(num_sources: int, plot: bool = True) -> list[str]:
 
 
 def write_outputs(out_dir: Path, result: Separated, mixture: np.ndarray, models: SpeechModels,
-                  plot: bool = True, notices: list[str] = ()) -> None:
+                  plot: bool = True, notices: list[str] = ()) -> list[str]:
     """Write the wavs, the posterior CSV and the figure of one separated recording into the
-    (new, empty) folder ``out_dir``, and ``notices`` (if any) into ``notices.txt``."""
+    (new, empty) folder ``out_dir``, and ``notices`` (if any) into ``notices.txt``.
+
+    A wav that would clip is scaled down (:func:`~pyro_avss.audio.save_audio`); instead of a
+    warning naming ``out_dir`` (a temporary folder when written atomically) this returns one
+    note per scaled file, ``"<file name>: scaled by …"``, also added to ``notices.txt``."""
     sr = models.stft.sample_rate
     out_dir.mkdir(parents=True, exist_ok=True)
-    if notices:
-        (out_dir / NOTICES).write_text("".join(f"{n}\n" for n in notices))
-    for j, s in enumerate(result.sources):
-        save_audio(out_dir / f"source{j + 1}.wav", s, sr)
-    save_audio(out_dir / "noise.wav", result.noise, sr)
+    signals = {f"source{j + 1}.wav": s for j, s in enumerate(result.sources)}
+    signals["noise.wav"] = result.noise
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")              # said by the notes returned instead
+        gains = {name: save_audio(out_dir / name, s, sr) for name, s in signals.items()}
+    scaled = [f"{name}: {scaled_note(gain)}" for name, gain in gains.items() if gain != 1.0]
+    if notices or scaled:
+        (out_dir / NOTICES).write_text("".join(f"{n}\n" for n in [*notices, *scaled]))
     names = models.component_names
     times = models.stft.frame_times(result.posterior.shape[0])
     with open(out_dir / "switch_posterior.csv", "w", newline="") as f:
@@ -209,6 +216,7 @@ def write_outputs(out_dir: Path, result: Separated, mixture: np.ndarray, models:
         separation_figure(out_dir / "separation.png", spec(mixture),
                           [spec(s) for s in result.sources], _pool(result.posterior, factor), names,
                           cfg.frame_rate / factor, sr)
+    return scaled
 
 
 FIGURE_FRAMES = 4000      # time columns of separation.png at most (a long recording is pooled)
@@ -281,8 +289,9 @@ def _is_complete(target: Path, num_sources: int, figure: bool = True) -> bool:
     return all((target / n).is_file() for n in output_names(num_sources, figure))
 
 
-def write_atomically(target: Path, own_folder: bool, write) -> None:
-    """``write(folder)`` fills a fresh hidden folder next to ``target``, which then replaces it.
+def write_atomically(target: Path, own_folder: bool, write):
+    """``write(folder)`` fills a fresh hidden folder next to ``target``, which then replaces it;
+    returns what ``write`` returned.
 
     ``own_folder``: ``target`` holds one recording's outputs only (``OUT/<name>``), so the new
     folder is renamed onto it, the old one being moved aside first; otherwise (``OUT`` itself
@@ -296,7 +305,7 @@ def write_atomically(target: Path, own_folder: bool, write) -> None:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(target), dir=parent))
     try:
-        write(tmp)
+        written = write(tmp)
         if own_folder:
             old = None
             if target.exists():
@@ -312,6 +321,7 @@ def write_atomically(target: Path, own_folder: bool, write) -> None:
                 os.replace(p, target / p.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return written
 
 
 @dataclass
@@ -321,12 +331,6 @@ class BatchOutcome:
     done: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     failures: list = field(default_factory=list)
-
-
-def _one_line(exc: Exception) -> str:
-    """An error as one line; deliberate errors as they are, others with their type."""
-    text = " ".join(str(exc).split()) or "no message"
-    return text if isinstance(exc, InputError) else f"{type(exc).__name__}: {text}"
 
 
 def _separate_group(models, group, settings, device):
@@ -381,6 +385,7 @@ def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
 
     if force and skip_existing:
         raise InputError("--force/--skip-existing", "choose one: replace or keep existing outputs")
+    writable_folder(out_dir)
     outcome = BatchOutcome()
     own_folder = len(jobs) > 1 or any(j.listed for j in jobs)
     sr = models.stft.sample_rate
@@ -422,17 +427,19 @@ def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
                         echo(f"notice: {n}")
                     group.append((job, target, audio, tracks, notices))
                 except Exception as exc:      # noqa: BLE001 - one line per input, batch goes on
-                    fail(job, _one_line(exc))
+                    fail(job, one_line(exc))
             for (job, target, audio, _, notices), result in zip(
                     group, _separate_group(models, group, settings, device)):
                 try:
                     if isinstance(result, Exception):
                         raise result
-                    write_atomically(target, own_folder, lambda folder: write_outputs(
+                    scaled = write_atomically(target, own_folder, lambda folder: write_outputs(
                         folder, result, audio, models, plot=figure, notices=notices))
+                    for note in scaled:
+                        echo(f"notice: {target}{os.sep}{note}")
                     outcome.done.append(job.name)
                 except Exception as exc:      # noqa: BLE001
-                    fail(job, _one_line(exc))
+                    fail(job, one_line(exc))
             bar.update(len(batch))
     finally:
         shared.close()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,7 @@ from .inputs import aligned_lips
 
 
 NOISE_STARTS = ("flat", "lips", "auto")
+ENUMERATIONS = ("factor", "pyro")
 
 
 @dataclass
@@ -146,6 +148,30 @@ class SeparationSettings:
         if self.steps < 1 or self.num_samples < 1:
             raise InputError("separate", f"steps and num_samples must be >= 1, got {self.steps} "
                                          f"and {self.num_samples}")
+        if self.enumeration not in ENUMERATIONS:
+            raise InputError("separate.enumeration", f"must be {' or '.join(ENUMERATIONS)}, got "
+                                                     f"{self.enumeration!r}")
+        if not 0 <= self.seed < 2**32:
+            raise InputError("separate.seed", f"must be in [0, 2**32 - 1], got {self.seed}")
+
+    def check_model(self, models: SpeechModels) -> "SeparationSettings":
+        """Refuse, naming the key, what ``models`` cannot do with these settings (so that a
+        batch stops before any work instead of failing every recording); returns self."""
+        cfg = models.stft
+        if int(self.chunk_seconds * cfg.sample_rate) < cfg.hop:
+            raise InputError("separate.chunk_seconds", f"must be at least one STFT hop "
+                                                       f"({cfg.hop / cfg.sample_rate:g} s), got "
+                                                       f"{self.chunk_seconds}")
+        if self.noise_rank > cfg.num_bins:
+            raise InputError("separate.noise_rank", f"must be at most the model's {cfg.num_bins} "
+                                                    "frequency bins (a larger rank describes no "
+                                                    f"more), got {self.noise_rank}")
+        needs_prior = "needs a model trained with a visual prior (model.prior=visual)"
+        if self.guide_init not in ("auto", "encoder") and models.prior is None:
+            raise InputError("separate.guide_init", f"{self.guide_init!r} {needs_prior}")
+        if self.noise_start == "lips" and models.prior is None:
+            raise InputError("separate.noise_start", f"'lips' {needs_prior}")
+        return self
 
     @classmethod
     def from_config(cls, section: dict, **changes) -> "SeparationSettings":
@@ -189,6 +215,7 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
 
     ``make_noise()`` and ``make_switch_prior(K, J)`` replace the NMF noise and the configured
     switch prior with pieces of your own (see ``docs/extending.md``)."""
+    settings.check_model(models)
     J = lips.shape[-2]
     used = (list(settings.components) if settings.components is not None
             else list(range(models.decoders.num_components)))
@@ -205,9 +232,6 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
                       noise_start_shape(models, components_view(models, settings.components), settings,
                                         power, lips, present, mask),
                       settings.noise_spectral_smoothness, settings.noise_smooth_rank))
-    if settings.guide_init not in ("auto", "encoder") and models.prior is None:
-        raise InputError("separate.guide_init", f"{settings.guide_init!r} needs a model trained "
-                                                "with a visual prior (model.prior=visual)")
 
     def build(components: list[int]) -> SeparationModel:
         return separation_model(models, settings, components, build_switch(len(components)), noise, J)
@@ -246,9 +270,6 @@ def noise_start_shape(models: SpeechModels, decoders, settings: SeparationSettin
     usable = models.prior is not None and bool((present > 0.5).any())
     if start == "flat" or (start == "auto" and not usable):
         return None
-    if models.prior is None:
-        raise InputError("separate.noise_start", "'lips' needs a model trained with a visual prior "
-                                                 "(model.prior=visual)")
     from .activity import lip_noise_shape
 
     return lip_noise_shape(models.prior, decoders, power, lips, present, mask)
@@ -284,7 +305,9 @@ def _fit(build, used: list[int], num_components: int, power, lips, present, mask
     frames = float(mask.sum())
     ema, steps = None, 0
     for steps in range(1, settings.steps + 1):
-        loss = svi.step(power, lips, present, mask) / frames
+        with warnings.catch_warnings():            # a NaN loss is the FloatingPointError below
+            warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
+            loss = svi.step(power, lips, present, mask) / frames
         if settings.noise_updates == "mu" and hasattr(sep.noise, "multiplicative_update"):
             noise_mu_step(sep, sep.switch, power, lips, present, mask)
         if not math.isfinite(loss):
@@ -526,6 +549,7 @@ def separate_recordings(models: SpeechModels, jobs: list[tuple[np.ndarray, list]
     estimate is cross-faded into its recording's output right after, so a long recording holds
     its waveform buffers and one batch of chunks (not every chunk's masks and spectra)."""
     cfg = models.stft
+    settings.check_model(models)
     models.to(device)
     chunk = int(settings.chunk_seconds * cfg.sample_rate)
     overlap = int(settings.overlap_seconds * cfg.sample_rate)

@@ -33,7 +33,7 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from ..audio import StftConfig
 from ..checkpoint import SpeechModels
-from ..errors import InputError, TrainingDiverged, first_line
+from ..errors import InputError, TrainingDiverged, first_line, writable_folder
 from ..models.generative import MAX_PLATE_NESTING, speech_guide, speech_model
 from ..models.switch import make_switch
 from ..nets.lips import LipProjection, LipTemporalEncoder
@@ -159,12 +159,6 @@ def build_models(cfg: dict, speakers: list[str], video_speakers: set[str],
     gen = torch.Generator().manual_seed(tr["seed"])
     if mode == "universal":
         lc = cfg["lips"]
-        if lc["front_end"] not in ("pca", "temporal"):
-            raise InputError("lips.front_end", f"unknown front end {lc['front_end']!r} (pca, temporal)")
-        if mc["prior"] not in ("standard", "visual"):
-            raise InputError("model.prior", f"unknown prior {mc['prior']!r} (standard, visual)")
-        if mc["memory"] not in ("none", "markov"):
-            raise InputError("model.memory", f"unknown memory {mc['memory']!r} (none, markov)")
         temporal = use_video and lc["front_end"] == "temporal"
         lip_dim = (lc["embed_dim"] if temporal else lc["dim"]) if use_video else 0
         projection = LipProjection(lc["dim"], lc["downsample"])
@@ -179,10 +173,6 @@ def build_models(cfg: dict, speakers: list[str], video_speakers: set[str],
         dynamics = LatentDynamics(mc["latent_dim"]) if mc["memory"] == "markov" else None
         return SpeechModels(encoder, decoders, projection, stft_cfg, lip_encoder=lip_encoder,
                             prior=prior, dynamics=dynamics), None
-    if mode not in ("speakers", "switching"):
-        raise InputError("train.mode", f"unknown mode {mode!r} (universal, speakers, switching)")
-    if not tr["init"]:
-        raise InputError("train.init", f"mode {mode!r} needs train.init (a model file to start from)")
     base = SpeechModels.load(tr["init"])
     if base.stft != stft_cfg:
         raise InputError(tr["init"], f"STFT settings {base.stft} differ from the config's {stft_cfg}")
@@ -421,19 +411,55 @@ BEFORE_TRAINING = ("config.yaml", "skipped.csv")   # what fit writes before its 
                                                    # folder holding only these may start again
 
 
-def check_train_settings(train: dict) -> None:
-    """One-line errors, naming the key, for ``train.*`` values that would fail later."""
-    for key in ("epochs", "batch_size", "segment_frames", "warmup_epochs", "patience"):
-        if train[key] < (0 if key == "warmup_epochs" else 1):
-            raise InputError(f"train.{key}", f"must be >= {0 if key == 'warmup_epochs' else 1}, "
-                                             f"got {train[key]}")
-    if not train["lr"] > 0:
-        raise InputError("train.lr", f"must be > 0, got {train['lr']}")
-    for key in ("lip_dropout", "beta_start"):
-        if not 0 <= train[key] <= 1:
-            raise InputError(f"train.{key}", f"must be in [0, 1], got {train[key]}")
-    if train["max_steps_per_epoch"] is not None and train["max_steps_per_epoch"] < 1:
-        raise InputError("train.max_steps_per_epoch", f"must be >= 1, got {train['max_steps_per_epoch']}")
+CHOICES = {"train.mode": ("universal", "speakers", "switching"), "train.labels": ("observed", "hidden"),
+           "train.switch_prior": ("iid", "markov"), "model.prior": ("standard", "visual"),
+           "model.memory": ("none", "markov"), "lips.front_end": ("pca", "temporal"),
+           "stft.window": ("sine", "hann")}
+"""The values a word-valued key of ``fit``'s config may take."""
+
+AT_LEAST = {"train.epochs": 1, "train.batch_size": 1, "train.segment_frames": 1,
+            "train.warmup_epochs": 0, "train.patience": 1, "train.max_steps_per_epoch": 1,
+            "train.num_components": 1, "train.seed": 0, "model.latent_dim": 1, "model.hidden": 1,
+            "lips.dim": 1, "lips.downsample": 1, "lips.embed_dim": 1, "stft.sample_rate": 1,
+            "stft.n_fft": 2, "stft.hop": 1, "data.max_clips_per_speaker": 1}
+"""The smallest value of each integer key of ``fit``'s config (null stays allowed where the
+config allows it)."""
+
+IN_RANGE = {"train.lr": ("> 0", lambda x: x > 0), "train.beta_start": ("in (0, 1]", lambda x: 0 < x <= 1),
+            "train.lip_dropout": ("in [0, 1]", lambda x: 0 <= x <= 1),
+            "train.stay_prob": ("in (0, 1)", lambda x: 0 < x < 1),
+            "train.perturb": (">= 0", lambda x: x >= 0), "train.seed": ("below 2**32", lambda x: x < 2**32)}
+"""What each number key of ``fit``'s config must be, in words and as a test."""
+
+
+def check_config(cfg: dict) -> None:
+    """One-line errors, naming the key, for values of ``train``, ``model``, ``lips``, ``stft``
+    and ``data`` that would fail later (before any folder is made or clip prepared)."""
+    def value(key):
+        section, name = key.split(".")
+        return cfg[section][name]
+
+    for key, allowed in CHOICES.items():
+        if value(key) not in allowed:
+            raise InputError(key, f"must be one of {', '.join(allowed)}, got {value(key)!r}")
+    for key, low in AT_LEAST.items():
+        x = value(key)
+        if x is not None and (not isinstance(x, int) or isinstance(x, bool)):
+            raise InputError(key, f"must be an integer, got {x!r}")
+        if x is not None and x < low:
+            raise InputError(key, f"must be >= {low}, got {x}")
+    for key, (wording, ok) in IN_RANGE.items():
+        if not ok(value(key)):
+            raise InputError(key, f"must be {wording}, got {value(key)}")
+    if value("stft.hop") > value("stft.n_fft"):
+        raise InputError("stft.hop", f"must be at most stft.n_fft = {value('stft.n_fft')}, got "
+                                     f"{value('stft.hop')}")
+    init = value("train.init")
+    if init is not None and not isinstance(init, str):
+        raise InputError("train.init", f"must be the path of a model file or null, got {init!r}")
+    if value("train.mode") != "universal" and not init:
+        raise InputError("train.init", f"mode {value('train.mode')!r} needs train.init (a model "
+                                       "file to start from)")
 
 
 def fit(cfg: dict, out_dir: str | Path, *, device: str = "auto", resume: bool = False,
@@ -447,8 +473,8 @@ def fit(cfg: dict, out_dir: str | Path, *, device: str = "auto", resume: bool = 
     from ..data.prepared import prepared_rows
     from ..plots import learning_curve
 
-    out_dir = Path(out_dir)
-    check_train_settings(cfg["train"])
+    check_config(cfg)
+    out_dir = writable_folder(out_dir)
     started = out_dir.exists() and any(p.name not in BEFORE_TRAINING for p in out_dir.iterdir())
     if started and not resume:
         raise InputError(out_dir, "output folder is not empty (use --resume to continue a run "
@@ -456,7 +482,6 @@ def fit(cfg: dict, out_dir: str | Path, *, device: str = "auto", resume: bool = 
     if resume and not (out_dir / "state.pt").exists():
         raise InputError(out_dir / "state.pt", "nothing to resume (no training step was saved: "
                                                "run again without --resume)")
-    out_dir.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     seed = cfg["train"]["seed"]
     torch.manual_seed(seed)
@@ -478,6 +503,7 @@ def fit(cfg: dict, out_dir: str | Path, *, device: str = "auto", resume: bool = 
     skipped: list = []
     train_set = load_frames(train_rows, models.lips, stft_cfg, label_of, use_video, skipped)
     dev_set = load_frames(dev_rows, models.lips, stft_cfg, label_of, use_video, skipped) if dev_rows else None
+    out_dir.mkdir(parents=True, exist_ok=True)           # only now: a refused run leaves none
     if skipped:
         with open(out_dir / "skipped.csv", "w", newline="") as f:
             csv.writer(f).writerows([("id", "reason"), *skipped])
