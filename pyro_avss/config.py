@@ -67,7 +67,12 @@ DEFAULTS: dict[str, Any] = {
     },
     "separate": {
         "switch_prior": "utterance", # utterance (one component per source and chunk) | iid | markov
-        "stay_prob": 0.98,
+        # the Markov switch's stay probability ρ (per frame) comes from at most one of two keys:
+        "stay_prob": None,           # ρ itself, in (0, 1); null = 0.98 unless stay_seconds is set
+        "stay_seconds": None,        # or a time constant τ (s): ρ = exp(-hop / τ), hop from the
+                                     # model's STFT (τ = 0.8 s ~ 0.98 at a 16 ms hop); null = unused
+        "learn_stay": False,         # true: ρ (started as above) is fitted per source and chunk by
+                                     # SVI with the rest (its logit a pyro.param); markov only
         "noise_rank": 8,
         "noise_init_level": 6.0,     # initial E[noise variance] / mean mixture power (flat spectrum)
         "noise_start": "flat",       # flat (E[WH] = noise_init_level, every bin alike) | lips
