@@ -150,3 +150,23 @@ def test_harness_tracks_are_corrupted_per_clip_deterministically(av_specs):
     assert source_track(specs[0], 0, load) is tracks[specs[0].sources[0].video]
     assert source_track(replace(missing[0], sources=[replace(missing[0].sources[0], video=None)]), 0,
                         load) is None
+
+
+def test_mix_command_writes_the_lips_column_or_says_why_not(tmp_path):
+    from click.testing import CliRunner
+
+    from pyro_avss.cli import main
+
+    t = np.arange(8000) / SR
+    for spk, f in (("a", 150), ("b", 220)):
+        _write(tmp_path / "corpus" / spk / "u1.wav", 0.3 * np.sin(2 * np.pi * f * t))
+    _write(tmp_path / "noise" / "hum.wav", np.random.default_rng(0).standard_normal(20000) * 0.05)
+    base = ["mix", "--targets", str(tmp_path / "corpus"), "--noise", str(tmp_path / "noise"),
+            "--split", "", "--snr", "0", "--force", "--out"]
+    res = CliRunner().invoke(main, base + [str(tmp_path / "plain.csv")])
+    assert res.exit_code == 0, res.output
+    assert "source1_lips" not in (tmp_path / "plain.csv").read_text()
+    res = CliRunner().invoke(main, base + [str(tmp_path / "bad.csv"), "--lips", "blur:0.3"])
+    assert res.exit_code == 2 and "lip corruption 'blur:0.3'" in res.output
+    res = CliRunner().invoke(main, base + [str(tmp_path / "audio.csv"), "--lips", "missing:0.3"])
+    assert res.exit_code == 2 and "the target has no video" in res.output
