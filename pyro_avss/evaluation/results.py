@@ -129,8 +129,9 @@ SWITCH_SPLITS = ("1spk", "2spk", "1spk_held", "2spk_held")
 #: table, besides intact lips, on the tuned-on splits of one and two talkers
 LIP_CORRUPTIONS = ("missing:0.3", "missing:0.6", "noise:0.3", "swap:0.3")
 LIPS_SPLITS = ("1spk", "2spk")
-LIPS_ROWS = tuple((label, "switching", changes) for label, _, changes in SWITCH_ROWS) + \
-    (("universal model", "universal", None),)
+LIPS_ROWS = tuple((label, "switching", changes) for label, _, changes in SWITCH_ROWS) + (
+    ("one component per utterance, per-frame gains", "switching", ["separate.gain=frame"]),
+    ("universal model", "universal", None))
 
 #: (label, separation overrides, splits): the noise-model rows, each against the default
 #: (``separate.noise_smoothness=0.1``, ``separate.prior_weight=3``) on tuned-on and held-out data
@@ -411,8 +412,8 @@ def lips_rows(manifests: dict, model: str | Path, out_dir: Path, device: str) ->
     """Every :data:`LIPS_ROWS` system with the target's lips intact and corrupted by each of
     :data:`LIP_CORRUPTIONS` on :data:`LIPS_SPLITS`: ``{split: {label: {condition: entry}}}``,
     each entry the summary of the *target* source's rows (:func:`target_entry`). Intact lips
-    are read from the runs of the main tables and :data:`SWITCH_ROWS` (not run again); each
-    corruption gets a manifest ``mixtures_<split>_lips_<kind>_<fraction>.csv``."""
+    are read from the runs of the main tables and :data:`SWITCH_ROWS` where they exist (not run
+    again); each corruption gets a manifest ``mixtures_<split>_lips_<kind>_<fraction>.csv``."""
     from ..data.lip_corruption import corrupt_target_lips
     from ..data.mixtures import read_mixture_manifest, write_mixture_manifest
 
@@ -420,14 +421,14 @@ def lips_rows(manifests: dict, model: str | Path, out_dir: Path, device: str) ->
     for n in LIPS_SPLITS:
         out[n] = {label: {} for label, _, _ in LIPS_ROWS}
         for condition in ("intact",) + LIP_CORRUPTIONS:
-            manifest = out_dir / f"mixtures_{n}_lips_{_slug(condition)}.csv"
+            manifest = manifests[n] if condition == "intact" else out_dir / f"mixtures_{n}_lips_{_slug(condition)}.csv"
             if condition != "intact":
                 write_mixture_manifest(corrupt_target_lips(read_mixture_manifest(manifests[n]), condition),
                                        manifest, overwrite=True)
             for label, system, changes in LIPS_ROWS:
                 base = f"eval_{n}" if changes is None else f"eval_{n}_{_slug(label)}"
                 folder = out_dir / (base if condition == "intact" else f"{base}_lips_{_slug(condition)}")
-                if condition != "intact":
+                if condition != "intact" or not (folder / "results.csv").exists():
                     _evaluate(manifest, model, folder, system, device, changes or ())
                 out[n][label][condition] = target_entry(folder, system)
     return out
@@ -613,8 +614,11 @@ def results_document(facts, evals, ablation, noise_rows, s_switch, s_eq, s_mcem,
               "the same speaker (`swap`), with `present = 1` (the model is not told); the audio and the "
               "references are unchanged (`cli.py mix --lips`, `pyro_avss.data.lip_corruption`). Every "
               "switching row uses the audio-visual speaker bank (s1, s4; no audio-only component "
-              "exists yet); the universal row is the universal audio-visual model alone. Cells: "
-              "the target's SI-SDRi (dB) / p(true)" + " (/ swap rate with two talkers).", ""]
+              "exists yet); the universal row is the universal audio-visual model alone. The "
+              "per-frame-gains row (`separate.gain=frame`) checks how much of the loss comes from "
+              "the default gain, one per source and chunk, which leaves the speech level from frame "
+              "to frame to the lips. Cells: the target's SI-SDRi (dB) / p(true), with two talkers "
+              "also / its swap rate.", ""]
         for n in LIPS_SPLITS:
             L += [f"{talker_title(1 if n == '1spk' else 2).capitalize()} (target rows only):", ""]
             L += lips_table(lips[n]) + [""]
