@@ -179,8 +179,9 @@ class LearntStickySwitch(MarkovSwitch):
             raise ValueError("LearntStickySwitch needs at least two components")
         super().__init__(num_components, num_sources, learn_prior=True, stay_prob=init_stay)
 
-    def log_transition(self, device):
-        """``(S, S)`` log transition matrix of the joint chain (rows: from-state)."""
+    def log_transition(self, device, batch=None):
+        """``(S, S)`` log transition matrix of the joint chain (rows: from-state), the same for
+        every utterance of the ``batch``."""
         stay = pyro.param("switch_stay", lambda: torch.tensor(self.stay_prob, device=device),
                           constraint=constraints.interval(0.5, 1.0)).clamp(max=1 - 1e-6)
         same = torch.eye(self.K, dtype=torch.bool, device=device)

@@ -99,6 +99,8 @@ class SeparationResult:
     :param models: the model that separated it (for :meth:`save`).
     :param notices: what degraded the result without failing it (a video without a face, ...).
     :param steps: SVI steps taken (the largest over the recording's chunks).
+    :param switch_stay: ``(J,)`` the stay probability per frame that SVI fitted for each source
+        (``learn_stay=True`` with the Markov switch), else None.
     """
 
     sources: list[np.ndarray]
@@ -111,6 +113,7 @@ class SeparationResult:
     models: SpeechModels = field(repr=False, compare=False)
     notices: list[str] = field(default_factory=list)
     steps: int = 0
+    switch_stay: np.ndarray | None = None
 
     @property
     def best_components(self) -> list[str]:
@@ -126,7 +129,8 @@ class SeparationResult:
         if _existing_outputs(target, own_folder=False) and not overwrite:
             raise InputError(target, "outputs exist (pass overwrite=True to replace them)")
         separated = Separated(np.stack(self.sources), self.noise,
-                              np.ascontiguousarray(self.posteriors.transpose(1, 0, 2)), self.steps)
+                              np.ascontiguousarray(self.posteriors.transpose(1, 0, 2)), self.steps,
+                              self.switch_stay)
         scaled = write_atomically(target, False, lambda folder: write_outputs(
             folder, separated, self.mixture, self.models, plot=figure, notices=self.notices))
         for note in scaled:
@@ -282,7 +286,7 @@ class Separator:
         posteriors = np.ascontiguousarray(s.posterior.transpose(1, 0, 2))
         return SeparationResult(list(s.sources), s.noise, self.sample_rate, posteriors,
                                 self.components, self.models.stft.frame_times(posteriors.shape[1]),
-                                audio, self.models, notices, s.steps)
+                                audio, self.models, notices, s.steps, s.switch_stay)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -339,13 +339,17 @@ def _csv_list(text, cast=str):
 @click.option("--interferers", default=None, help="corpus of competing speakers (default: --targets)")
 @click.option("--sir", type=float, default=0.0, show_default=True, help="target-to-interferer ratio (dB)")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--lips", default="intact", show_default=True,
+              help="corrupt the target's lips when separating: missing:F, noise:F or swap:F (a fraction "
+                   "F of the video frames, in blocks; swap: lips of another clip of the speaker)")
 @click.option("--materialise", type=click.Path(file_okay=False), help="also write the mixtures as wav files here")
 @click.option("--force", is_flag=True, help="overwrite an existing manifest")
 def mix(targets, noise_path, out, split, speakers, per_speaker, snr, num_interferers, interferers, sir,
-        seed, materialise, force):
+        seed, lips, materialise, force):
     """Build a deterministic mixture manifest (targets + optional competing speakers + noise at
     the given SNRs); the references are kept for scoring with `evaluate`."""
     from pyro_avss.data.corpora import scan_corpus
+    from pyro_avss.data.lip_corruption import corrupt_target_lips
     from pyro_avss.data.mixtures import build_mixture_specs, materialise as write_wavs, write_mixture_manifest
     from pyro_avss.data.selection import read_noises, select_clips
 
@@ -357,6 +361,7 @@ def mix(targets, noise_path, out, split, speakers, per_speaker, snr, num_interfe
         pool = select_clips(scan_corpus(interferers)[0], split) if interferers else select_clips(clips, split)
         specs = build_mixture_specs(chosen, read_noises(noise_path), _csv_list(snr, float),
                                     interferers=pool, num_interferers=num_interferers, sir_db=sir, seed=seed)
+        specs = corrupt_target_lips(specs, lips, donors=select_clips(clips, split))
         write_mixture_manifest(specs, out, overwrite=force)
         if materialise:
             write_wavs(specs, materialise, overwrite=force)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pyro_avss.evaluation.results import _mcem_comparison
@@ -146,3 +148,70 @@ def test_tables_of_separate_runs_say_whether_they_compare_the_same_mixtures():
     text = "\n".join(_noise_table({"default": {"1spk": full}, "other": {"1spk": short}}))
     assert "**Not like for like**" in text and "other on 1spk (2 of 5 rows)" in text
     assert "default on 1spk" not in text
+
+
+def test_switch_table_gives_sisdri_and_true_speaker_mass_on_every_split():
+    from pyro_avss.evaluation.results import SWITCH_SPLITS, switch_table
+
+    def run(v, mass):
+        entry = summary(v, 0.2)
+        entry["mean"].update(switch_true_mass=mass, swapped=0.0)
+        return {"systems": {"switching": entry}}
+
+    rows = {"utterance": {n: run(8.0, 0.98) for n in SWITCH_SPLITS},
+            "markov": {n: run(7.0 + i, 0.7) for i, n in enumerate(SWITCH_SPLITS)}}
+    text = "\n".join(switch_table(rows))
+    assert "| switch prior | 1spk: SI-SDRi / p(true) | 2spk: SI-SDRi / p(true) |" in text
+    assert "| markov | 7.00 / 0.700 | 8.00 / 0.700 | 9.00 / 0.700 | 10.00 / 0.700 | 0.000 / 0.000 | 0.200 |" in text
+
+
+def test_lips_rows_corrupt_the_target_reuse_intact_runs_and_tabulate_the_target(tmp_path, monkeypatch):
+    """lips_rows writes one corrupted manifest per condition, runs every row on it (intact lips
+    come from the main runs' folders) and reads the target's rows only."""
+    import numpy as np
+    import soundfile as sf
+
+    from pyro_avss.data.clips import Clip
+    from pyro_avss.data.mixtures import build_mixture_specs, read_mixture_manifest, write_mixture_manifest
+    from pyro_avss.evaluation import results
+    from pyro_avss.evaluation.report import write_results
+
+    t = np.arange(4000) / 16000
+    clips = []
+    for i, spk in enumerate(["s1", "s1", "s4", "s4"]):
+        sf.write(str(tmp_path / f"{i}.wav"), (0.3 * np.sin(2 * np.pi * (150 + 20 * i) * t)).astype(np.float32), 16000)
+        clips.append(Clip(f"{spk}_{i}", spk, tmp_path / f"{i}.wav", tmp_path / f"{i}.mp4"))
+    sf.write(str(tmp_path / "n.wav"), np.random.default_rng(0).standard_normal(9000).astype(np.float32) * 0.1, 16000)
+    specs = build_mixture_specs(clips, [("n", tmp_path / "n.wav")], [0.0], interferers=clips, num_interferers=1)
+    manifests = {n: write_mixture_manifest(specs, tmp_path / f"mixtures_{n}.csv") for n in results.LIPS_SPLITS}
+    calls = []
+
+    def fake_evaluate(manifest, model, out, systems, device, overrides=(), limit=None):
+        calls.append((Path(manifest).name, Path(out).name, systems, list(overrides)))
+        lips = {s.sources[0].lips for s in read_mixture_manifest(manifest)}
+        target = {"": 8.0, "missing:0.6": 5.0}.get(lips.pop(), 6.0)
+        Path(out).mkdir(exist_ok=True)
+        write_results(Path(out) / "results.csv", [row(s.id, systems, v, source=j) for s in specs
+                                                  for j, v in ((1, target), (2, 0.0))])
+
+    monkeypatch.setattr(results, "_evaluate", fake_evaluate)
+    for label, system, changes in results.LIPS_ROWS[:-2] + results.LIPS_ROWS[-1:]:   # the main runs
+        base = "eval_1spk" if changes is None else f"eval_1spk_{results._slug(label)}"
+        fake_evaluate(manifests["1spk"], None, tmp_path / base, system, "cpu")
+    calls.clear()
+    monkeypatch.setattr(results, "LIPS_SPLITS", ("1spk",))
+    out = results.lips_rows(manifests, "model.pt", tmp_path, "cpu")
+    # intact lips: read from the folders of the main runs, run only for the row that has none
+    assert len(calls) == len(results.LIP_CORRUPTIONS) * len(results.LIPS_ROWS) + 1
+    assert ("mixtures_1spk.csv", "eval_1spk_one_component_per_utterance__per_frame_gains", "switching",
+            ["separate.gain=frame"]) in calls
+    assert ("mixtures_1spk_lips_missing_0_6.csv", "eval_1spk_lips_missing_0_6", "universal", []) in calls
+    assert ("mixtures_1spk_lips_noise_0_3.csv", "eval_1spk_i_i_d__per_frame_lips_noise_0_3", "switching",
+            ["separate.switch_prior=iid"]) in calls
+    swapped = read_mixture_manifest(tmp_path / "mixtures_1spk_lips_swap_0_3.csv")
+    assert all(s.sources[0].lips == "swap:0.3" and not s.sources[1].lips for s in swapped)
+    cells = out["1spk"]["universal model"]
+    assert cells["intact"]["mean"]["si_sdri"] == 8.0 and cells["missing:0.6"]["mean"]["si_sdri"] == 5.0
+    text = "\n".join(results.lips_table(out["1spk"]))
+    assert "| system | intact | missing 0.3 | missing 0.6 | noise 0.3 | swap 0.3 |" in text
+    assert "| universal model | 8.00 / – | 6.00 / – | 5.00 / – | 6.00 / – | 6.00 / – |" in text

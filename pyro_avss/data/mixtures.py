@@ -55,6 +55,7 @@ PEAK_LIMIT = 0.99
 _HEAD_COLUMNS = ("id", "split", "condition", "sample_rate", "num_samples", "seed", "snr_db",
                  "sir_db")
 _SOURCE_FIELDS = ("id", "audio", "video", "speaker")
+_LIPS_FIELDS = ("lips", "lips_donor")     # written only when some source's lips are corrupted
 _NOISE_COLUMNS = ("noise_name", "noise_audio", "noise_start", "noise_gain")
 _SOURCE_ID = re.compile(r"source(\d+)_id")
 
@@ -70,12 +71,17 @@ class SourceRef:
     :param audio: audio file of the clip.
     :param video: face video of the clip, or None.
     :param speaker: speaker name.
+    :param lips: lip corruption applied when its track is read for separation (``missing:0.3``,
+        ``noise:0.3``, ``swap:0.3``; :mod:`.lip_corruption`), or ``""``: intact.
+    :param lips_donor: for ``swap``: the video of the other clip whose mouth ROIs are used.
     """
 
     id: str
     audio: Path
     video: Path | None
     speaker: str
+    lips: str = ""
+    lips_donor: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -196,7 +202,7 @@ class _AudioCache:
         return self.store[key]
 
 
-def _stable_hash(text: str) -> int:
+def stable_hash(text: str) -> int:
     """A 64-bit hash of ``text`` that is the same in every process (unlike ``hash()``)."""
     digest = hashlib.sha256(("pyro_avss-mixture:" + text).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "little")
@@ -260,7 +266,7 @@ def build_mixture_specs(targets: Sequence[Clip], noises: Sequence[tuple[str, str
         target_audio = load(_abs_path(target.audio))
         n = len(target_audio)
         for k in range(per_target):
-            rng = np.random.default_rng([seed, _stable_hash(str(target.id)), k])
+            rng = np.random.default_rng([seed, stable_hash(str(target.id)), k])
             drawn = int(rng.integers(len(noise_pool)))
             noise_name, noise_path = noise_pool[(index * per_target + k) % len(noise_pool)
                                                 if cycle_noises else drawn]
@@ -424,18 +430,20 @@ def materialise(specs: Iterable[MixtureSpec], out_dir: str | Path, *,
 # --------------------------------------------------------------------------------------------
 # manifest CSV
 # --------------------------------------------------------------------------------------------
-def manifest_columns(num_sources: int) -> list[str]:
+def manifest_columns(num_sources: int, lips: bool = False) -> list[str]:
     """Columns of a mixture manifest whose widest mixture has ``num_sources`` sources.
 
     ``id, split, condition, sample_rate, num_samples, seed, snr_db, sir_db``, then per source j
-    ``source<j>_id, source<j>_audio, source<j>_video, source<j>_speaker, gain<j>``, then
-    ``noise_name, noise_audio, noise_start, noise_gain``. Paths are relative to the manifest's
-    folder where possible; gains are written with full float precision; ``sir_db`` and the
-    columns of absent sources are empty.
+    ``source<j>_id, source<j>_audio, source<j>_video, source<j>_speaker, gain<j>`` (with
+    ``lips``, also ``source<j>_lips, source<j>_lips_donor``: the lip corruption of
+    :mod:`.lip_corruption`), then ``noise_name, noise_audio, noise_start, noise_gain``. Paths
+    are relative to the manifest's folder where possible; gains are written with full float
+    precision; ``sir_db`` and the columns of absent sources are empty.
     """
+    fields = _SOURCE_FIELDS + (_LIPS_FIELDS if lips else ())
     cols = list(_HEAD_COLUMNS)
     for j in range(1, num_sources + 1):
-        cols += [f"source{j}_{f}" for f in _SOURCE_FIELDS] + [f"gain{j}"]
+        cols += [f"source{j}_{f}" for f in fields] + [f"gain{j}"]
     return cols + list(_NOISE_COLUMNS)
 
 
@@ -453,9 +461,11 @@ def write_mixture_manifest(specs: Sequence[MixtureSpec], path: str | Path, *,
         raise InputError(path, "mixture ids are not unique")
     base = _abs_path(path.parent)
     width = max((s.num_sources for s in specs), default=1)
+    lips = any(src.lips for s in specs for src in s.sources)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=manifest_columns(width), restval="")
+        writer = csv.DictWriter(fh, fieldnames=manifest_columns(width, lips), restval="",
+                                extrasaction="ignore")
         writer.writeheader()
         for spec in specs:
             writer.writerow(_spec_to_row(spec, base))
@@ -481,7 +491,8 @@ def _spec_to_row(spec: MixtureSpec, base: Path) -> dict:
     for j, (src, gain) in enumerate(zip(spec.sources, spec.source_gains), start=1):
         row.update({f"source{j}_id": src.id, f"source{j}_audio": _rel(src.audio, base),
                     f"source{j}_video": _rel(src.video, base), f"source{j}_speaker": src.speaker,
-                    f"gain{j}": repr(float(gain))})
+                    f"gain{j}": repr(float(gain)), f"source{j}_lips": src.lips,
+                    f"source{j}_lips_donor": _rel(src.lips_donor, base)})
     return row
 
 
@@ -547,6 +558,20 @@ def _path(row: dict, key: str, base: Path, *, required: bool = True) -> Path | N
     return Path(os.path.normpath(base / text))
 
 
+def _lips(row: dict, j: int, base: Path) -> tuple[str, Path | None]:
+    """``(lips, lips_donor)`` of source ``j`` (``""``, None where the columns are absent),
+    checked: a known corruption on a source with a video, a donor exactly for ``swap``."""
+    from .lip_corruption import LipCorruption
+
+    corruption = LipCorruption.parse(_field(row, f"source{j}_lips"))
+    donor = _path(row, f"source{j}_lips_donor", base, required=False)
+    if corruption is not None and not _field(row, f"source{j}_video"):
+        raise ValueError(f"source{j}_lips is set but source{j}_video is empty")
+    if (corruption is not None and corruption.kind == "swap") != (donor is not None):
+        raise ValueError(f"source{j}_lips_donor must be given exactly when source{j}_lips is swap")
+    return ("" if corruption is None else str(corruption)), donor
+
+
 def _row_to_spec(row: dict, base: Path) -> MixtureSpec:
     if None in row:  # csv puts surplus cells under the key None
         raise ValueError("row has more cells than the header")
@@ -558,7 +583,8 @@ def _row_to_spec(row: dict, base: Path) -> MixtureSpec:
     while f"source{j}_id" in row and _field(row, f"source{j}_id"):
         speaker = _field(row, f"source{j}_speaker")
         sources.append(SourceRef(_field(row, f"source{j}_id"), _path(row, f"source{j}_audio", base),
-                                 _path(row, f"source{j}_video", base, required=False), speaker))
+                                 _path(row, f"source{j}_video", base, required=False), speaker,
+                                 *_lips(row, j, base)))
         gains.append(_number(row, f"gain{j}"))
         j += 1
     if not sources:

@@ -28,7 +28,10 @@ report links to (:mod:`pyro_avss.html_report`).
 * **Batched**: the SVI systems separate ``separate.batch_size`` mixtures per call (mixtures with
   the same number of sources and component subset, sorted by length).
 * **Lips**: for audio-visual models, the lip track of each source's video is extracted with the
-  model's detector (``data.detector`` of its config) and cached in ``<out>/lips/``.
+  model's detector (``data.detector`` of its config) and cached in ``<out>/lips/``; a source
+  whose manifest row gives a lip corruption (``source<j>_lips``, e.g. ``missing:0.3``) is
+  separated with its track corrupted so (:mod:`pyro_avss.data.lip_corruption`; deterministic,
+  the clean reference untouched).
 * **Source order**: with videos, estimate j belongs to source j; audio-only estimates of J ≥ 2
   sources are matched to the references by the permutation with the best mean SI-SDR.
 * One failing mixture or system never stops the run: the row records the reason (and
@@ -50,6 +53,7 @@ import torch
 
 from ..audio import save_audio, stft
 from ..checkpoint import SpeechModels
+from ..data.lip_corruption import source_track
 from ..data.mixtures import MixtureSpec, read_mixture_manifest, render_mixture
 from ..errors import ConfigError, InputError, PyroAvssError, one_line, writable_folder
 from .metrics import compute_metrics, si_sdr
@@ -475,7 +479,8 @@ class _Run:
         rendered = render_mixture(spec, audio_cache=self.audio_cache)
         models = self.ctx.models
         use_video = system.uses_video and models is not None and models.uses_video
-        tracks = [self.tracks.get(s.video) if use_video else None for s in spec.sources]
+        tracks = [source_track(spec, j, self.tracks.get) if use_video else None
+                  for j in range(spec.num_sources)]
         return EvalItem(spec, rendered, tracks)
 
     # ---- examples -----------------------------------------------------------------------------

@@ -41,7 +41,8 @@ from ..checkpoint import SpeechModels
 from ..errors import InputError
 from ..models.generative import MAX_PLATE_NESTING, SeparationModel
 from ..models.noise import NMFNoise
-from ..models.switch import SWITCH_PRIORS, joint_states, make_switch
+from ..models.switch import (DEFAULT_STAY, STAY_PARAM, SWITCH_PRIORS, joint_states, make_switch,
+                             stay_from_seconds)
 from .inputs import aligned_lips
 
 
@@ -54,7 +55,9 @@ class SeparationSettings:
     """See ``separate`` in :data:`pyro_avss.config.DEFAULTS` for the meaning of each field."""
 
     switch_prior: str = "utterance"
-    stay_prob: float = 0.98
+    stay_prob: float | None = None       # null: DEFAULT_STAY, or from stay_seconds (not both)
+    stay_seconds: float | None = None
+    learn_stay: bool = False
     noise_rank: int = 8
     noise_init_level: float = 6.0
     noise_start: str = "flat"
@@ -127,8 +130,7 @@ class SeparationSettings:
         if self.switch_prior not in SWITCH_PRIORS:
             raise InputError("separate.switch_prior", f"must be {', '.join(SWITCH_PRIORS[:-1])} or "
                                                       f"{SWITCH_PRIORS[-1]}, got {self.switch_prior!r}")
-        if not 0 < self.stay_prob < 1:
-            raise InputError("separate.stay_prob", f"must be in (0, 1), got {self.stay_prob}")
+        self._check_stay()
         if self.noise_rank < 1:
             raise InputError("separate.noise_rank", f"must be >= 1, got {self.noise_rank}")
         if not self.tol >= 0:
@@ -173,6 +175,36 @@ class SeparationSettings:
             raise InputError("separate.noise_start", f"'lips' {needs_prior}")
         return self
 
+    def _check_stay(self) -> None:
+        """The Markov switch's keys: ``stay_prob`` in (0, 1) or null, ``stay_seconds`` > 0 or
+        null, not both set; ``learn_stay`` only with the Markov switch."""
+        for key in ("stay_prob", "stay_seconds"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise InputError(f"separate.{key}", f"must be a number or null, got {value!r}")
+        if self.stay_prob is not None and not 0 < self.stay_prob < 1:
+            raise InputError("separate.stay_prob", f"must be in (0, 1) or null, got {self.stay_prob}")
+        if self.stay_seconds is not None and not 0 < self.stay_seconds < math.inf:
+            raise InputError("separate.stay_seconds", f"must be > 0 (seconds) or null, got {self.stay_seconds}")
+        if self.stay_prob is not None and self.stay_seconds is not None:
+            raise InputError("separate.stay_seconds", f"and separate.stay_prob = {self.stay_prob} both set "
+                                                      "the Markov switch's stay: give one of them")
+        if self.learn_stay and self.switch_prior != "markov":
+            raise InputError("separate.learn_stay", f"learns the Markov switch's stay: needs "
+                                                    f"separate.switch_prior=markov, got {self.switch_prior!r}")
+
+    def stay(self, hop_seconds: float) -> float:
+        """The Markov switch's stay probability per frame (its start when learnt): ``stay_prob``,
+        else ``exp(-hop / stay_seconds)`` (:func:`~pyro_avss.models.switch.stay_from_seconds`),
+        else :data:`~pyro_avss.models.switch.DEFAULT_STAY`."""
+        if self.stay_seconds is None:
+            return DEFAULT_STAY if self.stay_prob is None else self.stay_prob
+        stay = stay_from_seconds(self.stay_seconds, hop_seconds)
+        if not 0 < stay < 1:
+            raise InputError("separate.stay_seconds", f"{self.stay_seconds} s at a hop of {hop_seconds:g} s "
+                                                      f"gives a stay probability of {stay} (must be in (0, 1))")
+        return stay
+
     @classmethod
     def from_config(cls, section: dict, **changes) -> "SeparationSettings":
         return cls(**{**section, **changes})
@@ -186,6 +218,8 @@ class Separated:
     noise: np.ndarray         # (N,)
     posterior: np.ndarray     # (T, J, K) switch posterior per STFT frame
     steps: int                # SVI steps taken (largest over its chunks)
+    switch_stay: np.ndarray | None = None   # (J,) fitted stay probability of a learnt Markov
+                                            # switch (mean over chunks, by frames), else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,7 +258,8 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
     def build_switch(K: int):
         if make_switch_prior is not None:
             return make_switch_prior(K, J)
-        return make_switch(settings.switch_prior, K, J, stay_prob=settings.stay_prob, enumerate=enumerate_)
+        return make_switch(settings.switch_prior, K, J, enumerate=enumerate_, learn_stay=settings.learn_stay,
+                           stay_prob=settings.stay(models.stft.hop / models.stft.sample_rate))
 
     noise = (make_noise() if make_noise is not None else
              NMFNoise(settings.noise_rank, settings.seed, settings.noise_init_level,
@@ -434,6 +469,13 @@ def frozen(*modules: torch.nn.Module):
             p.requires_grad_(flag)
 
 
+def fitted_stay() -> np.ndarray | None:
+    """``(B, J)`` stay probabilities ``sigmoid(switch_stay_logit)`` fitted by the last
+    :func:`fit_batch` (which clears the param store first), or None when its switch learnt none."""
+    store = pyro.get_param_store()
+    return torch.sigmoid(store[STAY_PARAM]).detach().cpu().numpy() if STAY_PARAM in store else None
+
+
 def _fitted_switch_prior(sep: SeparationModel, power, J: int) -> torch.Tensor:
     """π ``(B, J, K)`` from the param store, or uniform when the switch prior learns none."""
     store = pyro.get_param_store()
@@ -572,10 +614,12 @@ def separate_recordings(models: SpeechModels, jobs: list[tuple[np.ndarray, list]
         masks, post, steps = fit_batch(models, pad([x[0] for x in inputs]), pad([x[2] for x in inputs]),
                                        pad([x[3] for x in inputs]), mask, settings, make_noise,
                                        make_switch_prior)
+        stay = fitted_stay()
         for k, (c, x) in enumerate(zip(group, inputs)):
             n = x[0].shape[0]
             est = istft(masks[k, :n].cpu().permute(1, 0, 2) * x[1], c.length, cfg).numpy()  # (J+1, n)
-            assemblers[c.job].add(c.index, est, post[k, :n].cpu().numpy(), steps)
+            assemblers[c.job].add(c.index, est, post[k, :n].cpu().numpy(), steps,
+                                  None if stay is None else stay[k])
         del masks, post, inputs
         if progress is not None:
             progress(len(group))
@@ -593,15 +637,19 @@ class _Assembler:
         self.out = np.zeros((num_sources + 1, num_samples), dtype=np.float32)
         self.post = self.post_w = None
         self.waiting, self.next, self.prev, self.steps = {}, 0, None, 0
+        self.stay, self.stay_frames = None, 0
 
-    def add(self, index: int, est: np.ndarray, posterior: np.ndarray, steps: int) -> None:
-        self.waiting[index] = (est, posterior)
+    def add(self, index: int, est: np.ndarray, posterior: np.ndarray, steps: int,
+            stay: np.ndarray | None = None) -> None:
+        """A chunk's estimates ``(J+1, n)``, posterior ``(T, J, K)``, SVI steps and fitted stay
+        ``(J,)`` (None: not learnt); placed when its turn comes."""
+        self.waiting[index] = (est, posterior, stay)
         self.steps = max(self.steps, steps)
         while self.next in self.waiting:
             self._place(self.next, *self.waiting.pop(self.next))
             self.next += 1
 
-    def _place(self, index: int, est: np.ndarray, posterior: np.ndarray) -> None:
+    def _place(self, index: int, est: np.ndarray, posterior: np.ndarray, stay) -> None:
         start, length = self.bounds[index]
         J = self.out.shape[0] - 1
         if self.post is None:
@@ -610,6 +658,10 @@ class _Assembler:
         if self.align and self.prev is not None:
             perm = _best_permutation(self.prev, est, start)
             est[:J], posterior = est[perm], posterior[:, perm]
+            stay = None if stay is None else stay[perm]
+        if stay is not None:                                  # a mean over chunks, by frames
+            self.stay = (0 if self.stay is None else self.stay) + stay * posterior.shape[0]
+            self.stay_frames += posterior.shape[0]
         w = _crossfade_weights(length, start, self.bounds)
         self.out[:, start:start + length] += est * w      # the fades of two chunks sum to one
         t0 = start // self.cfg.hop
@@ -622,7 +674,8 @@ class _Assembler:
         out = self.out
         post = self.post / np.maximum(self.post_w, 1e-12)[:, None, None]
         J = out.shape[0] - 1
-        return Separated(out[:J], out[J], post.astype(np.float32), self.steps)
+        stay = None if self.stay is None else self.stay / self.stay_frames
+        return Separated(out[:J], out[J], post.astype(np.float32), self.steps, stay)
 
 
 def _crossfade_weights(length: int, start: int, bounds: list[tuple[int, int]]) -> np.ndarray:

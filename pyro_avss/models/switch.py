@@ -11,11 +11,14 @@ posterior ``p(m[t] = s | x, z)``.
   (``TraceEnum_ELBO``: one enumerated ``Categorical`` site per source, the log-likelihood picked
   with ``Vindex``) or by the equivalent hand-written ``logsumexp`` factor (any ELBO); both give
   the same value (tested).
-* :class:`MarkovSwitch`: ``m_j`` is a sticky Markov chain, ``A[k, k'] = stay`` if ``k = k'``
-  and ``(1 - stay)/(K - 1)`` otherwise, first frame ``π_j``; the joint chain has transition
-  ``Π_j A[s_j, s'_j]``. The evidence is computed by ``pyro.distributions.DiscreteHMM`` over the
+* :class:`MarkovSwitch`: ``m_j`` is a sticky Markov chain, ``A_j[k, k'] = ρ_j`` if ``k = k'``
+  and ``(1 - ρ_j)/(K - 1)`` otherwise, first frame ``π_j``; the joint chain has transition
+  ``Π_j A_j[s_j, s'_j]``. The evidence is computed by ``pyro.distributions.DiscreteHMM`` over the
   per-state log-likelihoods (a parallel scan); posteriors are ``∂ log Z / ∂ ℓ`` by autograd
-  (forward–backward). Per-frame maxima are subtracted first for float32 precision.
+  (forward–backward). Per-frame maxima are subtracted first for float32 precision. The stay
+  probability ``ρ`` is fixed, set from a time constant ``τ`` (:func:`stay_from_seconds`:
+  ``ρ = exp(-hop / τ)``), or learnt: with ``learn_stay`` its logit ``log ρ - log(1 - ρ)`` is a
+  ``pyro.param`` (``switch_stay_logit``, one per utterance and source) fitted with the rest.
 
 * :class:`UtteranceSwitch`: one component per source for the whole (chunk of the) recording,
   ``m_j[t] = m_j ~ Categorical(π_j)`` (the limit ``stay → 1`` of the Markov chain). The evidence
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 
 import pyro
 import pyro.distributions as dist
@@ -39,6 +43,25 @@ from pyro.ops.indexing import Vindex
 
 #: log-likelihood added to states excluded by a known label (finite, so no NaN gradients)
 EXCLUDED = -1.0e5
+
+#: stay probability of the Markov switch when none is given (about 0.8 s at a 16 ms hop)
+DEFAULT_STAY = 0.98
+
+#: name of the learnt stay logit ``(B, J)`` in Pyro's param store
+STAY_PARAM = "switch_stay_logit"
+
+
+def stay_from_seconds(tau: float, hop_seconds: float) -> float:
+    """Stay probability of a switch whose changes come at rate ``1/τ`` (a Poisson process):
+    the chance of no change within one hop, ``ρ = exp(-hop / τ)``. The expected run of one
+    component is then ``1 / (1 - ρ) ≈ τ / hop + 1/2`` frames, i.e. about ``τ`` seconds.
+
+    :param tau: time constant ``τ`` in seconds (> 0).
+    :param hop_seconds: frame hop in seconds (the STFT hop / sample rate).
+    """
+    if not tau > 0 or not hop_seconds > 0:
+        raise ValueError(f"tau and hop_seconds must be > 0, got {tau} and {hop_seconds}")
+    return math.exp(-hop_seconds / tau)
 
 
 @functools.lru_cache(maxsize=64)
@@ -128,35 +151,54 @@ class IIDSwitch(SwitchPrior):
 class MarkovSwitch(SwitchPrior):
     """Sticky Markov-chain switch, marginalised with ``DiscreteHMM`` (see module docstring).
 
-    :param stay_prob: probability that a source keeps its component from one frame to the next.
+    :param stay_prob: probability ``ρ`` that a source keeps its component from one frame to the
+        next (with ``learn_stay``: its starting value).
+    :param learn_stay: make the stay logit a ``pyro.param`` (``switch_stay_logit``, ``(B, J)``:
+        one per utterance and source, a point estimate fitted by SVI); else ``ρ`` is fixed.
     """
 
-    def __init__(self, num_components, num_sources=1, learn_prior=True, stay_prob=0.98):
+    def __init__(self, num_components, num_sources=1, learn_prior=True, stay_prob=DEFAULT_STAY,
+                 learn_stay=False):
         super().__init__(num_components, num_sources, learn_prior)
         if not 0.0 < stay_prob < 1.0 and num_components > 1:
             raise ValueError(f"stay_prob must be in (0, 1), got {stay_prob}")
-        self.stay_prob = stay_prob
+        self.stay_prob, self.learn_stay = stay_prob, learn_stay
 
-    def log_transition(self, device) -> torch.Tensor:
-        """``(S, S)`` log transition matrix of the joint chain (rows: from-state)."""
-        K = self.K
-        if K == 1:
-            A = torch.ones(1, 1, device=device)
-        else:
-            A = torch.full((K, K), (1 - self.stay_prob) / (K - 1), device=device)
-            A.fill_diagonal_(self.stay_prob)
-        states = joint_states(K, self.J).to(device)
-        logA = A.log()
-        return sum(logA[states[:, None, j], states[None, :, j]] for j in range(self.J))
+    def stay_logit(self, batch: int, device) -> torch.Tensor:
+        """``(B, J)`` logit of ``ρ``: the fixed value, or the ``pyro.param`` started from it."""
+        start = torch.full((batch, self.J), math.log(self.stay_prob / (1 - self.stay_prob)), device=device)
+        if not self.learn_stay:
+            return start
+        return pyro.param(STAY_PARAM, lambda: start)
+
+    def log_transition(self, device, batch: int | None = None) -> torch.Tensor:
+        """``(S, S)`` log transition matrix of the joint chain (rows: from-state), or
+        ``(B, S, S)``, one per utterance, when ``batch`` is given (required with a learnt stay):
+        ``Σ_j log A_j[s_j, s'_j]`` with ``log A_j = log ρ_j`` on the diagonal and
+        ``log(1 - ρ_j) - log(K - 1)`` off it."""
+        S = self.num_states
+        if self.K == 1:
+            return torch.zeros((() if batch is None else (batch,)) + (S, S), device=device)
+        if batch is None and self.learn_stay:
+            raise ValueError("a learnt stay is per utterance: give log_transition the batch size")
+        logit = self.stay_logit(1 if batch is None else batch, device)[:, None, None, :]   # (B,1,1,J)
+        states = joint_states(self.K, self.J).to(device)
+        same = states[:, None, :] == states[None, :, :]                                 # (S,S,J)
+        log_a = torch.where(same, torch.nn.functional.logsigmoid(logit),
+                            torch.nn.functional.logsigmoid(-logit) - math.log(self.K - 1)).sum(-1)
+        return log_a[0] if batch is None else log_a
 
     def log_evidence(self, loglik: torch.Tensor, mask: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
-        """``log Σ_paths p(path) Π_t exp ℓ[t, path_t]`` for ``loglik (..., B, T, S)`` -> ``(..., B)``."""
+        """``log Σ_paths p(path) Π_t exp ℓ[t, path_t]`` for ``loglik (..., B, T, S)`` -> ``(..., B)``.
+        Padded frames get ``ℓ = 0``: the chain runs through them, and trailing ones add nothing
+        (the rows of ``A`` sum to one), to the value nor to the gradient of a learnt stay."""
         T, S = loglik.shape[-2:]
+        B = pi.shape[0]
         loglik = loglik.masked_fill(~mask[..., None], 0.0)
         shift = loglik.max(-1, keepdim=True).values.detach()          # float32 precision fix
-        log_trans = self.log_transition(loglik.device)
-        first = self.joint_log_prior(pi)[:, None, None, :].expand(pi.shape[0], 1, S, S)
-        rest = log_trans.expand(pi.shape[0], T - 1, S, S)
+        log_trans = self.log_transition(loglik.device, B)                  # (B, S, S) or (S, S)
+        first = self.joint_log_prior(pi)[:, None, None, :].expand(B, 1, S, S)
+        rest = log_trans.unsqueeze(-3).expand(B, T - 1, S, S)
         hmm = dist.DiscreteHMM(torch.zeros(S, device=loglik.device),
                                torch.cat([first, rest], -3), dist.Unit(loglik - shift))
         return hmm.log_prob(loglik.new_empty(loglik.shape[:-1] + (0,))) + shift[..., 0].sum(-1)
@@ -203,13 +245,13 @@ SWITCH_PRIORS = ("iid", "markov", "utterance")      # the names make_switch buil
 
 
 def make_switch(prior: str, num_components: int, num_sources: int = 1, *, learn_prior=True,
-                stay_prob=0.98, enumerate=False) -> SwitchPrior:
+                stay_prob=DEFAULT_STAY, enumerate=False, learn_stay=False) -> SwitchPrior:
     """Build a switch prior by name (``"iid"``, ``"markov"`` or ``"utterance"``; the utterance
-    switch always has a uniform π)."""
+    switch always has a uniform π; ``stay_prob`` and ``learn_stay`` are the Markov switch's)."""
     if prior == "iid":
         return IIDSwitch(num_components, num_sources, learn_prior, enumerate=enumerate)
     if prior == "markov":
-        return MarkovSwitch(num_components, num_sources, learn_prior, stay_prob=stay_prob)
+        return MarkovSwitch(num_components, num_sources, learn_prior, stay_prob, learn_stay)
     if prior == "utterance":
         return UtteranceSwitch(num_components, num_sources)
     raise ValueError(f"unknown switch prior {prior!r} (use 'iid', 'markov' or 'utterance')")
