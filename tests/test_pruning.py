@@ -37,18 +37,22 @@ def bank_sizes_seen(monkeypatch):
     return seen
 
 
-@pytest.mark.parametrize("J,prior", [(1, "iid"), (2, "iid"), (1, "utterance"), (2, "markov")])
-def test_pruning_drops_the_unneeded_components(monkeypatch, J, prior):
+@pytest.mark.parametrize("J,prior,learn_stay", [(1, "iid", False), (2, "iid", False),
+                                                (1, "utterance", False), (2, "markov", False),
+                                                (2, "markov", True)])
+def test_pruning_drops_the_unneeded_components(monkeypatch, J, prior, learn_stay):
     seen = bank_sizes_seen(monkeypatch)
     x = noisy()
     settings = SeparationSettings(steps=14, num_samples=2, tol=0.0, switch_prior=prior,
-                                  prune_threshold=1e-3, prune_after=5)
+                                  learn_stay=learn_stay, prune_threshold=1e-3, prune_after=5)
     out = separate_recordings(models_with_implausible_components(), [(x, [None] * J)], settings)[0]
     assert seen[0] == 4 and 1 <= seen[1] <= 2 and len(seen) == 2     # (utterance: maybe one)
     assert out.posterior.shape[-2:] == (J, 4)                 # reported on the whole bank
     assert np.all(out.posterior[..., [1, 3]] == 0)
     assert np.allclose(out.posterior.sum(-1), 1, atol=1e-4)
     assert np.abs(out.sources.sum(0) + out.noise - x).max() < 1e-4
+    if learn_stay:                                   # the learnt stay survives the smaller bank
+        assert out.switch_stay.shape == (J,) and np.all((out.switch_stay > 0) & (out.switch_stay < 1))
 
 
 def fit_twice(prior, implausible=(1, 3), **common):
