@@ -161,3 +161,21 @@ def test_lips_are_projected_on_the_models_device_and_come_back_to_the_cpu(monkey
     lips, present = aligned_lips(track, projection, np.arange(5) * 0.016)
     assert seen == [(torch.device("meta"), torch.device("meta"))]
     assert lips.device.type == "cpu" and present.device.type == "cpu" and lips.shape == (5, 4)
+
+
+def test_faceless_gain_is_free_only_where_the_face_is_missing():
+    """gain=faceless: one gain per source and chunk, times a per-frame factor that only frames
+    without that source's face use (and only those move it)."""
+    m = _models()
+    B, T, J = 1, 12, 2
+    power = torch.rand(B, T, F) + 0.1
+    present = torch.ones(B, T, J)
+    present[0, 3:7, 1] = 0.0                                       # source 2 loses its face
+    s = SeparationSettings(steps=5, num_samples=2, tol=0.0, gain="faceless")
+    masks, _, _ = fit_batch(m, power, torch.randn(B, T, J, DV), present, torch.ones(B, T, dtype=torch.bool), s)
+    factor = pyro.param("gain_faceless").detach()
+    assert tuple(pyro.param("gain").shape) == (B, 1, J) and tuple(factor.shape) == (B, T, J)
+    seen = present > 0.5
+    assert torch.all(factor[seen] == 1.0)                          # no gradient where the face is seen
+    assert torch.all(factor[~seen] != 1.0)                         # fitted where it is not
+    assert torch.allclose(masks.sum(2), torch.ones(B, T, F), atol=1e-4)

@@ -285,7 +285,7 @@ def separation_model(models: SpeechModels, settings: SeparationSettings, compone
         guide_init = "product" if models.prior is not None else "encoder"
     gain = settings.gain
     if gain == "auto":                     # see `separate.gain` in pyro_avss.config
-        gain = "utterance" if models.prior is not None else "frame"
+        gain = "faceless" if models.prior is not None else "frame"
     guide = settings.guide
     if guide == "auto":                    # a guide with memory for a prior with memory
         guide = "markov" if models.dynamics is not None else "meanfield"
@@ -510,7 +510,7 @@ def noise_mu_step(sep: SeparationModel, switch, power, lips, present, mask) -> N
     log_noise = fitted_log_noise(sep, power, mask)
     pi = _fitted_switch_prior(sep, power, lips.shape[-2])
     _, log_var, loglik = sep.state_log_likelihood(pyro.param("z_loc"), power, lips, present,
-                                                  log_noise, pyro.param("gain"))
+                                                  log_noise, sep.fitted_gain(power, present))
     gamma = switch.posterior(loglik, mask, pi)
     inv_var = torch.exp(-log_var)                                               # (B,T,S,F)
     gamma = gamma[..., None] * mask[:, :, None, None]
@@ -521,7 +521,6 @@ def noise_mu_step(sep: SeparationModel, switch, power, lips, present, mask) -> N
 @torch.no_grad()
 def posterior_masks(sep: SeparationModel, switch, power, lips, present, mask, num_samples: int):
     """Wiener masks ``(B,T,J+1,F)`` (sources then noise) and switch marginals ``(B,T,J,K)``."""
-    store = pyro.get_param_store()
     log_noise = fitted_log_noise(sep, power, mask)
     J, K = lips.shape[-2], sep.decoders.num_components
     pi = _fitted_switch_prior(sep, power, J)
@@ -531,7 +530,7 @@ def posterior_masks(sep: SeparationModel, switch, power, lips, present, mask, nu
     for _ in range(num_samples):
         z = poutine.trace(sep.guide).get_trace(power, lips, present, mask).nodes["z"]["value"]
         log_speech, flat_var, loglik = sep.state_log_likelihood(z, power, lips, present, log_noise,
-                                                                store["gain"])
+                                                                sep.fitted_gain(power, present))
         gamma = switch.posterior(loglik, mask, pi)
         for j in range(J):
             ls = log_speech[:, :, j][:, :, states[:, j]]                         # (B,T,S,F)

@@ -42,7 +42,9 @@ structured: the same per-frame means and scales, chained over frames by a fitted
 (:mod:`.markov`). The gains are per frame
 (``gain = "frame"``) or one per source and chunk (``"utterance"``: the decoders, trained on
 per-utterance normalised speech, then carry the frame-to-frame level, so a source cannot take
-over another's frames by raising its gain there).
+over another's frames by raising its gain there), or (``"faceless"``) one per source and chunk
+times a free per-frame factor in the frames where that source's face is missing, where the
+decoders have no lips to carry the level with.
 
 Plate layout: ``plate("utt", B, dim=-2)`` outside ``plate("time", T, dim=-1)``; ``(J, D)`` is
 the event shape of ``z``; ``max_plate_nesting = 2``; enumerated switches use dims -3, -4, ...
@@ -64,7 +66,7 @@ from .switch import EXCLUDED, SwitchPrior, joint_states
 MAX_PLATE_NESTING = 2
 GUIDE_INITS = ("encoder", "prior", "product")
 GUIDES = ("meanfield", "markov")
-GAINS = ("frame", "utterance")
+GAINS = ("frame", "utterance", "faceless")
 
 
 def log_power_features(power: torch.Tensor) -> torch.Tensor:
@@ -230,9 +232,7 @@ class SeparationModel:
         J = lips.shape[-2]
         utt, time = self.plates(power)
         log_noise = self.noise.log_variance(power, mask, (utt, time))             # (..., B,T,F)
-        frames = T if self.gain == "frame" else 1
-        gain = pyro.param("gain", lambda: power.new_full((B, frames, J), 1.0 / (J + 1)),
-                          constraint=constraints.positive)
+        gain = self.fitted_gain(power, present)
         with utt:
             with time, poutine.mask(mask=mask), poutine.scale(scale=self.prior_weight):
                 prior = None if self.prior is None else self.visual_prior
@@ -240,6 +240,22 @@ class SeparationModel:
                                                   self.dynamics))
             _, _, loglik = self.state_log_likelihood(z, power, lips, present, log_noise, gain)
             self.switch.observe(loglik, mask, time)
+
+    def fitted_gain(self, power, present):
+        """The gains ``g (B, T or 1, J)`` (``pyro.param``): one per source and chunk, one per frame,
+        or (``"faceless"``) one per source and chunk times a free per-frame factor where that
+        source's face is missing, ``g_j[t] = G_j · (present_j[t] ? 1 : h_j[t])``: the decoders
+        carry the level where the lips are seen and cannot where they are not."""
+        B, T, _ = power.shape
+        J = present.shape[-1]
+        frames = T if self.gain == "frame" else 1
+        gain = pyro.param("gain", lambda: power.new_full((B, frames, J), 1.0 / (J + 1)),
+                          constraint=constraints.positive)
+        if self.gain != "faceless":
+            return gain
+        factor = pyro.param("gain_faceless", lambda: power.new_ones((B, T, J)),
+                            constraint=constraints.positive)
+        return gain * torch.where(present > 0.5, torch.ones_like(factor), factor)
 
     def initial_guide(self, power, lips, present):
         """Starting ``(loc, scale)`` ``(B,T,J,D)`` of ``q(z)`` (``guide_init``): the encoder on
