@@ -264,8 +264,7 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
     noise = (make_noise() if make_noise is not None else
              NMFNoise(settings.noise_rank, settings.seed, settings.noise_init_level,
                       settings.noise_smoothness,
-                      noise_start_shape(models, components_view(models, settings.components), settings,
-                                        power, lips, present, mask),
+                      noise_start_shape(models, settings, power, lips, present, mask),
                       settings.noise_spectral_smoothness, settings.noise_smooth_rank))
 
     def build(components: list[int]) -> SeparationModel:
@@ -295,10 +294,10 @@ def separation_model(models: SpeechModels, settings: SeparationSettings, compone
                            prior_weight=settings.prior_weight, dynamics=models.dynamics, guide=guide)
 
 
-def noise_start_shape(models: SpeechModels, decoders, settings: SeparationSettings, power, lips,
-                      present, mask):
+def noise_start_shape(models: SpeechModels, settings: SeparationSettings, power, lips, present, mask):
     """The NMF noise's start shape ``(B, F)`` for ``separate.noise_start`` (None: flat). ``lips``
-    gives the mixture's spectrum over the frames where every source's lips are closed
+    gives the mixture's spectrum over the frames where every source's lips are closed, as the
+    decoders in use (``settings.components``) predict them
     (:func:`~pyro_avss.inference.activity.lip_noise_shape`); it needs a visual prior and videos,
     which ``auto`` checks and ``lips`` demands."""
     start = settings.noise_start
@@ -307,7 +306,8 @@ def noise_start_shape(models: SpeechModels, decoders, settings: SeparationSettin
         return None
     from .activity import lip_noise_shape
 
-    return lip_noise_shape(models.prior, decoders, power, lips, present, mask)
+    return lip_noise_shape(models.prior, components_view(models, settings.components), power, lips,
+                           present, mask)
 
 
 def allowed_components(settings: SeparationSettings, J: int, used: list[int]):
