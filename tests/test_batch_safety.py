@@ -240,6 +240,7 @@ def test_bad_separate_options_end_in_one_line(tmp_path, args, message):
                   "--out", str(tmp_path / "out"), "--quiet", *args)
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr and message in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr        # click's refusals too
     assert not (tmp_path / "out").exists()
 
 
