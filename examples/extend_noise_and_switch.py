@@ -121,8 +121,8 @@ class ActivitySwitch(SwitchPrior):
         p(m_j[t] = k) = a_j[t]       · π_j[k] / Σ_{speech k'} π_j[k']    (k a speech component)
                       = (1 - a_j[t]) · π_j[k] / Σ_{other k'}  π_j[k']    (k any other component)
 
-    ``π`` is :class:`SwitchPrior`'s learnt ``switch_pi`` ``(B, J, K)``, which ``posterior_masks``
-    reads back from the param store and passes to :meth:`posterior`.
+    ``π`` is :class:`SwitchPrior`'s learnt ``switch_pi`` ``(B, J, K)`` (``prior_probs``), which
+    the inherited ``fitted_posterior`` reads and passes to :meth:`posterior`.
 
     :param enumerate: marginalise with Pyro's parallel enumeration (``TraceEnum_ELBO``) instead
         of the hand-written ``logsumexp`` factor (any ELBO); both are exact.
@@ -304,7 +304,7 @@ def masks_and_posterior(sep: SeparationModel, inputs: tuple, num_samples=8):
     a noise model with latent sites is fixed at its point estimate first."""
     point = getattr(sep.noise, "point_estimate", None)
     with poutine.condition(data=point()) if point else contextlib.nullcontext():
-        return posterior_masks(sep, sep.switch, *inputs, num_samples)
+        return posterior_masks(sep, *inputs, num_samples)
 
 
 @contextlib.contextmanager

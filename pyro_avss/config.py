@@ -127,7 +127,7 @@ DEFAULTS: dict[str, Any] = {
         "prior_weight": 3.0,         # weight of the z prior (KL) term at test time: how hard
                                      # the speech model pulls z back to speech; tuned noises 1 ->
                                      # 7.94, 3 -> 8.23, 10 -> 7.65 dB (with smoothness 0.1)
-        "enumeration": "factor",     # factor (hand-marginalised logsumexp) | pyro (TraceEnum_ELBO)
+        "enumeration": "marginal",   # marginal (the switch summed out in the observation) | pyro (TraceEnum_ELBO)
         "noise_updates": "adam",     # adam (SVI only) | mu (plus a multiplicative NMF update per step)
         "prune_threshold": 1.0e-3,   # after prune_after steps, drop the decoders whose switch
         "prune_after": 10,           # posterior is below this in every frame of every source;

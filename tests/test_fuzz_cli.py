@@ -62,7 +62,7 @@ HOSTILE_VALUES = ["nan", ".nan", ".inf", "-.inf", "1e309", "1.0e+300", "-0.0", "
 MALFORMED = ["=", "==", "=3", "separate.steps", "separate.steps==2", "separate.steps= =",
              " = ", "separate.steps=\n3"]
 NAMES = ["utterance", "iid", "markov", "flat", "lips", "auto", "product", "encoder", "prior",
-         "meanfield", "frame", "factor", "pyro", "mu", "adam", "sine", "hann", "universal",
+         "meanfield", "frame", "marginal", "pyro", "mu", "adam", "sine", "hann", "universal",
          "speakers", "switching", "observed", "temporal", "visual", "none", "roi", "bogus"]
 
 
@@ -277,7 +277,7 @@ FOUND = [
      "error: separate.noise_rank: must be at most the model's 513 frequency bins"),
     ("separate", ["separate.seed=-1"], 2, "error: separate.seed: must be in [0, 2**32 - 1], got -1"),
     ("separate", ["separate.enumeration=bogus"], 2,
-     "error: separate.enumeration: must be factor or pyro, got 'bogus'"),
+     "error: separate.enumeration: must be marginal or pyro, got 'bogus'"),
     ("separate", ["separate.noise_smoothness=1.0e-300"], 1,     # Pyro's trace shapes cut off
      "error: mix.wav: ValueError: Expected parameter scale"),
     ("evaluate", ["data.detector=!!python/object/apply:os.system ['echo pwned']"], 2,

@@ -145,13 +145,13 @@ def test_separation_with_memory_and_each_guide(guide):
     mask = torch.ones(B, T, dtype=torch.bool)
     mask[1, 9:] = False
     s = SeparationSettings(steps=3, num_samples=2, guide=guide)
-    masks, post, _ = fit_batch(m, power, torch.randn(B, T, J, DV), torch.ones(B, T, J), mask, s)
-    assert torch.allclose(masks.sum(2), torch.ones(B, T, F), atol=1e-4)
-    assert torch.allclose(post.sum(-1), torch.ones(B, T, J), atol=1e-4)
-    has_corr = "z_corr" in pyro.get_param_store()
+    fit = fit_batch(m, power, torch.randn(B, T, J, DV), torch.ones(B, T, J), mask, s)
+    assert torch.allclose(fit.masks.sum(2), torch.ones(B, T, F), atol=1e-4)
+    assert torch.allclose(fit.posterior.sum(-1), torch.ones(B, T, J), atol=1e-4)
+    has_corr = "z_corr" in fit.params
     assert has_corr == (guide != "meanfield")
     if has_corr:
-        assert tuple(pyro.param("z_corr").shape) == (B, 1, J, D)
+        assert tuple(fit.params["z_corr"].shape) == (B, 1, J, D)
 
 
 def test_structured_guide_starts_at_the_prior_correlation_and_is_meanfield_without_memory():

@@ -63,11 +63,12 @@ def test_each_source_can_be_told_its_component(components, per_source):
         separate_recordings(random_models(K=3), [(x, [None])], settings)
 
 
-def test_pyro_enumeration_and_logsumexp_factor_give_the_same_separation():
-    x = noisy()
+@pytest.mark.parametrize("prior", ["iid", "utterance", "markov"])
+def test_pyro_enumeration_and_the_marginal_observation_give_the_same_separation(prior):
+    x = noisy(0.5)
     a, b = (separate_recordings(random_models(), [(x, [None])],
-                                SeparationSettings(steps=15, num_samples=2, switch_prior="iid",
-                                                   enumeration=how))[0] for how in ("pyro", "factor"))
+                                SeparationSettings(steps=15, num_samples=2, switch_prior=prior,
+                                                   enumeration=how))[0] for how in ("pyro", "marginal"))
     assert np.abs(a.sources - b.sources).max() < 1e-3
 
 

@@ -128,4 +128,4 @@ def test_separation_fits_and_reports_the_stay_per_source():
     assert np.abs(out.sources.sum(0) + out.noise - x).max() < 1e-4
     fixed = separate_recordings(random_models(), [(x, [None])],
                                 SeparationSettings(steps=2, num_samples=1, switch_prior="markov"))[0]
-    assert fixed.switch_stay is None and STAY_PARAM not in pyro.get_param_store()
+    assert fixed.switch_stay is None

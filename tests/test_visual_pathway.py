@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
@@ -112,9 +111,9 @@ def test_separation_with_the_visual_prior_and_each_gain(gain, frames):
     mask = torch.ones(B, T, dtype=torch.bool)
     mask[1, 9:] = False
     s = SeparationSettings(steps=3, num_samples=2, guide_init="product", gain=gain)
-    masks, post, _ = fit_batch(m, power, torch.randn(B, T, J, DV), torch.ones(B, T, J), mask, s)
-    assert tuple(pyro.param("gain").shape) == (B, frames, J)
-    assert torch.allclose(masks.sum(2), torch.ones(B, T, F), atol=1e-4)
+    fit = fit_batch(m, power, torch.randn(B, T, J, DV), torch.ones(B, T, J), mask, s)
+    assert tuple(fit.params["gain"].shape) == (B, frames, J)
+    assert torch.allclose(fit.masks.sum(2), torch.ones(B, T, F), atol=1e-4)
     with pytest.raises(InputError, match="separate.guide_init"):
         fit_batch(_models(prior=False), power, torch.randn(B, T, J, DV), torch.ones(B, T, J), mask, s)
     with pytest.raises(InputError, match="separate.gain"):
@@ -172,9 +171,9 @@ def test_faceless_gain_is_free_only_where_the_face_is_missing():
     present = torch.ones(B, T, J)
     present[0, 3:7, 1] = 0.0                                       # source 2 loses its face
     s = SeparationSettings(steps=5, num_samples=2, tol=0.0, gain="faceless")
-    masks, _, _ = fit_batch(m, power, torch.randn(B, T, J, DV), present, torch.ones(B, T, dtype=torch.bool), s)
-    factor = pyro.param("gain_faceless").detach()
-    assert tuple(pyro.param("gain").shape) == (B, 1, J) and tuple(factor.shape) == (B, T, J)
+    fit = fit_batch(m, power, torch.randn(B, T, J, DV), present, torch.ones(B, T, dtype=torch.bool), s)
+    masks, factor = fit.masks, fit.params["gain_faceless"]
+    assert tuple(fit.params["gain"].shape) == (B, 1, J) and tuple(factor.shape) == (B, T, J)
     seen = present > 0.5
     assert torch.all(factor[seen] == 1.0)                          # no gradient where the face is seen
     assert torch.all(factor[~seen] != 1.0)                         # fitted where it is not

@@ -44,10 +44,11 @@ from ..models.noise import NMFNoise
 from ..models.switch import (DEFAULT_STAY, STAY_PARAM, SWITCH_PRIORS, joint_states, make_switch,
                              stay_from_seconds)
 from .inputs import aligned_lips
+from .pyro_state import isolated_pyro_state
 
 
 NOISE_STARTS = ("flat", "lips", "auto")
-ENUMERATIONS = ("factor", "pyro")
+ENUMERATIONS = ("marginal", "pyro")
 
 
 @dataclass
@@ -73,7 +74,7 @@ class SeparationSettings:
     guide: str = "auto"
     gain: str = "auto"
     prior_weight: float = 3.0
-    enumeration: str = "factor"
+    enumeration: str = "marginal"
     noise_updates: str = "adam"
     chunk_seconds: float = 20.0
     overlap_seconds: float = 2.0
@@ -243,17 +244,21 @@ def components_view(models: SpeechModels, components=None):
 
 
 def fit_batch(models: SpeechModels, power, lips, present, mask, settings: SeparationSettings,
-              make_noise=None, make_switch_prior=None):
+              make_noise=None, make_switch_prior=None, make_guide=None) -> BatchFit:
     """SVI on a padded batch. ``power (B,T,F)``, ``lips (B,T,J,Dv)``, ``present (B,T,J)``,
-    ``mask (B,T)``. Returns ``(masks (B,T,J+1,F), posterior (B,T,J,K), steps)``.
+    ``mask (B,T)``. Returns a :class:`BatchFit` (it unpacks as ``masks, posterior, steps``).
 
     ``make_noise()`` and ``make_switch_prior(K, J)`` replace the NMF noise and the configured
-    switch prior with pieces of your own (see ``docs/extending.md``)."""
+    switch prior with pieces of your own, and ``make_guide(sep)`` the guide of the
+    :class:`SeparationModel` ``sep`` with any callable of the model's signature (see
+    ``docs/extending.md``): masks and posteriors come from replaying the model at the guide's
+    draws (:func:`explain_fit`), so neither needs particular parameter or site names beyond
+    the model's own sites (``z``, and a noise model's latent ones)."""
     settings.check_model(models)
     J = lips.shape[-2]
     used = (list(settings.components) if settings.components is not None
             else list(range(models.decoders.num_components)))
-    enumerate_ = settings.enumeration == "pyro" and settings.switch_prior == "iid"
+    enumerate_ = settings.enumeration == "pyro"
 
     def build_switch(K: int):
         if make_switch_prior is not None:
@@ -268,7 +273,10 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
                       settings.noise_spectral_smoothness, settings.noise_smooth_rank))
 
     def build(components: list[int]) -> SeparationModel:
-        return separation_model(models, settings, components, build_switch(len(components)), noise, J)
+        sep = separation_model(models, settings, components, build_switch(len(components)), noise, J)
+        if make_guide is not None:
+            sep.guide = make_guide(sep)
+        return sep
 
     nets = [n for n in (models.encoder, models.decoders, models.prior, models.dynamics) if n is not None]
     with frozen(*nets):
@@ -325,48 +333,65 @@ def allowed_components(settings: SeparationSettings, J: int, used: list[int]):
     return allowed
 
 
+@dataclass
+class BatchFit:
+    """What :func:`fit_batch` returns for a batch: Wiener masks ``(B,T,J+1,F)`` (sources then
+    noise), the switch posterior ``(B,T,J,K)`` on all K components, the SVI steps taken and the
+    fitted parameters (constrained values, detached, by name: the fit's own param store, which
+    is gone once the fit returns)."""
+
+    masks: torch.Tensor
+    posterior: torch.Tensor
+    steps: int
+    params: dict
+
+    def __iter__(self):           # masks, posterior, steps = fit_batch(...)
+        return iter((self.masks, self.posterior, self.steps))
+
+
 def _fit(build, used: list[int], num_components: int, power, lips, present, mask,
-         settings: SeparationSettings):
-    """The SVI loop and the posterior of :func:`fit_batch`. ``build(components)`` makes the
-    :class:`SeparationModel` over those decoders (indices into the model's bank of
-    ``num_components``); ``used`` are the ones to start with. With ``prune_threshold > 0`` the
-    components that no source needs are dropped after ``prune_after`` steps
-    (:func:`components_to_keep`) and SVI goes on with the smaller model."""
-    sep = build(used)
-    pyro.clear_param_store()
-    pyro.set_rng_seed(settings.seed)
-    optim = pyro.optim.PyroOptim(DecayingAdam, {"lr": settings.lr, "lrd": settings.lr_decay})
-    svi = _svi(sep, optim)
-    frames = float(mask.sum())
-    ema, steps = None, 0
-    for steps in range(1, settings.steps + 1):
-        with warnings.catch_warnings():            # a NaN loss is the FloatingPointError below
-            warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
-            loss = svi.step(power, lips, present, mask) / frames
-        if settings.noise_updates == "mu" and hasattr(sep.noise, "multiplicative_update"):
-            noise_mu_step(sep, sep.switch, power, lips, present, mask)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"separation loss became {loss} at step {steps}")
-        if steps == settings.prune_after and settings.prune_threshold > 0 and len(used) > 1:
-            keep = components_to_keep(sep, power, lips, present, mask, settings.prune_threshold)
-            if len(keep) < len(used):
-                restrict_switch_prior(optim, keep)
-                used = [used[k] for k in keep]
-                sep = build(used)
-                svi = _svi(sep, optim)
-        if ema is None:
-            ema = loss
-            continue
-        new = 0.8 * ema + 0.2 * loss
-        if steps >= 20 and abs(new - ema) <= settings.tol * abs(ema):
-            break
-        ema = new
-    masks, post = posterior_masks(sep, sep.switch, power, lips, present, mask, settings.num_samples)
+         settings: SeparationSettings) -> BatchFit:
+    """The SVI loop and the posterior of :func:`fit_batch`, in a param store and random streams
+    of its own (:func:`~.pyro_state.isolated_pyro_state`: the caller's are left as they were).
+    ``build(components)`` makes the :class:`SeparationModel` over those decoders (indices into
+    the model's bank of ``num_components``); ``used`` are the ones to start with. With
+    ``prune_threshold > 0`` the components that no source needs are dropped after
+    ``prune_after`` steps (:func:`components_to_keep`) and SVI goes on with the smaller model."""
+    with isolated_pyro_state(settings.seed, power.device) as store:
+        sep = build(used)
+        optim = pyro.optim.PyroOptim(DecayingAdam, {"lr": settings.lr, "lrd": settings.lr_decay})
+        svi = _svi(sep, optim)
+        frames = float(mask.sum())
+        ema, steps = None, 0
+        for steps in range(1, settings.steps + 1):
+            with warnings.catch_warnings():            # a NaN loss is the FloatingPointError below
+                warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
+                loss = svi.step(power, lips, present, mask) / frames
+            if settings.noise_updates == "mu" and hasattr(sep.noise, "multiplicative_update"):
+                noise_mu_step(sep, power, lips, present, mask)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"separation loss became {loss} at step {steps}")
+            if steps == settings.prune_after and settings.prune_threshold > 0 and len(used) > 1:
+                keep = components_to_keep(sep, power, lips, present, mask, settings.prune_threshold)
+                if len(keep) < len(used):
+                    restrict_switch_prior(optim, keep)
+                    used = [used[k] for k in keep]
+                    sep = build(used)
+                    svi = _svi(sep, optim)
+            if ema is None:
+                ema = loss
+                continue
+            new = 0.8 * ema + 0.2 * loss
+            if steps >= 20 and abs(new - ema) <= settings.tol * abs(ema):
+                break
+            ema = new
+        masks, post = posterior_masks(sep, power, lips, present, mask, settings.num_samples)
+        params = {name: value.detach() for name, value in store.items()}
     if len(used) < num_components:                    # report the posterior on all K components
         full = post.new_zeros(post.shape[:-1] + (num_components,))
         full[..., used] = post
         post = full
-    return masks, post, steps
+    return BatchFit(masks, post, steps, params)
 
 
 def _svi(sep: SeparationModel, optim) -> SVI:
@@ -382,7 +407,7 @@ def components_to_keep(sep: SeparationModel, power, lips, present, mask, thresho
     the random streams, so the fit goes on as it would have without this look."""
     devices = [power.device.index or 0] if power.is_cuda else []
     with torch.random.fork_rng(devices=devices):
-        _, post = posterior_masks(sep, sep.switch, power, lips, present, mask, num_samples=1)
+        _, post = posterior_masks(sep, power, lips, present, mask, num_samples=1)
     post = post.masked_fill(~mask[..., None, None], 0.0)                        # (B,T,J,K)
     needed = post.amax((0, 1, 2)) > threshold
     best = post.sum(1).argmax(-1)                                               # (B,J)
@@ -469,74 +494,67 @@ def frozen(*modules: torch.nn.Module):
             p.requires_grad_(flag)
 
 
-def fitted_stay() -> np.ndarray | None:
-    """``(B, J)`` stay probabilities ``sigmoid(switch_stay_logit)`` fitted by the last
-    :func:`fit_batch` (which clears the param store first), or None when its switch learnt none."""
-    store = pyro.get_param_store()
-    return torch.sigmoid(store[STAY_PARAM]).detach().cpu().numpy() if STAY_PARAM in store else None
+def fitted_stay(params: dict) -> np.ndarray | None:
+    """``(B, J)`` stay probabilities ``sigmoid(switch_stay_logit)`` among a fit's ``params``
+    (:attr:`BatchFit.params`), or None when its switch learnt none."""
+    return torch.sigmoid(params[STAY_PARAM]).cpu().numpy() if STAY_PARAM in params else None
 
 
-def _fitted_switch_prior(sep: SeparationModel, power, J: int) -> torch.Tensor:
-    """π ``(B, J, K)`` from the param store, or uniform when the switch prior learns none."""
-    store = pyro.get_param_store()
-    if "switch_pi" in store:
-        return store["switch_pi"]
-    K = sep.decoders.num_components
-    return power.new_full((power.shape[0], J, K), 1.0 / K)
+def explain_fit(sep: SeparationModel, power, lips, present, mask, at_mean: bool = False):
+    """The model's :class:`~pyro_avss.models.generative.MixtureExplanation` at one draw of the
+    guide (or at its mean, ``at_mean``): the guide is traced, then the model replayed at that
+    trace, so every latent variable — ``z``, a noise model's own — takes the guide's value and
+    every parameter its fitted value, whatever they are called.
 
-
-def fitted_log_noise(sep: SeparationModel, power, mask) -> torch.Tensor:
-    """The fitted log noise variance ``(B,T,F)``: the noise model's ``log_variance`` with its
-    latent variables (if any) replayed from one draw of its guide (the point estimate, for the
-    ``Delta`` guides of MAP-fitted noise).
-
-    Sites a caller has already fixed (``poutine.condition`` around this call, e.g. at a point
-    estimate) are observed in the guide's trace; they are dropped from it, so the condition
-    holds in ``log_variance`` too instead of ``replay`` refusing an observed site."""
-    plates = sep.plates(power)
-    if not hasattr(sep.noise, "guide"):
-        return sep.noise.log_variance(power, mask, plates)
-    guide_trace = poutine.trace(sep.noise.guide).get_trace(power, mask, plates)
+    Sites a caller has fixed (``poutine.condition`` around this call, e.g. a noise model at its
+    point estimate) are observed in the guide's trace; they are dropped from it, so the
+    condition holds in the model too instead of ``replay`` refusing an observed site. Sites
+    of the model the guide does not have (an enumerated switch) are drawn from their prior,
+    on a forked random stream, and not used."""
+    args = (power, lips, present, mask)
+    guide_trace = poutine.trace(sep.guide).get_trace(*args)
     for name, site in list(guide_trace.nodes.items()):
-        if site["type"] == "sample" and site["is_observed"]:
+        if site["type"] != "sample":
+            continue
+        if site["is_observed"]:
             guide_trace.remove_node(name)
-    return poutine.replay(sep.noise.log_variance, trace=guide_trace)(power, mask, plates)
+        elif at_mean:
+            site["value"] = site["fn"].mean
+    devices = [power.device.index or 0] if power.is_cuda else []
+    with torch.random.fork_rng(devices=devices):     # sites left to draw (an enumerated switch)
+        model = poutine.replay(sep.model, trace=guide_trace)   # must not move the guide's draws
+        return poutine.trace(model).get_trace(*args).nodes["_RETURN"]["value"]
 
 
 @torch.no_grad()
-def noise_mu_step(sep: SeparationModel, switch, power, lips, present, mask) -> None:
+def noise_mu_step(sep: SeparationModel, power, lips, present, mask) -> None:
     """A multiplicative update of the noise at the guide mean of ``z``, with the expectations
     over the exact switch posterior (see :meth:`NMFNoise.multiplicative_update`)."""
-    log_noise = fitted_log_noise(sep, power, mask)
-    pi = _fitted_switch_prior(sep, power, lips.shape[-2])
-    _, log_var, loglik = sep.state_log_likelihood(pyro.param("z_loc"), power, lips, present,
-                                                  log_noise, sep.fitted_gain(power, present))
-    gamma = switch.posterior(loglik, mask, pi)
-    inv_var = torch.exp(-log_var)                                               # (B,T,S,F)
+    explained = explain_fit(sep, power, lips, present, mask, at_mean=True)
+    gamma = sep.switch.fitted_posterior(explained.loglik, mask)
+    inv_var = torch.exp(-explained.log_var)                                     # (B,T,S,F)
     gamma = gamma[..., None] * mask[:, :, None, None]
     sep.noise.multiplicative_update((gamma * inv_var).sum(2),
                                     (gamma * power[:, :, None] * inv_var ** 2).sum(2))
 
 
 @torch.no_grad()
-def posterior_masks(sep: SeparationModel, switch, power, lips, present, mask, num_samples: int):
-    """Wiener masks ``(B,T,J+1,F)`` (sources then noise) and switch marginals ``(B,T,J,K)``."""
-    log_noise = fitted_log_noise(sep, power, mask)
+def posterior_masks(sep: SeparationModel, power, lips, present, mask, num_samples: int):
+    """Wiener masks ``(B,T,J+1,F)`` (sources then noise) and switch marginals ``(B,T,J,K)``,
+    averaged over ``num_samples`` draws of the guide (:func:`explain_fit`)."""
     J, K = lips.shape[-2], sep.decoders.num_components
-    pi = _fitted_switch_prior(sep, power, J)
     states = joint_states(K, J).to(power.device)                                 # (S,J)
     masks = power.new_zeros(power.shape[:2] + (J + 1,) + power.shape[-1:])
     post = power.new_zeros(power.shape[:2] + (J, K))
     for _ in range(num_samples):
-        z = poutine.trace(sep.guide).get_trace(power, lips, present, mask).nodes["z"]["value"]
-        log_speech, flat_var, loglik = sep.state_log_likelihood(z, power, lips, present, log_noise,
-                                                                sep.fitted_gain(power, present))
-        gamma = switch.posterior(loglik, mask, pi)
+        explained = explain_fit(sep, power, lips, present, mask)
+        gamma = sep.switch.fitted_posterior(explained.loglik, mask)[..., None]   # (B,T,S,1)
+        flat_var = explained.log_var
         for j in range(J):
-            ls = log_speech[:, :, j][:, :, states[:, j]]                         # (B,T,S,F)
-            masks[:, :, j] += (gamma[..., None] * torch.exp(ls - flat_var)).sum(2)
-        masks[:, :, J] += (gamma[..., None] * torch.exp(log_noise[:, :, None] - flat_var)).sum(2)
-        post += switch.source_marginals(gamma)
+            ls = explained.log_speech[:, :, j][:, :, states[:, j]]               # (B,T,S,F)
+            masks[:, :, j] += (gamma * torch.exp(ls - flat_var)).sum(2)
+        masks[:, :, J] += (gamma * torch.exp(explained.log_noise[:, :, None] - flat_var)).sum(2)
+        post += sep.switch.source_marginals(gamma[..., 0])
     masks /= num_samples
     post /= num_samples
     return masks, post
@@ -580,11 +598,12 @@ def chunk_bounds(num_samples: int, chunk: int, overlap: int, hop: int) -> list[t
 
 def separate_recordings(models: SpeechModels, jobs: list[tuple[np.ndarray, list]],
                         settings: SeparationSettings, device=torch.device("cpu"),
-                        progress=None, make_noise=None, make_switch_prior=None) -> list[Separated]:
+                        progress=None, make_noise=None, make_switch_prior=None,
+                        make_guide=None) -> list[Separated]:
     """Separate many recordings. ``jobs``: ``(audio (N,), tracks)`` with one entry per source in
     ``tracks`` (a :class:`~pyro_avss.video.track.LipTrack` or None). Returns one
     :class:`Separated` per job, in order. ``progress(n)`` is called after each batch;
-    ``make_noise`` and ``make_switch_prior`` are passed to :func:`fit_batch`.
+    ``make_noise``, ``make_switch_prior`` and ``make_guide`` are passed to :func:`fit_batch`.
 
     Memory is streamed: a chunk's spectra exist only while its batch is fitted, and its
     estimate is cross-faded into its recording's output right after, so a long recording holds
@@ -610,16 +629,17 @@ def separate_recordings(models: SpeechModels, jobs: list[tuple[np.ndarray, list]
         pad = lambda xs: torch.stack([torch.nn.functional.pad(  # noqa: E731
             x, (0, 0) * (x.dim() - 1) + (0, T - x.shape[0])) for x in xs]).to(device)
         mask = torch.stack([torch.arange(T) < x[0].shape[0] for x in inputs]).to(device)
-        masks, post, steps = fit_batch(models, pad([x[0] for x in inputs]), pad([x[2] for x in inputs]),
-                                       pad([x[3] for x in inputs]), mask, settings, make_noise,
-                                       make_switch_prior)
-        stay = fitted_stay()
+        fit = fit_batch(models, pad([x[0] for x in inputs]), pad([x[2] for x in inputs]),
+                        pad([x[3] for x in inputs]), mask, settings, make_noise, make_switch_prior,
+                        make_guide)
+        masks, post, steps = fit
+        stay = fitted_stay(fit.params)
         for k, (c, x) in enumerate(zip(group, inputs)):
             n = x[0].shape[0]
             est = istft(masks[k, :n].cpu().permute(1, 0, 2) * x[1], c.length, cfg).numpy()  # (J+1, n)
             assemblers[c.job].add(c.index, est, post[k, :n].cpu().numpy(), steps,
                                   None if stay is None else stay[k])
-        del masks, post, inputs
+        del fit, masks, post, inputs
         if progress is not None:
             progress(len(group))
     return [a.result() for a in assemblers]

@@ -52,6 +52,8 @@ the event shape of ``z``; ``max_plate_nesting = 2``; enumerated switches use dim
 
 from __future__ import annotations
 
+import functools
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -61,7 +63,7 @@ from pyro.distributions import constraints
 from .likelihood import frame_log_likelihood, joint_log_variance, mixture_log_likelihood
 from .markov import GaussMarkovChain
 from .noise import NMFNoise
-from .switch import EXCLUDED, SwitchPrior, joint_states
+from .switch import EXCLUDED, SwitchPrior, state_log_mask
 
 MAX_PLATE_NESTING = 2
 GUIDE_INITS = ("encoder", "prior", "product")
@@ -138,13 +140,24 @@ def speech_guide(batch: dict, encoder, switch=None, beta: float = 1.0) -> None:
 # ---------------------------------------------------------------------------------------------
 # separation: J sources, K components each, NMF noise, fitted per utterance
 # ---------------------------------------------------------------------------------------------
-def state_log_mask(allowed: torch.Tensor) -> torch.Tensor:
-    """``(J, K)`` bool -> ``(K^J,)``: 0 for joint states whose every source uses an allowed
-    component, ``EXCLUDED`` otherwise (states in the order of :func:`~.switch.joint_states`)."""
-    J, K = allowed.shape
-    states = joint_states(K, J)                                                  # (S, J)
-    ok = allowed[torch.arange(J), states].all(-1)                                # (S,)
-    return torch.where(ok, 0.0, EXCLUDED)
+class MixtureExplanation:
+    """What :meth:`SeparationModel.model` computed for one value of its latent variables — all
+    that Wiener masks and switch posteriors need — returned by the model, so a trace of it
+    replayed at a guide's draw gives them without knowing any parameter's name.
+
+    ``log_speech (..., B, T, J, K, F)``: ``log(g_j σ²_{j,k})``; ``log_noise (..., B, T, F)``;
+    ``log_var (..., B, T, S, F)``: the log mixture variance of every joint switch state;
+    ``loglik (..., B, T, S)``: the per-frame log-likelihood of every joint state (``EXCLUDED``
+    added for states a source may not use), computed on first use (SVI never asks for it)."""
+
+    def __init__(self, log_speech, log_noise, log_var, power, state_log_mask=None):
+        self.log_speech, self.log_noise, self.log_var = log_speech, log_noise, log_var
+        self._power, self._state_log_mask = power, state_log_mask
+
+    @functools.cached_property
+    def loglik(self) -> torch.Tensor:
+        loglik = frame_log_likelihood(self._power.unsqueeze(-2), self.log_var)
+        return loglik if self._state_log_mask is None else loglik + self._state_log_mask.to(loglik)
 
 
 class SeparationModel:
@@ -189,7 +202,8 @@ class SeparationModel:
             raise ValueError(f"guide_init={guide_init!r} needs a model with a visual prior")
         self.encoder, self.decoders, self.switch = encoder, decoders, switch
         self.noise = noise if noise is not None else NMFNoise()
-        self.state_log_mask = None if allowed is None else state_log_mask(torch.as_tensor(allowed))
+        self.allowed = None if allowed is None else torch.as_tensor(allowed, dtype=torch.bool)
+        self.state_log_mask = None if allowed is None else state_log_mask(self.allowed)
         self.prior, self.guide_init, self.gain = prior, guide_init, gain
         self.prior_weight = prior_weight
         self.dynamics, self.guide_kind = dynamics, guide
@@ -209,18 +223,12 @@ class SeparationModel:
         """``log(g_j σ²_{j,k})`` as ``(..., B, T, J, K, F)``."""
         return gain.log()[..., None, None] + self.decoders(z, lips, present)
 
-    def state_log_likelihood(self, z, power, lips, present, log_noise, gain):
-        """For one value of ``z``: ``log(g σ²)`` ``(..., B,T,J,K,F)``, the log mixture variance of
-        every joint switch state ``(..., B,T,S,F)`` and the per-frame log-likelihood of every
-        joint state ``(..., B,T,S)``."""
+    def explain(self, z, power, lips, present, log_noise, gain) -> MixtureExplanation:
+        """For one value of ``z``, the gains and the noise: the :class:`MixtureExplanation`."""
         J = lips.shape[-2]
         log_speech = self.speech_log_variance(z, lips, present, gain)
-        log_var = joint_log_variance(log_speech, log_noise)                    # (...,B,T,K..K,F)
-        obs = power.reshape(power.shape[:-1] + (1,) * J + power.shape[-1:])
-        loglik = frame_log_likelihood(obs, log_var).flatten(-J)                 # (...,B,T,S)
-        if self.state_log_mask is not None:
-            loglik = loglik + self.state_log_mask.to(loglik)
-        return log_speech, log_var.flatten(-1 - J, -2), loglik
+        log_var = joint_log_variance(log_speech, log_noise).flatten(-1 - J, -2)   # (...,B,T,S,F)
+        return MixtureExplanation(log_speech, log_noise, log_var, power, self.state_log_mask)
 
     def plates(self, power):
         """The ``utt`` and ``time`` plates, created once per trace and handed to the pieces."""
@@ -238,8 +246,9 @@ class SeparationModel:
                 prior = None if self.prior is None else self.visual_prior
                 z = pyro.sample("z", latent_prior(prior, lips, present, [J, self.decoders.latent_dim],
                                                   self.dynamics))
-            _, _, loglik = self.state_log_likelihood(z, power, lips, present, log_noise, gain)
-            self.switch.observe(loglik, mask, time)
+            explanation = self.explain(z, power, lips, present, log_noise, gain)
+            self.switch.observe_mixture(explanation.log_var, power, mask, time, self.allowed)
+        return explanation
 
     def fitted_gain(self, power, present):
         """The gains ``g (B, T or 1, J)`` (``pyro.param``): one per source and chunk, one per frame,

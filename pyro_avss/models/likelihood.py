@@ -17,6 +17,8 @@ is about four times faster (forward and backward) than chaining ``logaddexp``.
 from __future__ import annotations
 
 import torch
+from pyro.distributions import constraints
+from pyro.distributions.torch_distribution import TorchDistribution
 
 
 def frame_log_likelihood(power: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
@@ -65,3 +67,42 @@ def mixture_log_likelihood(power: torch.Tensor, log_speech: torch.Tensor,
     var = joint_variance(log_speech, log_noise)
     obs = power.reshape(power.shape[:-1] + (1,) * J + power.shape[-1:])
     return -(var.log() + obs / var).sum(-1)
+
+
+class ObservedPower(TorchDistribution):
+    """The power ``p = |x|²`` of a complex coefficient ``x ~ CN(0, v)``, given ``log v``: an
+    exponential with mean ``v``, so ``log p(p) = -log v - p / v`` (:func:`frame_log_likelihood`
+    per bin) and a draw is ``v · ε`` with ``ε ~ Exponential(1)``.
+
+    The mixture is observed through this distribution (``obs=`` its power spectrogram), with the
+    switch summed out by a mixture or an HMM over it (:mod:`.switch`) or enumerated by Pyro. It
+    takes the log-variance directly, as the decoders give it, so no ``log(exp(·))`` round trip."""
+
+    arg_constraints = {"log_var": constraints.real}
+    support = constraints.nonnegative
+    has_rsample = True
+
+    def __init__(self, log_var: torch.Tensor, validate_args=None):
+        self.log_var = log_var
+        super().__init__(log_var.shape, validate_args=validate_args)
+
+    @property
+    def mean(self):
+        return self.log_var.exp()
+
+    @property
+    def variance(self):
+        return (2 * self.log_var).exp()
+
+    def expand(self, batch_shape, _instance=None):
+        return ObservedPower(self.log_var.expand(batch_shape))
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        return -(self.log_var + value * torch.exp(-self.log_var))
+
+    def rsample(self, sample_shape=torch.Size()):
+        shape = self._extended_shape(sample_shape)
+        unit = torch.empty(shape, dtype=self.log_var.dtype, device=self.log_var.device).exponential_()
+        return unit * self.log_var.exp()
