@@ -352,12 +352,14 @@ class BatchFit:
 def _fit(build, used: list[int], num_components: int, power, lips, present, mask,
          settings: SeparationSettings) -> BatchFit:
     """The SVI loop and the posterior of :func:`fit_batch`, in a param store and random streams
-    of its own (:func:`~.pyro_state.isolated_pyro_state`: the caller's are left as they were).
+    of its own (:func:`~.pyro_state.isolated_pyro_state`: the caller's are left as they were)
+    and without Pyro's argument checks (a bad value shows up as a non-finite loss, which stops
+    the fit; the checks of every distribution at every step cost a third of a short fit).
     ``build(components)`` makes the :class:`SeparationModel` over those decoders (indices into
     the model's bank of ``num_components``); ``used`` are the ones to start with. With
     ``prune_threshold > 0`` the components that no source needs are dropped after
     ``prune_after`` steps (:func:`components_to_keep`) and SVI goes on with the smaller model."""
-    with isolated_pyro_state(settings.seed, power.device) as store:
+    with isolated_pyro_state(settings.seed, power.device) as store, pyro.validation_enabled(False):
         sep = build(used)
         optim = pyro.optim.PyroOptim(DecayingAdam, {"lr": settings.lr, "lrd": settings.lr_decay})
         svi = _svi(sep, optim)

@@ -103,6 +103,15 @@ def state_log_mask(allowed: torch.Tensor) -> torch.Tensor:
 ENUM = {"enumerate": "parallel"}      # infer options of an enumerated switch site
 
 
+def zero_padded_frames(log_var: torch.Tensor, power: torch.Tensor, mask: torch.Tensor):
+    """``log v = 0`` and power 0 in padded frames (``mask`` False), where the log-density of
+    :class:`~.likelihood.ObservedPower` is then exactly 0 in every state: a whole-utterance
+    observation needs no mask. Unchanged (no copy) when no frame is padded."""
+    if bool(mask.all()):
+        return log_var, power
+    return log_var.masked_fill(~mask[..., None, None], 0.0), power.masked_fill(~mask[..., None], 0.0)
+
+
 class ShiftedDiscreteHMM(dist.DiscreteHMM):
     """``DiscreteHMM`` with the same density, computed stably in float32: each frame's largest
     emission log-density (over states) is subtracted before the forward recursion and the sum
@@ -341,8 +350,7 @@ class MarkovSwitch(SwitchPrior):
         every state), so the chain runs through them and they add nothing."""
         B, T, S = log_var.shape[-4:-1]
         pi = self.prior_probs(B, log_var.device)
-        log_var = log_var.masked_fill(~mask[..., None, None], 0.0)
-        power = power.masked_fill(~mask[..., None], 0.0)
+        log_var, power = zero_padded_frames(log_var, power, mask)
         if self.enumerate:
             return self._observe_enumerated(log_var, power, mask, pi, allowed)
         hmm = ShiftedDiscreteHMM(log_var.new_zeros(S), self.chain_logits(pi, B, T, allowed)[:, None],
@@ -407,11 +415,11 @@ class UtteranceSwitch(SwitchPrior):
             with time_plate, poutine.mask(mask=mask):
                 pyro.sample("x", ObservedPower(picked).to_event(1), obs=power)
             return
-        per_state = log_var.masked_fill(~mask[..., None, None], 0.0).movedim(-2, -3)[..., None, :, :, :]
+        log_var, power = zero_padded_frames(log_var, power, mask)
+        per_state = log_var.movedim(-2, -3)[..., None, :, :, :]                      # (..,B,1,S,T,F)
         logits = self.state_log_prior(pi, allowed)[:, None, :]                       # (B,1,S)
         pyro.sample("x", dist.MixtureSameFamily(dist.Categorical(logits=logits),
-                                                ObservedPower(per_state).to_event(2)),
-                    obs=power.masked_fill(~mask[..., None], 0.0)[:, None])
+                                                ObservedPower(per_state).to_event(2)), obs=power[:, None])
 
     def posterior(self, loglik, mask, pi):
         """The utterance posterior ``(..., B, S)`` repeated on every frame: ``(..., B, T, S)``."""
