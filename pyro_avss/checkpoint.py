@@ -62,6 +62,11 @@ class SpeechModels:
     prior: VisualPrior | None = None
     dynamics: LatentDynamics | None = None
 
+    def __post_init__(self):
+        from .models.protocols import LipFrontEnd, check_piece
+
+        check_piece("lip front end", self.lip_encoder, LipFrontEnd, optional=True)
+
     @property
     def component_names(self) -> list[str]:
         return list(self.decoders.names)

@@ -120,3 +120,24 @@ def test_a_users_guide_and_latent_noise_give_valid_masks(prior):
     assert torch.allclose(fit.posterior.sum(-1), torch.ones(B, T, J), atol=1e-5)
     assert {"my_mu", "my_sd", "my_where"} <= fit.params.keys() and "z_loc" not in fit.params
     assert not torch.equal(fit.params["my_where"], torch.zeros(B, 1))          # it was fitted
+
+
+def test_pieces_that_lack_part_of_their_protocol_are_refused_when_the_model_is_built():
+    from pyro_avss.models.generative import SeparationModel
+    from pyro_avss.models.switch import make_switch
+
+    models = random_models()
+    switch = make_switch("utterance", 2, 1)
+
+    class NoVariance:
+        def level(self, power):
+            return power
+
+    with pytest.raises(TypeError, match=r"noise model \(NoVariance\) does not follow NoiseModel: missing log_variance"):
+        SeparationModel(models.encoder, models.decoders, switch, NoVariance())
+    with pytest.raises(TypeError, match="switch prior .* missing observe_mixture, fitted_posterior"):
+        SeparationModel(models.encoder, models.decoders, object())
+    with pytest.raises(TypeError, match="decoder bank .* missing .*num_components"):
+        SeparationModel(models.encoder, torch.nn.Linear(2, 2), switch)
+    with pytest.raises(TypeError, match="lip front end"):
+        SpeechModels(models.encoder, models.decoders, models.lips, models.stft, lip_encoder=torch.nn.Linear(2, 2))

@@ -63,6 +63,7 @@ from pyro.distributions import constraints
 from .likelihood import frame_log_likelihood, joint_log_variance, mixture_log_likelihood
 from .markov import GaussMarkovChain
 from .noise import NMFNoise
+from .protocols import DecoderBankLike, LatentCorrelation, LatentPrior, NoiseModel, SwitchModel, check_piece
 from .switch import EXCLUDED, SwitchPrior, state_log_mask
 
 MAX_PLATE_NESTING = 2
@@ -200,8 +201,13 @@ class SeparationModel:
             raise ValueError(f"gain must be one of {', '.join(GAINS)}, got {gain!r}")
         if guide_init != "encoder" and prior is None:
             raise ValueError(f"guide_init={guide_init!r} needs a model with a visual prior")
-        self.encoder, self.decoders, self.switch = encoder, decoders, switch
-        self.noise = noise if noise is not None else NMFNoise()
+        noise = noise if noise is not None else NMFNoise()
+        check_piece("decoder bank", decoders, DecoderBankLike)
+        check_piece("switch prior", switch, SwitchModel)
+        check_piece("noise model", noise, NoiseModel)
+        check_piece("visual prior", prior, LatentPrior, optional=True)
+        check_piece("latent dynamics", dynamics, LatentCorrelation, optional=True)
+        self.encoder, self.decoders, self.switch, self.noise = encoder, decoders, switch, noise
         self.allowed = None if allowed is None else torch.as_tensor(allowed, dtype=torch.bool)
         self.state_log_mask = None if allowed is None else state_log_mask(self.allowed)
         self.prior, self.guide_init, self.gain = prior, guide_init, gain
