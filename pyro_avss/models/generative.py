@@ -16,9 +16,12 @@ For every utterance b, frame t and source j::
 
 ``v_j[t]`` is source j's lip embedding at frame t (with ``present_j[t] = 0`` where no face was
 found). ``σ²_k`` is decoder k of a :class:`~pyro_avss.nets.vae.DecoderBank`; all K decoders are
-evaluated once per step as ``(..., J, K, F)``, the likelihood of every joint switch state is then
-formed by summing variances (:mod:`.likelihood`), and the switch prior sums the switch out
-exactly (:mod:`.switch`). Switch priors: one component per source for the whole utterance (or
+evaluated once per step as ``(..., J, K, F)``, the variance of every joint switch state is then
+formed by summing variances (:mod:`.likelihood`), and the mixture power is observed as one
+sample site ``"x"`` (``obs=``) whose distribution has the switch summed out exactly, or with the
+switches as enumerated sites (:mod:`.switch`). The separation model returns a
+:class:`MixtureExplanation` of what it computed, so masks and posteriors come from replaying it
+at a draw of any guide. Switch priors: one component per source for the whole utterance (or
 chunk) — the separation default, since a source is one person —, i.i.d. per frame with weights
 ``π_j``, or a sticky Markov chain; the last two let a source change component within an
 utterance (e.g. an audio-only component for frames where its face is lost).
