@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import SpeechModels
+from pyro_avss.checkpoint import SpeechModels
 
 
 def _fit(config: str, out: Path, overrides: list[str], rows, log: dict, name: str, device: str):
-    from ..config import load_config
-    from ..inference.training import fit
+    from pyro_avss.config import load_config
+    from pyro_avss.inference.training import fit
 
     if (out / "model.pt").exists() and (out / "log.csv").exists():
         models = SpeechModels.load(out / "model.pt")            # reuse a finished run
@@ -56,7 +56,7 @@ def _fit(config: str, out: Path, overrides: list[str], rows, log: dict, name: st
 
 
 def _evaluate(manifest, model, out, systems, device, overrides=(), limit=None):
-    from .harness import evaluate
+    from pyro_avss.evaluation.harness import evaluate
 
     return evaluate(manifest, model, out, systems, device=device, overrides=list(overrides),
                     limit=limit, progress=False)
@@ -163,9 +163,9 @@ def dev_noises(data_root: Path, folder: Path) -> tuple[list, list]:
     """``(tuned, held)`` noise lists ``(name, path)``: the :data:`TUNED_NOISES` and
     ``babble3`` against the other real noises and ``babble8``; the babbles are written to
     ``folder`` from the LibriSpeech pool speakers (:mod:`~pyro_avss.data.babble`)."""
-    from ..data.babble import write_babble_noises
-    from ..data.corpora import scan_corpus
-    from ..data.selection import read_noises
+    from pyro_avss.data.babble import write_babble_noises
+    from pyro_avss.data.corpora import scan_corpus
+    from pyro_avss.data.selection import read_noises
 
     noises = read_noises(data_root / "manifests" / "noise.csv")
     libri, _ = scan_corpus(data_root / "librispeech")
@@ -186,9 +186,9 @@ def dev_mixtures(data_root: Path, noise_folder: Path) -> dict:
     dev utterance of each of the 10 speakers at −5/0/5 dB (seed 5). Held-out split (no choice
     looked at it): the next 10 s1 dev clips and the same s4 targets (GRID has only 7 s4 dev
     clips), the other LibriSpeech dev utterances, the held-out noises, other seeds (3, 2, 6)."""
-    from ..data.corpora import scan_corpus
-    from ..data.mixtures import build_mixture_specs
-    from ..data.selection import select_clips
+    from pyro_avss.data.corpora import scan_corpus
+    from pyro_avss.data.mixtures import build_mixture_specs
+    from pyro_avss.data.selection import select_clips
 
     clips, _ = scan_corpus(data_root / "grid")
     libri, _ = scan_corpus(data_root / "librispeech")
@@ -220,9 +220,9 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
                 doc: str | Path = "docs/results.md", *, device: str = "cpu",
                 command: str = "python cli.py results", echo=print) -> Path:
     """Run everything (see the module docstring); returns the path of the written document."""
-    from ..data.mixtures import write_mixture_manifest
-    from ..data.prepared import prepared_rows
-    from .speaker_models import component_scores, format_speaker_table, speaker_table, switch_clusters
+    from pyro_avss.data.mixtures import write_mixture_manifest
+    from pyro_avss.data.prepared import prepared_rows
+    from pyro_avss.evaluation.speaker_models import component_scores, format_speaker_table, speaker_table, switch_clusters
 
     t_start = time.perf_counter()
     out_dir, data_root, doc = Path(out_dir), Path(data_root), Path(doc)
@@ -415,8 +415,8 @@ def lips_rows(manifests: dict, model: str | Path, out_dir: Path, device: str) ->
     each entry the summary of the *target* source's rows (:func:`target_entry`). Intact lips
     are read from the runs of the main tables and :data:`SWITCH_ROWS` where they exist (not run
     again); each corruption gets a manifest ``mixtures_<split>_lips_<kind>_<fraction>.csv``."""
-    from ..data.lip_corruption import corrupt_target_lips
-    from ..data.mixtures import read_mixture_manifest, write_mixture_manifest
+    from pyro_avss.data.lip_corruption import corrupt_target_lips
+    from pyro_avss.data.mixtures import read_mixture_manifest, write_mixture_manifest
 
     out: dict = {}
     for n in LIPS_SPLITS:
@@ -438,7 +438,7 @@ def lips_rows(manifests: dict, model: str | Path, out_dir: Path, device: str) ->
 def target_entry(folder: Path, system: str) -> dict | None:
     """``system``'s summary entry (:func:`~.report.summarise`) over the rows of its *target*
     source (source 1, the one whose lips the lips-robustness table corrupts) in ``folder``."""
-    from .report import read_results, summarise
+    from pyro_avss.evaluation.report import read_results, summarise
 
     rows = [r for r in read_results(folder / "results.csv") if r["system"] == system and r["source"] == 1]
     return summarise(rows)["systems"].get(system)
@@ -495,8 +495,8 @@ def _machine() -> str:
 def results_document(facts, evals, ablation, noise_rows, s_switch, s_eq, s_mcem, iters, command,
                      out_dir: Path, doc: Path, memory: dict | None = None, lips: dict | None = None) -> str:
     """Markdown for ``docs/results.md`` from the collected facts and evaluation summaries."""
-    from .report import talker_title
-    from .speaker_models import format_speaker_table
+    from pyro_avss.evaluation.report import talker_title
+    from pyro_avss.evaluation.speaker_models import format_speaker_table
 
     s1, s2 = evals["1spk"], evals["2spk"]
     plots = doc.parent / "results"
@@ -779,7 +779,7 @@ def _system_table(summary, by_snr: bool) -> list[str]:
     like-for-like group of :func:`~.report.compare`; a table per number of talkers), under a
     line that says which mixtures (how many of how many, who shrank the set, who is left out).
     ``n``: (mixture, source) pairs (by SNR: mixtures at that SNR)."""
-    from .report import comparison_caption, talker_title
+    from pyro_avss.evaluation.report import comparison_caption, talker_title
 
     groups = _groups(summary)
     L: list[str] = []

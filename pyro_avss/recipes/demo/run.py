@@ -2,7 +2,7 @@
 
 Steps (each one is the real code path the corresponding command uses):
 
-1. generate a small **synthetic** corpus (:mod:`pyro_avss.data.demo`: source-filter speech of a
+1. generate a small **synthetic** corpus (:mod:`pyro_avss.recipes.demo`: source-filter speech of a
    few speakers with different pitch and formants, and rendered mouth-region videos whose
    opening follows the sound) as real wav and mp4 files, plus synthetic noises;
 2. ``prepare`` it (the videos are mouth-ROI videos, read with the ``roi`` detector);
@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .errors import InputError
+from pyro_avss.errors import InputError
 
 
 def demo_sizes(small: bool) -> dict:
@@ -33,15 +33,15 @@ def demo_sizes(small: bool) -> dict:
 def run_demo(workdir: str | Path, *, small: bool = False, force: bool = False,
              device: str = "auto", progress: bool = True, echo=print) -> dict:
     """Run every step into ``workdir``; returns paths and the evaluation summary."""
-    from .config import load_config
-    from .data.corpora import scan_corpus
-    from .data.demo import generate_demo_corpus
-    from .data.mixtures import build_mixture_specs, materialise, write_mixture_manifest
-    from .data.prepare import prepare_corpus, read_prepared_manifest
-    from .evaluation.harness import evaluate
-    from .inference.run_separate import SeparationJob, run_jobs
-    from .inference.separation import SeparationSettings
-    from .inference.training import fit, resolve_device
+    from pyro_avss.config import load_config
+    from pyro_avss.data.corpora import scan_corpus
+    from pyro_avss.recipes.demo.corpus import generate_demo_corpus
+    from pyro_avss.data.mixtures import build_mixture_specs, materialise, write_mixture_manifest
+    from pyro_avss.data.prepare import prepare_corpus, read_prepared_manifest
+    from pyro_avss.evaluation.harness import evaluate
+    from pyro_avss.inference.run_separate import SeparationJob, run_jobs
+    from pyro_avss.inference.separation import SeparationSettings
+    from pyro_avss.inference.training import fit, resolve_device
 
     workdir = Path(workdir)
     if workdir.exists() and any(workdir.iterdir()) and not force:
