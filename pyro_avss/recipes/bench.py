@@ -340,4 +340,3 @@ if __name__ == "__main__":
         _worker(sys.argv[2:])
     else:
         sys.exit("usage: python -m pyro_avss.recipes.bench worker JSON  (use `cli.py bench`)")
-
