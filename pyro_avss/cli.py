@@ -344,7 +344,9 @@ def mix(targets, noise_path, out, split, speakers, per_speaker, snr, num_interfe
     the given SNRs); the references are kept for scoring with `evaluate`."""
     from pyro_avss.data.corpora import scan_corpus
     from pyro_avss.data.lip_corruption import corrupt_target_lips
-    from pyro_avss.data.mixtures import build_mixture_specs, materialise as write_wavs, write_mixture_manifest
+    from pyro_avss.data.mixture_builder import build_mixture_specs
+    from pyro_avss.data.mixture_manifest import write_mixture_manifest
+    from pyro_avss.data.mixtures import materialise as write_wavs
     from pyro_avss.data.selection import read_noises, select_clips
 
     try:

@@ -11,7 +11,8 @@ import soundfile as sf
 
 from pyro_avss.audio import load_audio
 from pyro_avss.data.clips import Clip
-from pyro_avss.data.mixtures import build_mixture_specs, write_mixture_manifest
+from pyro_avss.data.mixture_builder import build_mixture_specs
+from pyro_avss.data.mixture_manifest import write_mixture_manifest
 from pyro_avss.evaluation import enhancers, systems
 from pyro_avss.evaluation.enhancers import log_mmse, lsa_gain, track_noise_psd
 from pyro_avss.evaluation.harness import evaluate

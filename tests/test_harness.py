@@ -14,7 +14,9 @@ import torch
 from pyro_avss.audio import StftConfig
 from pyro_avss.checkpoint import SpeechModels
 from pyro_avss.data.clips import Clip
-from pyro_avss.data.mixtures import build_mixture_specs, render_mixture, write_mixture_manifest
+from pyro_avss.data.mixture_builder import build_mixture_specs
+from pyro_avss.data.mixture_manifest import write_mixture_manifest
+from pyro_avss.data.mixtures import render_mixture
 from pyro_avss.errors import ConfigError, InputError
 from pyro_avss.evaluation import harness, systems
 from pyro_avss.evaluation.harness import (best_order, evaluate, settings_from_overrides,

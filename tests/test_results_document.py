@@ -174,7 +174,8 @@ def test_lips_rows_corrupt_the_target_reuse_intact_runs_and_tabulate_the_target(
     import soundfile as sf
 
     from pyro_avss.data.clips import Clip
-    from pyro_avss.data.mixtures import build_mixture_specs, read_mixture_manifest, write_mixture_manifest
+    from pyro_avss.data.mixture_builder import build_mixture_specs
+    from pyro_avss.data.mixture_manifest import read_mixture_manifest, write_mixture_manifest
     from pyro_avss.recipes.results import run as results
     from pyro_avss.recipes.results.tables import lips_table
     from pyro_avss.evaluation.report import write_results

@@ -54,7 +54,8 @@ import torch
 from ..audio import save_audio, stft
 from ..checkpoint import SpeechModels
 from ..data.lip_corruption import source_track
-from ..data.mixtures import MixtureSpec, read_mixture_manifest, render_mixture
+from ..data.mixture_manifest import read_mixture_manifest
+from ..data.mixtures import MixtureSpec, render_mixture
 from ..errors import ConfigError, InputError, PyroAvssError, one_line, writable_folder
 from .metrics import compute_metrics, si_sdr
 from .report import (compare, comparison_html, mixture_table, plot_example, plot_metrics_vs_snr,

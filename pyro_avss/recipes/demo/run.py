@@ -127,7 +127,9 @@ def _write_mixtures(dev: list, noises: list, sizes: dict, workdir: Path):
     """The evaluation manifest ``workdir/mixtures.csv`` (each dev clip + noise, every other one
     with a second speaker too), and the first two-speaker mixture written as wav files in
     ``workdir/example_mixture``; returns ``(manifest, that mixture's spec)``."""
-    from pyro_avss.data.mixtures import build_mixture_specs, materialise, write_mixture_manifest
+    from pyro_avss.data.mixture_builder import build_mixture_specs
+    from pyro_avss.data.mixture_manifest import write_mixture_manifest
+    from pyro_avss.data.mixtures import materialise
 
     specs = build_mixture_specs(dev, noises, sizes["snrs"], seed=0)
     specs += build_mixture_specs(dev[::2], noises, sizes["snrs"][:1], num_interferers=1, seed=1)

@@ -35,7 +35,7 @@ def dev_mixtures(data_root: Path, noise_folder: Path) -> dict:
     looked at it): the next 10 s1 dev clips and the same s4 targets (GRID has only 7 s4 dev
     clips), the other LibriSpeech dev utterances, the held-out noises, other seeds (3, 2, 6)."""
     from pyro_avss.data.corpora import scan_corpus
-    from pyro_avss.data.mixtures import build_mixture_specs
+    from pyro_avss.data.mixture_builder import build_mixture_specs
     from pyro_avss.data.selection import select_clips
 
     clips, _ = scan_corpus(data_root / "grid")

@@ -162,7 +162,7 @@ def _train_and_score(m: Path, cache_set: list[str], grid_rows, libri_rows, facts
 def _write_manifests(specs: dict, out_dir: Path, facts: dict) -> dict:
     """Write each mixture set ``{split: specs}`` as ``out_dir/mixtures_<split>.csv`` (its size
     into ``facts``); returns ``{split: manifest path}``."""
-    from pyro_avss.data.mixtures import write_mixture_manifest
+    from pyro_avss.data.mixture_manifest import write_mixture_manifest
 
     manifests = {}
     for key, sp in specs.items():
@@ -252,7 +252,7 @@ def lips_rows(manifests: dict, model: str | Path, out_dir: Path, device: str) ->
     are read from the runs of the main tables and :data:`SWITCH_ROWS` where they exist (not run
     again); each corruption gets a manifest ``mixtures_<split>_lips_<kind>_<fraction>.csv``."""
     from pyro_avss.data.lip_corruption import corrupt_target_lips
-    from pyro_avss.data.mixtures import read_mixture_manifest, write_mixture_manifest
+    from pyro_avss.data.mixture_manifest import read_mixture_manifest, write_mixture_manifest
 
     out: dict = {}
     for n in LIPS_SPLITS:
