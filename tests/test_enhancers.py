@@ -17,7 +17,7 @@ from pyro_avss.evaluation import enhancers, systems
 from pyro_avss.evaluation.enhancers import log_mmse, lsa_gain, track_noise_psd
 from pyro_avss.evaluation.harness import evaluate
 from pyro_avss.evaluation.metrics import si_sdr
-from pyro_avss.evaluation.report import read_results
+from pyro_avss.evaluation.results_csv import read_results
 
 from conftest import DATA
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from pyro_avss.data.mixtures import render_mixture
 from pyro_avss.evaluation import harness, systems
 from pyro_avss.evaluation.harness import evaluate
-from pyro_avss.evaluation.report import read_results
+from pyro_avss.evaluation.results_csv import read_results
 
 from test_harness import FAST, setup  # noqa: F401 - the tiny synthetic manifest and model
 

@@ -22,7 +22,7 @@ from pyro_avss.evaluation import harness, systems
 from pyro_avss.evaluation.harness import (best_order, evaluate, settings_from_overrides,
                                           true_speaker_mass)
 from pyro_avss.evaluation.metrics import si_sdr
-from pyro_avss.evaluation.report import CSV_COLUMNS, read_results
+from pyro_avss.evaluation.results_csv import CSV_COLUMNS, read_results
 from pyro_avss.nets.lips import LipProjection
 from pyro_avss.nets.vae import DecoderBank, SpeechEncoder
 

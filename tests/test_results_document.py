@@ -52,7 +52,7 @@ def row(i, system, si_sdri, *, snr=0.0, noise="tap", status="ok", source=1, pesq
 
 def evaluation(rows) -> dict:
     """What evaluate() returns: the per-system summary plus the like-for-like comparison."""
-    from pyro_avss.evaluation.report import compare, summarise
+    from pyro_avss.evaluation.summary import compare, summarise
 
     return {**summarise(rows), "like_for_like": compare(rows)}
 
@@ -178,7 +178,7 @@ def test_lips_rows_corrupt_the_target_reuse_intact_runs_and_tabulate_the_target(
     from pyro_avss.data.mixture_manifest import read_mixture_manifest, write_mixture_manifest
     from pyro_avss.recipes.results import run as results
     from pyro_avss.recipes.results.tables import lips_table
-    from pyro_avss.evaluation.report import write_results
+    from pyro_avss.evaluation.results_csv import write_results
 
     t = np.arange(4000) / 16000
     clips = []

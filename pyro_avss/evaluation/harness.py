@@ -3,7 +3,7 @@
 :func:`evaluate` renders every mixture of a manifest (:mod:`pyro_avss.data.mixtures`), runs each
 requested system (:mod:`.systems`) on it, scores every source estimate against its clean
 reference (:func:`~pyro_avss.evaluation.metrics.compute_metrics`) and appends the rows to
-``<out>/results.csv`` (format: :mod:`.report`) as soon as each mixture is scored, dropping its
+``<out>/results.csv`` (format: :mod:`.results_csv`) as soon as each mixture is scored, dropping its
 estimates then: the audio in memory is one batch of mixtures and the noise recordings,
 whatever the length of the manifest (what grows is a few numbers per mixture: its input
 metrics, kept for the next system), and an interrupted run keeps every mixture scored. Then it
@@ -18,7 +18,7 @@ report links to (:mod:`pyro_avss.html_report`).
 * **Like for like**: the tables of ``results.md`` and ``report.html`` and the curves of
   ``metrics_vs_snr.png`` average every system over the same mixtures (those all compared
   systems processed) and never pool one-talker and multi-talker mixtures
-  (:func:`~.report.compare`, also in ``summary.json`` under ``like_for_like``). The per-system
+  (:func:`~.summary.compare`, also in ``summary.json`` under ``like_for_like``). The per-system
   entries of ``summary.json`` (``systems``) still average each system over its own ok rows.
 
 * **Resumable**: pairs (mixture id, system) that already have rows with status ``ok`` are not
@@ -58,8 +58,10 @@ from ..data.mixture_manifest import read_mixture_manifest
 from ..data.mixtures import MixtureSpec, render_mixture
 from ..errors import ConfigError, InputError, PyroAvssError, one_line, writable_folder
 from .metrics import compute_metrics, si_sdr
-from .report import (compare, comparison_html, mixture_table, plot_example, plot_metrics_vs_snr,
-                     read_results, results_markdown, summarise, write_results, write_summary)
+from .report import (comparison_html, mixture_table, plot_example, plot_metrics_vs_snr,
+                     results_markdown)
+from .results_csv import read_results, write_results
+from .summary import compare, summarise, write_summary
 from .systems import EvalContext, EvalItem, SystemResult, SystemSkip, make_system, parse_system_names
 
 SPEECH_RANGE_DB = 40.0

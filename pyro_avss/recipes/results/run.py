@@ -272,9 +272,10 @@ def lips_rows(manifests: dict, model: str | Path, out_dir: Path, device: str) ->
 
 
 def target_entry(folder: Path, system: str) -> dict | None:
-    """``system``'s summary entry (:func:`~.report.summarise`) over the rows of its *target*
+    """``system``'s summary entry (:func:`~pyro_avss.evaluation.summary.summarise`) over the rows of its *target*
     source (source 1, the one whose lips the lips-robustness table corrupts) in ``folder``."""
-    from pyro_avss.evaluation.report import read_results, summarise
+    from pyro_avss.evaluation.results_csv import read_results
+    from pyro_avss.evaluation.summary import summarise
 
     rows = [r for r in read_results(folder / "results.csv") if r["system"] == system and r["source"] == 1]
     return summarise(rows)["systems"].get(system)

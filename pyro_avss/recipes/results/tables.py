@@ -136,7 +136,7 @@ def _one_talker_section(evals: dict, key: str, facts: dict) -> list[str]:
 
 def _groups(summary: dict) -> list[dict]:
     """The like-for-like groups (one per number of talkers) of an evaluation's summary: the
-    means of every system over the same mixtures (:func:`~.report.compare`, ``summary.json``'s
+    means of every system over the same mixtures (:func:`~pyro_avss.evaluation.summary.compare`, ``summary.json``'s
     ``like_for_like``), never each system over its own."""
     if "like_for_like" not in summary:
         raise ValueError("an evaluation summary without like_for_like means (evaluate() returns "
@@ -215,7 +215,7 @@ def _noise_table(noise_rows: dict) -> list[str]:
 
 def _system_table(summary, by_snr: bool) -> list[str]:
     """Markdown: a row per system, every mean over the same mixtures for all systems (the
-    like-for-like group of :func:`~.report.compare`; a table per number of talkers), under a
+    like-for-like group of :func:`~pyro_avss.evaluation.summary.compare`; a table per number of talkers), under a
     line that says which mixtures (how many of how many, who shrank the set, who is left out).
     ``n``: (mixture, source) pairs (by SNR: mixtures at that SNR)."""
     from pyro_avss.evaluation.report import comparison_caption, talker_title
