@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pyro_avss.evaluation.harness import evaluate, example_ids
+from pyro_avss.evaluation.harness import evaluate
+from pyro_avss.evaluation.listening_report import example_ids
 from pyro_avss.evaluation.report import plot_metrics_vs_snr, results_markdown
 from pyro_avss.evaluation.results_csv import read_results
 from pyro_avss.evaluation.summary import compare
