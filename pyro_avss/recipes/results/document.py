@@ -147,18 +147,24 @@ def _speaker_sections(evals: dict, facts: dict, noise_rows: dict) -> list[str]:
     return L
 
 
+def _section(title: str, intro: str, body: list[str]) -> list[str]:
+    """A ``##`` section of the document: its title, a paragraph, then ``body``."""
+    return ["", f"## {title}", "", intro, ""] + body
+
+
 def _ablation_section(evals: dict, ablation: dict) -> list[str]:
     """The visual-pathway models and separation settings against the default, on one and two
     talkers."""
     s1, s2 = evals["1spk"], evals["2spk"]
-    L = ["", "## Visual pathway ablation (tuned-on split, switching system)", "",
-         "Learned lips: the temporal lip encoder (`lips.front_end=temporal`) instead of the per-frame "
-         "PCA projection; visual prior: `model.prior=visual` instead of N(0, I). The model rows are "
-         "separated with `guide_init=auto` (the product of the encoder-on-mixture and the "
-         "visual-prior Gaussians where the model has a visual prior, else the encoder alone) and "
-         "one gain per source and chunk (`gain=utterance`).", "",
-         "| model / separation | 1 speaker: SI-SDRi | 2 speakers: SI-SDRi | 2 speakers: swap rate | "
-         "2 speakers: p(true) | 2 speakers: RTF |", "|---|---|---|---|---|---|"]
+    L = _section(
+        "Visual pathway ablation (tuned-on split, switching system)",
+        "Learned lips: the temporal lip encoder (`lips.front_end=temporal`) instead of the per-frame "
+        "PCA projection; visual prior: `model.prior=visual` instead of N(0, I). The model rows are "
+        "separated with `guide_init=auto` (the product of the encoder-on-mixture and the "
+        "visual-prior Gaussians where the model has a visual prior, else the encoder alone) and "
+        "one gain per source and chunk (`gain=utterance`).",
+        ["| model / separation | 1 speaker: SI-SDRi | 2 speakers: SI-SDRi | 2 speakers: swap rate | "
+         "2 speakers: p(true) | 2 speakers: RTF |", "|---|---|---|---|---|---|"])
     rows = [("**default: learned lips, visual prior, lip-specific start, per-utterance gain**",
              {"1spk": s1, "2spk": s2})] + list(ablation.items())
     shown = []
@@ -174,44 +180,46 @@ def _ablation_section(evals: dict, ablation: dict) -> list[str]:
 
 
 def _memory_section(memory: dict) -> list[str]:
-    L = ["", "## Speech prior with memory (switching system, tuned-on and held-out splits)", "",
-         "The frame-wise prior draws every frame's `z` independently from the visual prior; the "
-         "prior with memory (`model.memory=markov`, trained as the default GRID models otherwise) "
-         "chains the same per-frame means and scales over frames with a learnt correlation per "
-         "latent dimension. The Markov guide (`separate.guide=markov`) chains the test-time "
-         "`q(z)` likewise, with one fitted correlation per source and dimension.", ""]
-    L += memory_table(memory)
-    return L
+    return _section(
+        "Speech prior with memory (switching system, tuned-on and held-out splits)",
+        "The frame-wise prior draws every frame's `z` independently from the visual prior; the "
+        "prior with memory (`model.memory=markov`, trained as the default GRID models otherwise) "
+        "chains the same per-frame means and scales over frames with a learnt correlation per "
+        "latent dimension. The Markov guide (`separate.guide=markov`) chains the test-time "
+        "`q(z)` likewise, with one fitted correlation per source and dimension.",
+        memory_table(memory))
 
 
 def _switch_section(s_switch: dict) -> list[str]:
-    L = ["", "## Switch prior: one component per utterance (default), i.i.d. per frame or a sticky "
-         "Markov chain per frame", "",
-         "The switching system with each switch prior, on both splits. `p(true)`: mean switch posterior "
-         "on the true speaker's component over speech frames. The Markov chain keeps its component "
-         "from one frame to the next with probability ρ = exp(−hop / τ) (`separate.stay_seconds=τ`); "
-         "its setting was chosen on the tuned-on split among ρ = 0.98 (`separate.stay_prob`), "
-         "τ = 0.1, 0.5, 2, 30 and 600 s and ρ learnt per source and chunk (`separate.learn_stay=true`).", ""]
-    L += switch_table(s_switch)
-    return L
+    return _section(
+        "Switch prior: one component per utterance (default), i.i.d. per frame or a sticky "
+        "Markov chain per frame",
+        "The switching system with each switch prior, on both splits. `p(true)`: mean switch posterior "
+        "on the true speaker's component over speech frames. The Markov chain keeps its component "
+        "from one frame to the next with probability ρ = exp(−hop / τ) (`separate.stay_seconds=τ`); "
+        "its setting was chosen on the tuned-on split among ρ = 0.98 (`separate.stay_prob`), "
+        "τ = 0.1, 0.5, 2, 30 and 600 s and ρ learnt per source and chunk (`separate.learn_stay=true`).",
+        switch_table(s_switch))
 
 
 def _lips_section(lips: dict) -> list[str]:
     from pyro_avss.evaluation.report import talker_title
 
-    L = ["", "## Lips robustness (GRID dev, tuned-on split): the target's lips missing or corrupted", "",
-         "The target's video (source 1) loses its face in blocks of 0.5 s covering 30 % or 60 % of "
-         "its frames (`missing`: the model is told, `present = 0`), or, for 30 % of its frames, "
-         "its mouth regions are replaced by pixel noise (`noise`) or by those of another clip of "
-         "the same speaker (`swap`), with `present = 1` (the model is not told); the audio and the "
-         "references are unchanged (`cli.py mix --lips`, `pyro_avss.data.lip_corruption`). Every "
-         "switching row uses the audio-visual speaker bank (s1, s4; no audio-only component "
-         "exists yet); the universal row is the universal audio-visual model alone. The "
-         "per-frame-gains row (`separate.gain=frame`) checks how much of the loss comes from "
-         "the default gain, one per source and chunk, which leaves the speech level from frame "
-         "to frame to the lips. Cells: the target's SI-SDRi (dB) / p(true), with two talkers "
-         "also / its swap rate.", ""]
+    body = []
     for n in LIPS_SPLITS:
-        L += [f"{talker_title(1 if n == '1spk' else 2).capitalize()} (target rows only):", ""]
-        L += lips_table(lips[n]) + [""]
-    return L
+        body += [f"{talker_title(1 if n == '1spk' else 2).capitalize()} (target rows only):", ""]
+        body += lips_table(lips[n]) + [""]
+    return _section(
+        "Lips robustness (GRID dev, tuned-on split): the target's lips missing or corrupted",
+        "The target's video (source 1) loses its face in blocks of 0.5 s covering 30 % or 60 % of "
+        "its frames (`missing`: the model is told, `present = 0`), or, for 30 % of its frames, "
+        "its mouth regions are replaced by pixel noise (`noise`) or by those of another clip of "
+        "the same speaker (`swap`), with `present = 1` (the model is not told); the audio and the "
+        "references are unchanged (`cli.py mix --lips`, `pyro_avss.data.lip_corruption`). Every "
+        "switching row uses the audio-visual speaker bank (s1, s4; no audio-only component "
+        "exists yet); the universal row is the universal audio-visual model alone. The "
+        "per-frame-gains row (`separate.gain=frame`) checks how much of the loss comes from "
+        "the default gain, one per source and chunk, which leaves the speech level from frame "
+        "to frame to the lips. Cells: the target's SI-SDRi (dB) / p(true), with two talkers "
+        "also / its swap rate.",
+        body)
