@@ -100,22 +100,13 @@ def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path
     separation, mcem, data_cfg = settings_from_overrides(overrides, models.config if models else {})
     out_dir = writable_folder(out_dir)
     ctx = EvalContext(models, dev, separation, mcem, data_cfg, out_dir)
-    built = [make_system(n, ctx) for n in names]
-    if models is None and any(s.needs_model for s in built):
-        raise InputError("--model", "the systems " + ", ".join(s.name for s in built if s.needs_model)
-                         + " need a model file")
-    if any(s.needs_model for s in built):
-        separation.check_model(models)             # before any work, not once per mixture
+    built = _build_systems(names, ctx)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     csv_path = out_dir / RESULTS_CSV
     _check_settings(out_dir / "settings.json", {"model": str(model) if model else None,
                                                  "separation": asdict(separation), "mcem": asdict(mcem)})
-    previous = read_results(csv_path)
-    kept = [r for r in previous if r["status"] == "ok"]
-    if len(kept) != len(previous):
-        write_results(csv_path, kept, append=False)          # retry skipped / failed pairs
-    done = {(r["id"], r["system"]) for r in kept}
+    done = _finished_pairs(csv_path)
     todo = {s.name: [sp for sp in specs if (sp.id, s.name) not in done] for s in built}
     detector = (models.config.get("data", {}).get("detector", "auto") if models else "auto")
     kept = example_ids(specs, examples)
@@ -130,19 +121,48 @@ def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path
 
     ids = {sp.id for sp in specs}
     rows = [r for r in read_results(csv_path) if r["system"] in names and r["id"] in ids]
-    summary = summarise(rows)
-    comparison = compare(rows, names)
     meta = {"manifest": str(manifest), "model": str(model) if model else None, "device": str(dev),
             "systems": names, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "separation": asdict(separation), "mcem": asdict(mcem), "torch": torch.__version__}
-    write_summary(out_dir / "summary.json", {**summary, "like_for_like": comparison}, meta)
-    (out_dir / "results.md").write_text(results_markdown(summary, meta, comparison))
-    plot_metrics_vs_snr(rows, out_dir / "metrics_vs_snr.png", comparison=comparison)
+    summary, comparison = _write_summaries(out_dir, rows, names, meta)
     by_id = {sp.id: sp for sp in specs}
     items = run.examples.report_items(names, [by_id[i] for i in kept], rows)
     write_evaluation_report(out_dir / REPORT_HTML, comparison, meta, items, len(specs))
     summary["like_for_like"] = comparison
     return summary
+
+
+def _build_systems(names: list[str], ctx: EvalContext) -> list:
+    """The systems ``names``, once it is sure they can run: a model where one needs it, and
+    separation settings that suit that model (checked before any work, not once per mixture)."""
+    built = [make_system(n, ctx) for n in names]
+    if ctx.models is None and any(s.needs_model for s in built):
+        raise InputError("--model", "the systems " + ", ".join(s.name for s in built if s.needs_model)
+                         + " need a model file")
+    if any(s.needs_model for s in built):
+        ctx.separation.check_model(ctx.models)
+    return built
+
+
+def _finished_pairs(csv_path: Path) -> set:
+    """The ``(mixture id, system)`` pairs ``csv_path`` already has ok rows for (a resumed run
+    skips them); its skipped and failed rows are dropped, so that they are retried."""
+    previous = read_results(csv_path)
+    kept = [r for r in previous if r["status"] == "ok"]
+    if len(kept) != len(previous):
+        write_results(csv_path, kept, append=False)
+    return {(r["id"], r["system"]) for r in kept}
+
+
+def _write_summaries(out_dir: Path, rows: list[dict], names: list[str], meta: dict) -> tuple[dict, dict]:
+    """``summary.json``, ``results.md`` and ``metrics_vs_snr.png`` from the rows of ``names``;
+    returns ``(summary, like-for-like comparison)``."""
+    summary = summarise(rows)
+    comparison = compare(rows, names)
+    write_summary(out_dir / "summary.json", {**summary, "like_for_like": comparison}, meta)
+    (out_dir / "results.md").write_text(results_markdown(summary, meta, comparison))
+    plot_metrics_vs_snr(rows, out_dir / "metrics_vs_snr.png", comparison=comparison)
+    return summary, comparison
 
 
 def _check_settings(path: Path, current: dict) -> None:
