@@ -11,14 +11,19 @@ The pieces, from the bottom up:
 
 * :mod:`pyro_avss.audio` — audio I/O and the STFT (spectrograms are ``(..., T, F)``);
 * :mod:`pyro_avss.video` — video decoding, lip landmarks, mouth ROIs, alignment to STFT frames;
-* :mod:`pyro_avss.data` — corpora readers, ``prepare``, mixtures, the synthetic demo corpus;
+* :mod:`pyro_avss.data` — corpora readers, ``prepare``, mixtures, lip corruption, babble noise;
 * :mod:`pyro_avss.nets` — the encoder, the K-component decoder bank and the lip projection;
 * :mod:`pyro_avss.models` — **the generative model in Pyro** (start with
   :mod:`pyro_avss.models.generative`), its likelihood, switch priors and noise models;
 * :mod:`pyro_avss.inference` — training by SVI, separation by SVI with the switch enumerated,
   posteriors and Wiener filtering, and the MCEM reference algorithm;
-* :mod:`pyro_avss.evaluation` — metrics, baselines, the evaluation harness and benchmarks;
+* :mod:`pyro_avss.evaluation` — metrics, baselines and enhancers, the evaluation harness and
+  its reports;
 * :mod:`pyro_avss.checkpoint` and :mod:`pyro_avss.config` — model files and configurations.
+
+Apart from the library, :mod:`pyro_avss.recipes` holds the pipelines that use it: the built-in
+demo, the benchmark and the results run behind ``docs/results.md``. The library never imports
+them.
 
 Command line: ``pyro-avss --help`` (installed), ``python -m pyro_avss`` or, in a source
 checkout, ``python cli.py --help``.

@@ -6,7 +6,8 @@ Every command prints a one-line error naming the file and the problem when an in
 line, go on with the rest and exit with status 1 when any input failed.
 
 ``fit`` and ``separate`` are thin layers over :func:`pyro_avss.api.fit` and
-:class:`pyro_avss.api.Separator`'s pieces, the Python entry points.
+:class:`pyro_avss.api.Separator`'s pieces, the Python entry points. ``bench``, ``demo`` and
+``results`` are the recipes' commands (:mod:`pyro_avss.recipes.cli`), loaded when named.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def threads_option(f):
                         help="torch CPU threads (default: torch's choice)")(f)
 
 
-def _set_threads(threads: int | None) -> None:
+def set_threads(threads: int | None) -> None:
     if threads:
         import torch
 
@@ -56,15 +57,32 @@ FAILURES = (PyroAvssError, OSError)
 and the system's (a folder that cannot be written, a full disk), which name their file."""
 
 
-def _fail(exc: Exception) -> None:
+def fail(exc: Exception) -> None:
+    """Say ``exc`` in one ``error:`` line on stderr and exit with status 2."""
     click.echo(f"error: {' '.join(str(exc).split())}", err=True)
     sys.exit(2)
+
+
+RECIPE_COMMANDS = ("bench", "demo", "results")
+"""Commands of the recipes (:mod:`pyro_avss.recipes.cli`), imported only when named (or listed
+by ``--help``): the library's own commands never load a recipe."""
 
 
 class _OneLineErrors(click.Group):
     """The command group, with click's own refusals (an unknown option, a value outside its
     choices) said in one ``error:`` line, status 2, like every other refusal of the commands,
-    instead of click's usage text. Help (``--help``, or no command at all) is unchanged."""
+    instead of click's usage text. Help (``--help``, or no command at all) is unchanged. The
+    recipes' commands (:data:`RECIPE_COMMANDS`) are loaded on first use."""
+
+    def list_commands(self, ctx):
+        return sorted([*super().list_commands(ctx), *RECIPE_COMMANDS])
+
+    def get_command(self, ctx, name):
+        if name in RECIPE_COMMANDS:
+            from pyro_avss.recipes import cli as recipes
+
+            return getattr(recipes, name)
+        return super().get_command(ctx, name)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
@@ -113,7 +131,7 @@ def prepare(corpus, out, detector, workers, roi_size):
         report = prepare_corpus(clips, out, detector=detector, workers=workers,
                                 roi_size=roi_size, problems=problems)
     except FAILURES as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(report.summary())
     for f in report.failures:
         click.echo(f"failed: {f['id']}: {f['reason']}", err=True)
@@ -137,11 +155,11 @@ def fit(config_path, overrides, out, device, seed, resume, threads):
     """Train a speech model (universal, speaker decoders or switching VAE) as configured."""
     from pyro_avss.api import fit as run_fit
 
-    _set_threads(threads)
+    set_threads(threads)
     try:
         models = run_fit(config_path, out, list(overrides), device, resume=resume, seed=seed)
     except FAILURES as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"model: {Path(out) / 'model.pt'} ({models.decoders.num_components} components: "
                f"{', '.join(models.component_names)})")
 
@@ -182,7 +200,7 @@ def separate(model, inputs, videos, sources, out, overrides, device, resample, f
     from pyro_avss.checkpoint import SpeechModels
     from pyro_avss.inference.run_separate import jobs_from_inputs, run_jobs
 
-    _set_threads(threads)
+    set_threads(threads)
     try:
         models = SpeechModels.load(model)
         # `--set` here has always accepted any known key (only separate.* ones matter)
@@ -192,7 +210,7 @@ def separate(model, inputs, videos, sources, out, overrides, device, resample, f
             raise PyroAvssError(f"--sources/--video: 1 to {MAX_SOURCES} sources are supported")
         jobs, problems = jobs_from_inputs(list(inputs), list(videos), sources)
     except FAILURES as exc:
-        _fail(exc)
+        fail(exc)
     for where, why in problems:
         click.echo(f"error: {where}: {why}", err=True)
     try:
@@ -201,7 +219,7 @@ def separate(model, inputs, videos, sources, out, overrides, device, resample, f
                            detector=sep.detector, progress=not quiet,
                            echo=lambda line: click.echo(line, err=True), figure=figure, report=report)
     except FAILURES as exc:
-        _fail(exc)
+        fail(exc)
     total = len(jobs) + len(problems)
     click.echo(f"separated {len(outcome.done)} of {total} input(s) into {out}"
                + (f" ({len(outcome.skipped)} kept from an earlier run)" if outcome.skipped else "")
@@ -250,7 +268,7 @@ def score(model, corpora, split, clusters, cache, out, force):
                        + ", ".join(f"{k} {v:.1%}" for k, v in p["recall"].items())
                        + f"; mapping {p['mapping']}")
     except FAILURES as exc:
-        _fail(exc)
+        fail(exc)
     if out:
         Path(out).write_text(json.dumps(result, indent=2))
 
@@ -280,12 +298,12 @@ def evaluate(systems, mixtures, model, out, limit, device, overrides, examples, 
     from pyro_avss.evaluation.harness import evaluate as run_evaluation
 
     try:
-        _set_threads(threads)
+        set_threads(threads)
         summary = run_evaluation(mixtures, model, out, systems, limit=limit, device=device,
                                  overrides=overrides, examples=examples, progress=not quiet,
                                  echo=lambda line: click.echo(line, err=True))
     except FAILURES as exc:
-        _fail(exc)
+        fail(exc)
     for name, s in summary["systems"].items():
         click.echo(f"{name}: {s['ok']} ok, {s['skipped']} skipped, {s['failed']} failed")
     for J, group in summary["like_for_like"]["groups"].items():
@@ -297,55 +315,6 @@ def evaluate(systems, mixtures, model, out, limit, device, overrides, examples, 
     if any(s["failed"] for s in summary["systems"].values()):
         sys.exit(1)
 
-
-# ----------------------------------------------------------------------------------------------
-@main.command()
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder")
-@click.option("--quick", is_flag=True, help="small grid")
-@click.option("--device", default="auto", show_default=True, help="auto (cpu + cuda if present), cpu, cuda or a list")
-@click.option("--long-minutes", type=float, default=None,
-              help="also measure peak memory on one J=1 recording of this many minutes")
-@click.option("--long-components", type=int, default=2, show_default=True, help="K of the long run")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads in each worker")
-@click.option("--set", "overrides", multiple=True, help="override a separate.* setting (default: separate.tol=0)")
-@click.option("--audio-only", is_flag=True, help="audio-only models (default: audio-visual)")
-@click.option("--data", type=click.Path(file_okay=False), default=None,
-              help="shared data folder with grid/ and noise/ (default: ../shared/data; synthetic audio if absent)")
-@click.option("--quiet", is_flag=True, help="no progress bar")
-def bench(out, quick, device, long_minutes, long_components, threads, overrides, audio_only, data, quiet):
-    """Real-time factor and peak memory of separation versus length, K, J and batch size;
-    writes OUT/bench.csv and OUT/bench.png (each configuration runs in its own process)."""
-    from pyro_avss.evaluation.bench import run_bench
-
-    try:
-        rows = run_bench(out, quick=quick, devices=device, long_minutes=long_minutes,
-                         long_components=long_components, threads=threads, overrides=overrides,
-                         audio_only=audio_only, data=data, progress=not quiet)
-    except FAILURES as exc:
-        _fail(exc)
-    failed = [r for r in rows if r.get("error")]
-    for r in failed:
-        click.echo(f"failed: {r['device']} L={r['length_s']} K={r['components']} J={r['sources']} "
-                   f"B={r['batch']}: {r['error']}", err=True)
-    click.echo(f"{len(rows) - len(failed)} of {len(rows)} configurations measured: {Path(out) / 'bench.csv'}")
-
-# ----------------------------------------------------------------------------------------------
-@main.command()
-@click.option("--workdir", default="demo_run", show_default=True, type=click.Path(file_okay=False),
-              help="where the demo writes everything")
-@click.option("--small", is_flag=True, help="a reduced size (used by the tests)")
-@click.option("--force", is_flag=True, help="start again in a non-empty --workdir")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
-@click.option("--quiet", is_flag=True, help="no progress bars")
-def demo(workdir, small, force, device, quiet):
-    """Run the whole pipeline (prepare, fit, separate, evaluate) on a synthetic audio-visual
-    corpus that the demo generates itself; prints a results table and where the outputs are."""
-    from pyro_avss.demo import run_demo
-
-    try:
-        run_demo(workdir, small=small, force=force, device=device, progress=not quiet, echo=click.echo)
-    except FAILURES as exc:
-        _fail(exc)
 
 # ----------------------------------------------------------------------------------------------
 def _csv_list(text, cast=str):
@@ -375,7 +344,9 @@ def mix(targets, noise_path, out, split, speakers, per_speaker, snr, num_interfe
     the given SNRs); the references are kept for scoring with `evaluate`."""
     from pyro_avss.data.corpora import scan_corpus
     from pyro_avss.data.lip_corruption import corrupt_target_lips
-    from pyro_avss.data.mixtures import build_mixture_specs, materialise as write_wavs, write_mixture_manifest
+    from pyro_avss.data.mixture_builder import build_mixture_specs
+    from pyro_avss.data.mixture_manifest import write_mixture_manifest
+    from pyro_avss.data.mixtures import materialise as write_wavs
     from pyro_avss.data.selection import read_noises, select_clips
 
     try:
@@ -391,32 +362,8 @@ def mix(targets, noise_path, out, split, speakers, per_speaker, snr, num_interfe
         if materialise:
             write_wavs(specs, materialise, overwrite=force)
     except FAILURES as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"{len(specs)} mixtures written to {out}")
-
-# ----------------------------------------------------------------------------------------------
-@main.command()
-@click.option("--out", default="runs/results", show_default=True, type=click.Path(file_okay=False))
-@click.option("--data", "data_root", default="../shared/data", show_default=True,
-              type=click.Path(file_okay=False), help="the real corpora (GRID, LibriSpeech, noise)")
-@click.option("--doc", default="docs/results.md", show_default=True, type=click.Path(dir_okay=False))
-@click.option("--device", default="cpu", show_default=True, help="auto, cpu or cuda")
-@threads_option
-def results(out, data_root, doc, device, threads):
-    """Train everything from the real corpora, evaluate all systems (MCEM included) on
-    deterministic GRID dev mixtures and write docs/results.md (about an hour on 2 CPU cores)."""
-    from pyro_avss.evaluation.results import run_results
-
-    command = "python cli.py results" + "".join(
-        f" {flag} {value}" for flag, value, default in (
-            ("--out", out, "runs/results"), ("--data", data_root, "../shared/data"),
-            ("--doc", doc, "docs/results.md"), ("--device", device, "cpu"),
-            ("--threads", threads, None)) if value != default)
-    try:
-        _set_threads(threads)
-        run_results(out, data_root, doc, device=device, command=command, echo=click.echo)
-    except FAILURES as exc:
-        _fail(exc)
 
 
 if __name__ == "__main__":

@@ -384,7 +384,8 @@ def test_an_unwritable_output_folder_is_one_line(tmp_path, monkeypatch, how, com
     from pyro_avss.cli import main
 
     from pyro_avss.data.clips import Clip
-    from pyro_avss.data.mixtures import build_mixture_specs, write_mixture_manifest
+    from pyro_avss.data.mixture_builder import build_mixture_specs
+    from pyro_avss.data.mixture_manifest import write_mixture_manifest
 
     random_models().save(tmp_path / "model.pt")
     clip, noise = write_clips(tmp_path / "in", 2)

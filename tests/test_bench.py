@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from pyro_avss.evaluation.bench import (BASE, COLUMNS, FULL_GRID, BenchConfig, grid_configs,
+from pyro_avss.recipes.bench import (BASE, COLUMNS, FULL_GRID, BenchConfig, grid_configs,
                                         make_mixtures, run_bench)
 
 FAST = ("separate.steps=2", "separate.num_samples=1")

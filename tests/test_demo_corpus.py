@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pyro_avss.audio import load_audio
-from pyro_avss.data.demo import DemoCorpus, generate_demo_corpus
+from pyro_avss.recipes.demo.corpus import DemoCorpus, generate_demo_corpus
 from pyro_avss.errors import InputError
 
 SR, FPS, ROI = 16000, 25, 64

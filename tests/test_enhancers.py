@@ -11,12 +11,13 @@ import soundfile as sf
 
 from pyro_avss.audio import load_audio
 from pyro_avss.data.clips import Clip
-from pyro_avss.data.mixtures import build_mixture_specs, write_mixture_manifest
-from pyro_avss.evaluation import enhancers, systems
+from pyro_avss.data.mixture_builder import build_mixture_specs
+from pyro_avss.data.mixture_manifest import write_mixture_manifest
+from pyro_avss.evaluation import enhancers, system_interface, systems
 from pyro_avss.evaluation.enhancers import log_mmse, lsa_gain, track_noise_psd
 from pyro_avss.evaluation.harness import evaluate
 from pyro_avss.evaluation.metrics import si_sdr
-from pyro_avss.evaluation.report import read_results
+from pyro_avss.evaluation.results_csv import read_results
 
 from conftest import DATA
 
@@ -114,7 +115,7 @@ def _hide(monkeypatch, module: str) -> None:
 
 
 def _ctx(tmp_path):
-    return systems.EvalContext(None, None, None, None, {}, tmp_path)
+    return system_interface.EvalContext(None, None, None, None, {}, tmp_path)
 
 
 @pytest.mark.parametrize("name", list(OPTIONAL))
@@ -122,7 +123,7 @@ def test_missing_package_skips_with_the_install_command(name, monkeypatch, tmp_p
     module, pip_name, _ = OPTIONAL[name]
     _hide(monkeypatch, module)
     system = systems.make_system(name, _ctx(tmp_path))
-    with pytest.raises(systems.SystemSkip) as info:
+    with pytest.raises(system_interface.SystemSkip) as info:
         system.prepare()
     assert str(info.value) == f"{name}: install pyro_avss[enhancers] (pip install {pip_name})"
 

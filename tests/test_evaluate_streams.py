@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from pyro_avss.data.mixtures import render_mixture
-from pyro_avss.evaluation import harness, systems
+from pyro_avss.evaluation import harness, scoring, systems
 from pyro_avss.evaluation.harness import evaluate
-from pyro_avss.evaluation.report import read_results
+from pyro_avss.evaluation.results_csv import read_results
 
 from test_harness import FAST, setup  # noqa: F401 - the tiny synthetic manifest and model
 
@@ -25,7 +25,7 @@ def si_sdr_only(monkeypatch):
     STOI and BSS-Eval would take most of their time)."""
     from pyro_avss.evaluation.metrics import compute_metrics
 
-    monkeypatch.setattr(harness, "compute_metrics",
+    monkeypatch.setattr(scoring, "compute_metrics",
                         lambda estimate, reference: compute_metrics(estimate, reference, metrics=["si_sdr"]))
 
 
@@ -54,7 +54,7 @@ def test_estimates_are_dropped_as_soon_as_their_mixture_is_scored(setup, tmp_pat
     """A batch of three is separated together; while its mixtures are scored one by one, the
     estimates of those already scored are gone (3, 2, 1 alive, never more)."""
     root, _ = setup
-    real_run, real_rows = systems.SVISystem.run, harness.Scorer.rows
+    real_run, real_rows = systems.SVISystem.run, scoring.Scorer.rows
     alive: set = set()
     seen = []
 
@@ -70,7 +70,7 @@ def test_estimates_are_dropped_as_soon_as_their_mixture_is_scored(setup, tmp_pat
         return real_rows(self, item, system, result)
 
     monkeypatch.setattr(systems.SVISystem, "run", tracked)
-    monkeypatch.setattr(harness.Scorer, "rows", counting)
+    monkeypatch.setattr(scoring.Scorer, "rows", counting)
     evaluate(root / "mix.csv", root / "model.pt", tmp_path, "universal", progress=False,
              overrides=BATCH_OF_THREE, examples=0)
     assert seen == [3, 2, 1, 1] and not alive           # the two-talker mixture is a batch alone
@@ -78,7 +78,7 @@ def test_estimates_are_dropped_as_soon_as_their_mixture_is_scored(setup, tmp_pat
 
 def test_an_interrupted_evaluation_keeps_the_mixtures_scored(setup, tmp_path, monkeypatch):  # noqa: F811
     root, specs = setup
-    real_rows = harness.Scorer.rows
+    real_rows = scoring.Scorer.rows
     calls = []
 
     def interrupted(self, item, system, result):
@@ -87,13 +87,13 @@ def test_an_interrupted_evaluation_keeps_the_mixtures_scored(setup, tmp_path, mo
             raise KeyboardInterrupt
         return real_rows(self, item, system, result)
 
-    monkeypatch.setattr(harness.Scorer, "rows", interrupted)
+    monkeypatch.setattr(scoring.Scorer, "rows", interrupted)
     with pytest.raises(KeyboardInterrupt):
         evaluate(root / "mix.csv", root / "model.pt", tmp_path, "universal", progress=False,
                  overrides=BATCH_OF_THREE, examples=0)
     kept = read_results(tmp_path / "results.csv")
     assert [r["id"] for r in kept] == calls[:2] and all(r["status"] == "ok" for r in kept)
-    monkeypatch.setattr(harness.Scorer, "rows", real_rows)
+    monkeypatch.setattr(scoring.Scorer, "rows", real_rows)
     separated = []
     real_run = systems.SVISystem.run
     monkeypatch.setattr(systems.SVISystem, "run",

@@ -14,13 +14,16 @@ import torch
 from pyro_avss.audio import StftConfig
 from pyro_avss.checkpoint import SpeechModels
 from pyro_avss.data.clips import Clip
-from pyro_avss.data.mixtures import build_mixture_specs, render_mixture, write_mixture_manifest
+from pyro_avss.data.mixture_builder import build_mixture_specs
+from pyro_avss.data.mixture_manifest import write_mixture_manifest
+from pyro_avss.data.mixtures import render_mixture
 from pyro_avss.errors import ConfigError, InputError
-from pyro_avss.evaluation import harness, systems
-from pyro_avss.evaluation.harness import (best_order, evaluate, settings_from_overrides,
-                                          true_speaker_mass)
+from pyro_avss.evaluation import scoring, system_interface, systems
+from pyro_avss.evaluation.harness import evaluate
+from pyro_avss.evaluation.overrides import settings_from_overrides
+from pyro_avss.evaluation.scoring import best_order, true_speaker_mass
 from pyro_avss.evaluation.metrics import si_sdr
-from pyro_avss.evaluation.report import CSV_COLUMNS, read_results
+from pyro_avss.evaluation.results_csv import CSV_COLUMNS, read_results
 from pyro_avss.nets.lips import LipProjection
 from pyro_avss.nets.vae import DecoderBank, SpeechEncoder
 
@@ -167,7 +170,7 @@ def test_failures_are_recorded_then_retried(setup, monkeypatch, tmp_path):
 def test_metric_failures_are_recorded(setup, monkeypatch, tmp_path):
     root, _ = setup
 
-    class Silent(systems.System):
+    class Silent(system_interface.System):
         name = "mixture"
 
         def run_one(self, item):
@@ -234,7 +237,7 @@ def test_true_speaker_mass_counts_speech_frames_only():
     ref = np.where(t < 0.5, 0.0, np.sin(2 * np.pi * 300 * t)).astype(np.float32)
     T = CFG.num_frames(ref.size)
     post = np.zeros((T, 2))
-    speech = harness.speech_frames(ref, CFG)
+    speech = scoring.speech_frames(ref, CFG)
     assert 0.3 * T < speech.sum() < 0.7 * T
     post[speech, 1] = 0.9
     post[~speech, 1] = 0.0

@@ -11,8 +11,9 @@ import pytest
 from pyro_avss.data.clips import Clip
 from pyro_avss.data.lip_corruption import (LipCorruption, corrupt_target_lips, corrupt_track,
                                            corrupted_frames, source_track)
-from pyro_avss.data.mixtures import (build_mixture_specs, manifest_columns, read_mixture_manifest,
-                                     render_mixture, write_mixture_manifest)
+from pyro_avss.data.mixture_builder import build_mixture_specs
+from pyro_avss.data.mixture_manifest import manifest_columns, read_mixture_manifest, write_mixture_manifest
+from pyro_avss.data.mixtures import render_mixture
 from pyro_avss.errors import InputError
 from pyro_avss.video.track import LipTrack
 

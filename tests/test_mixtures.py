@@ -12,9 +12,9 @@ import pytest
 import soundfile as sf
 
 from pyro_avss.data.clips import Clip
-from pyro_avss.data.mixtures import (PEAK_LIMIT, build_mixture_specs, materialise,
-                                     read_mixture_manifest, render_mixture,
-                                     write_mixture_manifest)
+from pyro_avss.data.mixture_builder import build_mixture_specs
+from pyro_avss.data.mixture_manifest import read_mixture_manifest, write_mixture_manifest
+from pyro_avss.data.mixtures import PEAK_LIMIT, materialise, render_mixture
 from pyro_avss.data.selection import read_noises
 from pyro_avss.errors import InputError
 

@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pyro_avss.evaluation.harness import evaluate, example_ids
-from pyro_avss.evaluation.report import compare, plot_metrics_vs_snr, read_results, results_markdown
+from pyro_avss.evaluation.harness import evaluate
+from pyro_avss.evaluation.listening_report import example_ids
+from pyro_avss.evaluation.report import plot_metrics_vs_snr, results_markdown
+from pyro_avss.evaluation.results_csv import read_results
+from pyro_avss.evaluation.summary import compare
 from pyro_avss.plots import learning_curve, posterior_figure, saved_epoch, spectrogram_figure, time_width
 
 from test_harness import FAST, setup  # noqa: F401 - the tiny synthetic manifest and model

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pyro_avss.evaluation.results import _mcem_comparison
+from pyro_avss.recipes.results.tables import _mcem_comparison
 
 
 def summary(si_sdri: float, rtf: float) -> dict:
@@ -52,13 +52,13 @@ def row(i, system, si_sdri, *, snr=0.0, noise="tap", status="ok", source=1, pesq
 
 def evaluation(rows) -> dict:
     """What evaluate() returns: the per-system summary plus the like-for-like comparison."""
-    from pyro_avss.evaluation.report import compare, summarise
+    from pyro_avss.evaluation.summary import compare, summarise
 
     return {**summarise(rows), "like_for_like": compare(rows)}
 
 
 def test_one_talker_section_reports_both_splits_by_noise_and_the_gap():
-    from pyro_avss.evaluation.results import _one_talker_section
+    from pyro_avss.recipes.results.tables import _one_talker_section
 
     tuned = evaluation([row("a", "switching", 12.0), row("a", "log-mmse", 6.0),
                         row("b", "switching", 4.0, noise="babble3"), row("b", "log-mmse", 4.0, noise="babble3")])
@@ -75,7 +75,7 @@ def test_one_talker_section_reports_both_splits_by_noise_and_the_gap():
 
 def test_tables_average_every_system_over_the_common_mixtures_only():
     """log-mmse skipped mixture b: every system's table mean is over a and c, not its own rows."""
-    from pyro_avss.evaluation.results import _noise_breakdown, _system_table
+    from pyro_avss.recipes.results.tables import _noise_breakdown, _system_table
 
     rows = [row("a", "switching", 2.0, snr=-5.0), row("a", "log-mmse", 1.0, snr=-5.0),
             row("b", "switching", 20.0, snr=-5.0, noise="cafe"),
@@ -97,7 +97,7 @@ def test_tables_average_every_system_over_the_common_mixtures_only():
 
 
 def test_multi_talker_table_counts_sources_and_leaves_out_single_talker_systems():
-    from pyro_avss.evaluation.results import _system_table
+    from pyro_avss.recipes.results.tables import _system_table
 
     rows = []
     for i, (a, b) in enumerate(((1.0, 3.0), (5.0, 7.0))):
@@ -113,7 +113,7 @@ def test_multi_talker_table_counts_sources_and_leaves_out_single_talker_systems(
 
 
 def test_noise_table_marks_splits_a_setting_was_not_run_on():
-    from pyro_avss.evaluation.results import _noise_table
+    from pyro_avss.recipes.results.tables import _noise_table
 
     row = {"systems": {"switching": summary(7.0, 0.2)}}
     text = "\n".join(_noise_table({"default": {"1spk": row, "libri": row}, "long": {"1spk": row}}))
@@ -122,7 +122,8 @@ def test_noise_table_marks_splits_a_setting_was_not_run_on():
 
 
 def test_memory_table_reports_every_split_and_drops_incomplete_rows():
-    from pyro_avss.evaluation.results import MEMORY_SPLITS, memory_table
+    from pyro_avss.recipes.results.experiments import MEMORY_SPLITS
+    from pyro_avss.recipes.results.tables import memory_table
 
     def row(v):
         entry = summary(v, 0.1)
@@ -139,7 +140,7 @@ def test_memory_table_reports_every_split_and_drops_incomplete_rows():
 def test_tables_of_separate_runs_say_whether_they_compare_the_same_mixtures():
     """Settings side by side come from separate runs: like for like only when no run lacks a
     mixture, which the line under the table says (or names the runs that lack some)."""
-    from pyro_avss.evaluation.results import _noise_table
+    from pyro_avss.recipes.results.tables import _noise_table
 
     full = {"systems": {"switching": dict(summary(7.0, 0.2), skipped=0, failed=0)}}
     short = {"systems": {"switching": dict(summary(9.0, 0.2), skipped=0, failed=2)}}
@@ -151,7 +152,8 @@ def test_tables_of_separate_runs_say_whether_they_compare_the_same_mixtures():
 
 
 def test_switch_table_gives_sisdri_and_true_speaker_mass_on_every_split():
-    from pyro_avss.evaluation.results import SWITCH_SPLITS, switch_table
+    from pyro_avss.recipes.results.experiments import SWITCH_SPLITS
+    from pyro_avss.recipes.results.tables import switch_table
 
     def run(v, mass):
         entry = summary(v, 0.2)
@@ -172,9 +174,11 @@ def test_lips_rows_corrupt_the_target_reuse_intact_runs_and_tabulate_the_target(
     import soundfile as sf
 
     from pyro_avss.data.clips import Clip
-    from pyro_avss.data.mixtures import build_mixture_specs, read_mixture_manifest, write_mixture_manifest
-    from pyro_avss.evaluation import results
-    from pyro_avss.evaluation.report import write_results
+    from pyro_avss.data.mixture_builder import build_mixture_specs
+    from pyro_avss.data.mixture_manifest import read_mixture_manifest, write_mixture_manifest
+    from pyro_avss.recipes.results import run as results
+    from pyro_avss.recipes.results.tables import lips_table
+    from pyro_avss.evaluation.results_csv import write_results
 
     t = np.arange(4000) / 16000
     clips = []
@@ -212,6 +216,6 @@ def test_lips_rows_corrupt_the_target_reuse_intact_runs_and_tabulate_the_target(
     assert all(s.sources[0].lips == "swap:0.3" and not s.sources[1].lips for s in swapped)
     cells = out["1spk"]["universal model"]
     assert cells["intact"]["mean"]["si_sdri"] == 8.0 and cells["missing:0.6"]["mean"]["si_sdri"] == 5.0
-    text = "\n".join(results.lips_table(out["1spk"]))
+    text = "\n".join(lips_table(out["1spk"]))
     assert "| system | intact | missing 0.3 | missing 0.6 | noise 0.3 | swap 0.3 |" in text
     assert "| universal model | 8.00 / – | 6.00 / – | 5.00 / – | 6.00 / – | 6.00 / – |" in text

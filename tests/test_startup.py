@@ -124,7 +124,7 @@ def test_decaying_adam_is_clipped_adam_without_clipping():
 
 
 def test_one_face_detector_serves_every_video_of_a_batch(tmp_path, monkeypatch):
-    from pyro_avss.data.demo import write_roi_video
+    from pyro_avss.recipes.demo.mouth_video import write_roi_video
     from pyro_avss.video import landmarks
 
     built = []

@@ -1,4 +1,4 @@
-"""Corpora readers, manifests, mixtures and the synthetic demo corpus."""
+"""Corpora readers, prepared manifests, mixtures, lip corruption and babble noise."""
 
 from .clips import Clip
 

@@ -1,1 +1,1 @@
-"""Metrics, baseline systems, the evaluation harness and benchmarks."""
+"""Metrics, baseline systems and enhancers, the evaluation harness and its reports."""

@@ -8,7 +8,7 @@ recordings B separated in one call, device):
 * ``rtf = wall_s / (B · L)``: real-time factor (processing time per second of audio);
 * ``peak_rss_mb``: peak resident memory of the process (``resource.getrusage(RUSAGE_SELF)
   .ru_maxrss``) at the end of the run. Peak RSS never decreases within a process, so **each
-  configuration runs in its own subprocess** (``python -m pyro_avss.evaluation.bench worker
+  configuration runs in its own subprocess** (``python -m pyro_avss.recipes.bench worker
   JSON``); ``rss_before_mb`` is the resident memory just before the measured call (imports,
   model, inputs and the warm-up), so ``peak_rss_mb - rss_before_mb`` is what separation added;
 * ``cuda_peak_mb``: ``torch.cuda.max_memory_allocated`` during the call (CUDA only).
@@ -89,7 +89,7 @@ def _loop(x: np.ndarray, n: int, offset: int = 0) -> np.ndarray:
 
 def _grid_signals(data: Path, n: int, sources: int, sr: int):
     """``(sources (J, n), noise (n,))`` from GRID clips and a noise recording, or None."""
-    from ..audio import load_audio
+    from pyro_avss.audio import load_audio
 
     folders = [data / "grid" / s / "audio" for s in ("s1", "s4", "s1")]
     noise_file = data / "noise" / "running_tap.flac"
@@ -139,10 +139,10 @@ def make_models(cfg: BenchConfig):
     """Random-weight models of the real size with K components (AV unless ``audio_only``)."""
     import torch
 
-    from ..audio import StftConfig
-    from ..checkpoint import SpeechModels
-    from ..nets.lips import LipProjection
-    from ..nets.vae import DecoderBank, SpeechEncoder
+    from pyro_avss.audio import StftConfig
+    from pyro_avss.checkpoint import SpeechModels
+    from pyro_avss.nets.lips import LipProjection
+    from pyro_avss.nets.vae import DecoderBank, SpeechEncoder
 
     torch.manual_seed(cfg.seed)
     stft_cfg = StftConfig()
@@ -160,7 +160,7 @@ def make_models(cfg: BenchConfig):
 
 def make_tracks(cfg: BenchConfig, seconds: float):
     """One synthetic 25-fps lip track per source (random mouth images), or None (audio only)."""
-    from ..video.track import LipTrack
+    from pyro_avss.video.track import LipTrack
 
     if cfg.audio_only:
         return [None] * cfg.sources
@@ -196,8 +196,8 @@ def measure(cfg: BenchConfig) -> dict:
     """Run one configuration in this process and return its CSV row."""
     import torch
 
-    from ..config import load_config
-    from ..inference.separation import SeparationSettings, separate_recordings
+    from pyro_avss.config import load_config
+    from pyro_avss.inference.separation import SeparationSettings, separate_recordings
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -230,7 +230,7 @@ def measure(cfg: BenchConfig) -> dict:
 
 def run_isolated(cfg: BenchConfig, timeout_s: float | None = None) -> dict:
     """:func:`measure` in a fresh Python process (so its peak RSS is its own)."""
-    cmd = [sys.executable, "-m", "pyro_avss.evaluation.bench", "worker", json.dumps(asdict(cfg))]
+    cmd = [sys.executable, "-m", "pyro_avss.recipes.bench", "worker", json.dumps(asdict(cfg))]
     row = {k: getattr(cfg, k) for k in ("kind", "device", "length_s", "components", "sources", "batch")}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
@@ -254,7 +254,7 @@ def resolve_devices(text: str) -> list[str]:
         return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     devices = [d.strip() for d in text.split(",") if d.strip()]
     if any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
-        from ..errors import InputError
+        from pyro_avss.errors import InputError
 
         raise InputError("--device", "CUDA was requested but no GPU is available")
     return devices
@@ -271,7 +271,7 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 def plot(rows: list[dict], path: Path) -> None:
     """RTF (top) and peak RSS (bottom) against each factor, one line per device."""
-    from ..plots import plt
+    from pyro_avss.plots import plt
 
     ok = [r for r in rows if not r.get("error") and r["kind"] == "grid"]
     factors = [f for f in FULL_GRID if len({r[f] for r in ok}) > 1]
@@ -339,5 +339,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "worker":
         _worker(sys.argv[2:])
     else:
-        sys.exit("usage: python -m pyro_avss.evaluation.bench worker JSON  (use `cli.py bench`)")
-
+        sys.exit("usage: python -m pyro_avss.recipes.bench worker JSON  (use `cli.py bench`)")

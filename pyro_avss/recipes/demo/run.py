@@ -2,7 +2,7 @@
 
 Steps (each one is the real code path the corresponding command uses):
 
-1. generate a small **synthetic** corpus (:mod:`pyro_avss.data.demo`: source-filter speech of a
+1. generate a small **synthetic** corpus (:mod:`pyro_avss.recipes.demo`: source-filter speech of a
    few speakers with different pitch and formants, and rendered mouth-region videos whose
    opening follows the sound) as real wav and mp4 files, plus synthetic noises;
 2. ``prepare`` it (the videos are mouth-ROI videos, read with the ``roi`` detector);
@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .errors import InputError
+from pyro_avss.errors import InputError
 
 
 def demo_sizes(small: bool) -> dict:
@@ -33,15 +33,14 @@ def demo_sizes(small: bool) -> dict:
 def run_demo(workdir: str | Path, *, small: bool = False, force: bool = False,
              device: str = "auto", progress: bool = True, echo=print) -> dict:
     """Run every step into ``workdir``; returns paths and the evaluation summary."""
-    from .config import load_config
-    from .data.corpora import scan_corpus
-    from .data.demo import generate_demo_corpus
-    from .data.mixtures import build_mixture_specs, materialise, write_mixture_manifest
-    from .data.prepare import prepare_corpus, read_prepared_manifest
-    from .evaluation.harness import evaluate
-    from .inference.run_separate import SeparationJob, run_jobs
-    from .inference.separation import SeparationSettings
-    from .inference.training import fit, resolve_device
+    from pyro_avss.config import load_config
+    from pyro_avss.data.corpora import scan_corpus
+    from pyro_avss.data.prepare import prepare_corpus, read_prepared_manifest
+    from pyro_avss.evaluation.harness import evaluate
+    from pyro_avss.inference.run_separate import SeparationJob, run_jobs
+    from pyro_avss.inference.separation import SeparationSettings
+    from pyro_avss.inference.training import resolve_device
+    from pyro_avss.recipes.demo.corpus import generate_demo_corpus
 
     workdir = Path(workdir)
     if workdir.exists() and any(workdir.iterdir()) and not force:
@@ -68,30 +67,11 @@ def run_demo(workdir: str | Path, *, small: bool = False, force: bool = False,
     rows = read_prepared_manifest(report.manifest_path)
 
     step(3, "fit: universal audio-visual model, then speaker decoders")
-    common = [f"data.corpora=[{corpus.manifest}]", f"data.cache={workdir / 'cache'}",
-              "data.detector=roi", "train.segment_frames=32", "train.batch_size=32",
-              "train.patience=40",
-              # the per-frame PCA lips and the N(0, I) prior: on this small synthetic corpus the
-              # learned temporal lips and the visual prior separated far worse (switching SI-SDRi
-              # -4.3 dB against the mixture), a failure not yet understood (see the README limits)
-              "lips.front_end=pca", "model.prior=standard"]
-    fit(load_config(None, common + [f"train.epochs={sizes['universal_epochs']}",
-                                    "train.warmup_epochs=3", "train.lr=3e-3"]),
-        workdir / "universal", device=device, progress=False, rows=rows)
-    models = fit(load_config(None, common + [
-        "train.mode=speakers", f"train.init={workdir / 'universal' / 'model.pt'}",
-        "train.include_universal=true", f"train.epochs={sizes['speaker_epochs']}",
-        "train.warmup_epochs=0"]), workdir / "speakers", device=device, progress=False, rows=rows)
+    models = _fit_models(corpus, workdir, sizes, device, rows)
     model_path = workdir / "speakers" / "model.pt"
 
     step(4, "mixtures: one speaker + noise, and two speakers + noise")
-    dev = [c for c in clips if c.split == "dev"]
-    specs = build_mixture_specs(dev, corpus.noises, sizes["snrs"], seed=0)
-    specs += build_mixture_specs(dev[::2], corpus.noises, sizes["snrs"][:1], num_interferers=1, seed=1)
-    manifest = workdir / "mixtures.csv"
-    write_mixture_manifest(specs, manifest, overwrite=True)
-    two = [s for s in specs if s.num_sources == 2][0]
-    materialise([two], workdir / "example_mixture", overwrite=True)
+    manifest, two = _write_mixtures([c for c in clips if c.split == "dev"], corpus.noises, sizes, workdir)
 
     step(5, "separate: a two-speaker mixture with both videos")
     settings = SeparationSettings.from_config(load_config()["separate"], steps=sizes["steps"])
@@ -119,3 +99,42 @@ def run_demo(workdir: str | Path, *, small: bool = False, force: bool = False,
          "switch_posterior.csv, separation.png)")
     echo(f"  evaluation            {workdir / 'evaluation'}  (results.csv, summary.json, results.md, plots)")
     return {"summary": summary, "model": model_path, "workdir": workdir}
+
+
+def _fit_models(corpus, workdir: Path, sizes: dict, device: str, rows: list[dict]):
+    """A universal audio-visual model (``workdir/universal``), then speaker decoders kept with
+    the universal one in one model file (``workdir/speakers``); returns the latter."""
+    from pyro_avss.config import load_config
+    from pyro_avss.inference.training import fit
+
+    common = [f"data.corpora=[{corpus.manifest}]", f"data.cache={workdir / 'cache'}",
+              "data.detector=roi", "train.segment_frames=32", "train.batch_size=32",
+              "train.patience=40",
+              # the per-frame PCA lips and the N(0, I) prior: on this small synthetic corpus the
+              # learned temporal lips and the visual prior separated far worse (switching SI-SDRi
+              # -4.3 dB against the mixture), a failure not yet understood (see the README limits)
+              "lips.front_end=pca", "model.prior=standard"]
+    fit(load_config(None, common + [f"train.epochs={sizes['universal_epochs']}",
+                                    "train.warmup_epochs=3", "train.lr=3e-3"]),
+        workdir / "universal", device=device, progress=False, rows=rows)
+    return fit(load_config(None, common + [
+        "train.mode=speakers", f"train.init={workdir / 'universal' / 'model.pt'}",
+        "train.include_universal=true", f"train.epochs={sizes['speaker_epochs']}",
+        "train.warmup_epochs=0"]), workdir / "speakers", device=device, progress=False, rows=rows)
+
+
+def _write_mixtures(dev: list, noises: list, sizes: dict, workdir: Path):
+    """The evaluation manifest ``workdir/mixtures.csv`` (each dev clip + noise, every other one
+    with a second speaker too), and the first two-speaker mixture written as wav files in
+    ``workdir/example_mixture``; returns ``(manifest, that mixture's spec)``."""
+    from pyro_avss.data.mixture_builder import build_mixture_specs
+    from pyro_avss.data.mixture_manifest import write_mixture_manifest
+    from pyro_avss.data.mixtures import materialise
+
+    specs = build_mixture_specs(dev, noises, sizes["snrs"], seed=0)
+    specs += build_mixture_specs(dev[::2], noises, sizes["snrs"][:1], num_interferers=1, seed=1)
+    manifest = workdir / "mixtures.csv"
+    write_mixture_manifest(specs, manifest, overwrite=True)
+    two = [s for s in specs if s.num_sources == 2][0]
+    materialise([two], workdir / "example_mixture", overwrite=True)
+    return manifest, two

@@ -1,0 +1,95 @@
+"""The rows of an evaluation: ``results.csv``, its columns, reading and writing.
+
+``results.csv`` has one row per (mixture, system, source), columns :data:`CSV_COLUMNS`:
+
+* ``id, condition, snr_db, noise``: the mixture (manifest fields); ``source`` (1..J) and
+  ``target_speaker`` (the speaker of that source, whose clean signal is the reference);
+* ``system``; ``status``: ``ok``, ``skipped`` (the system cannot handle this mixture, e.g. a
+  baseline on J ≥ 2, or the model lacks the component) or ``failed``; ``error``: the reason;
+* ``input_<m>`` (the unprocessed mixture) and ``<m>`` (the estimate) for every metric of
+  :data:`~pyro_avss.evaluation.metrics.ALL_METRICS`, ``si_sdri = si_sdr - input_si_sdr``; a
+  metric that could not be computed is empty (NaN) and its reason is in ``<m>_error`` /
+  ``input_<m>_error``;
+* ``runtime_s``: processing time attributed to the mixture (s; for systems run in batches, the
+  batch's time × this mixture's share of the batch's audio), ``audio_s``: mixture duration,
+  ``rtf = runtime_s / audio_s``. All rows of one mixture and system carry the same runtime;
+* ``switch_true_mass``: mean posterior probability of the component named like
+  ``target_speaker`` over the speech frames of that source (frames whose clean energy is within
+  40 dB of its loudest frame); empty when the system has no switch or no such component;
+* ``swapped`` (J ≥ 2): 1 when the estimate of a source has a higher SI-SDR against another
+  source's reference than against its own (it holds the wrong talker), else 0; its mean is the
+  swap rate;
+* ``steps`` (SVI steps or EM iterations) and ``acceptance`` (MCEM's MH acceptance rate).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+from ..errors import InputError
+from .metrics import ALL_METRICS
+
+METRICS = ("si_sdr", "si_sdri", "sdr", "pesq_wb", "pesq_nb", "stoi", "estoi")
+"""Metrics summarised per system (``si_sdri`` derived, the others computed)."""
+
+ERROR_COLUMNS = tuple(f"{m}_error" for m in ALL_METRICS) + tuple(f"input_{m}_error" for m in ALL_METRICS)
+CSV_COLUMNS = (("id", "condition", "snr_db", "noise", "system", "source", "target_speaker",
+                "status", "error")
+               + tuple(f"input_{m}" for m in ALL_METRICS) + METRICS + ERROR_COLUMNS
+               + ("runtime_s", "audio_s", "rtf", "switch_true_mass", "swapped", "steps", "acceptance"))
+NUMERIC = {c for c in CSV_COLUMNS if c.startswith("input_") and not c.endswith("_error")} \
+    | set(METRICS) | {"snr_db", "runtime_s", "audio_s", "rtf", "switch_true_mass", "swapped",
+                      "steps", "acceptance", "source"}
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    return str(value)
+
+
+def read_results(path: str | Path) -> list[dict]:
+    """Rows of a results CSV, numbers as floats (NaN where empty).
+
+    :raises InputError: the file has other columns than :data:`CSV_COLUMNS`.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+            raise InputError(path, "was written with other columns (another pyro_avss version?); "
+                                   "use a new --out folder")
+        rows = list(reader)
+    for row in rows:
+        for key in NUMERIC:
+            text = row.get(key) or ""
+            row[key] = float(text) if text else math.nan
+    return rows
+
+
+def write_results(path: str | Path, rows: list[dict], append: bool = True) -> None:
+    """Append ``rows`` (or rewrite the file with them when ``append`` is False) and flush."""
+    path = Path(path)
+    new = not append or not path.exists()
+    tmp = path.with_name(path.name + ".tmp") if not append else path
+    with open(tmp, "w" if new else "a", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, restval="", extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(row.get(k)) for k in CSV_COLUMNS})
+        fh.flush()
+    if tmp != path:
+        os.replace(tmp, path)
+
+
+__all__ = ["METRICS", "CSV_COLUMNS", "read_results", "write_results"]

@@ -1,0 +1,99 @@
+"""What the results run compares: the noises it tunes on, the models it trains besides the
+default ones, the systems of each split and the setting rows of every table (each constant says
+how it was chosen or what it checks)."""
+
+#: GRID dev noises that settings are chosen on; the other noises of the data are held out
+TUNED_NOISES = ("doing_the_dishes", "dude_miaowing", "exercise_bike", "running_tap")
+
+#: babble densities (talkers) built from the LibriSpeech pool speakers: the first joins the
+#: tuned-on noises (a speech-like noise to choose settings on), the second is held out
+BABBLE_TUNED, BABBLE_HELD = 3, 8
+
+#: (name, model overrides, label): GRID models trained besides the default (learned temporal
+#: lips and the visual prior p(z | v), configs/grid_universal.yaml) for the ablation table
+ABLATION_MODELS = (
+    ("grid_pca_standard", ["lips.front_end=pca", "model.prior=standard"], "PCA lips, N(0, I) prior"),
+    ("grid_pca_visual", ["lips.front_end=pca"], "PCA lips, visual prior"),
+    ("grid_temporal_standard", ["model.prior=standard"], "learned lips, N(0, I) prior"),
+)
+
+#: the GRID model with the speech prior with memory (universal + speaker decoders), trained besides
+#: the default for the frame-wise vs temporal prior rows
+MEMORY_MODEL = ("grid_memory", ["model.memory=markov"])
+
+#: (label, model: "memory" or None for the default, separation overrides): the prior-with-memory
+#: rows, on both splits of one and two talkers (the first is the default system itself)
+MEMORY_ROWS = (
+    ("frame-wise prior, mean-field guide (default)", None, None),
+    ("frame-wise prior, Markov guide", None, ["separate.guide=markov"]),
+    ("prior with memory, Markov guide", "memory", []),
+    ("prior with memory, mean-field guide", "memory", ["separate.guide=meanfield"]),
+)
+MEMORY_SPLITS = ("1spk", "1spk_held", "2spk", "2spk_held")
+
+#: (label, model name or None for the default model, separation overrides): other ablation rows
+ABLATION_SETTINGS = (
+    ("default model, encoder-on-mixture start", None, ["separate.guide_init=encoder"]),
+    ("default model, visual-prior start only", None, ["separate.guide_init=prior"]),
+    ("default model, per-frame gains", None, ["separate.gain=frame"]),
+    ("default model, encoder start and per-frame gains", None,
+     ["separate.guide_init=encoder", "separate.gain=frame"]),
+    ("PCA lips, N(0, I) prior, per-frame gains (the previous system)", "grid_pca_standard",
+     ["separate.gain=frame"]),
+)
+
+
+#: systems run on every one-talker split (MCEM joins on the GRID tuned-on split; NMF, whose bases
+#: come from the model's training clips, on GRID only)
+ONE_TALKER_SYSTEMS = ("mixture,spectral-gating,log-mmse,rnnoise,deepfilternet,nmf,universal,"
+                      "oracle-speaker,switching,oracle-noise,oracle-latent")
+
+#: systems run on every multi-talker split (oracle-noise: the switching system told the noise,
+#: the bound a better noise model could reach with these speech models; oracle-latent: no
+#: inference, each source decoded from its clean signal's code, the speech models' ceiling)
+MULTI_TALKER_SYSTEMS = "mixture,universal,oracle-speaker,switching,oracle-noise,oracle-latent"
+
+#: (label, model: None for the default, separation overrides: None for the default system itself):
+#: the switch priors side by side, on both splits of one and two talkers. The Markov setting was
+#: chosen on the tuned-on split (mean SI-SDRi of one and two talkers) among the stay probability
+#: 0.98 (6.81 dB), the time constants τ = 0.1 (6.76), 0.5 (6.80), 2 (6.82), 30 (6.84) and 600 s
+#: (6.78) and a learnt stay (6.77): all within 0.1 dB, every one below the per-utterance switch
+MARKOV_SWITCH = ["separate.switch_prior=markov", "separate.stay_seconds=30"]
+SWITCH_ROWS = (
+    ("one component per utterance (default)", None, None),
+    ("i.i.d. per frame", None, ["separate.switch_prior=iid"]),
+    ("sticky Markov per frame, τ = 30 s", None, MARKOV_SWITCH),
+)
+SWITCH_SPLITS = ("1spk", "2spk", "1spk_held", "2spk_held")
+
+#: corruptions of the target's lips (:mod:`~pyro_avss.data.lip_corruption`) in the lips-robustness
+#: table, besides intact lips, on the tuned-on splits of one and two talkers
+LIP_CORRUPTIONS = ("missing:0.3", "missing:0.6", "noise:0.3", "swap:0.3")
+LIPS_SPLITS = ("1spk", "2spk")
+LIPS_ROWS = tuple((label, "switching", changes) for label, _, changes in SWITCH_ROWS) + (
+    ("one component per utterance, per-frame gains", "switching", ["separate.gain=frame"]),
+    ("universal model", "universal", None))
+
+#: (label, separation overrides, splits): the noise-model rows, each against the default
+#: (``separate.noise_smoothness=0.1``, ``separate.prior_weight=3``) on tuned-on and held-out data
+_ALL_ONE_TALKER = ("1spk", "1spk_held", "libri", "libri_held")
+NOISE_SETTINGS = (
+    ("free NMF activations, prior weight 1 (the previous defaults)",
+     ["separate.noise_smoothness=0", "separate.prior_weight=1"], _ALL_ONE_TALKER),
+    ("smooth activations, prior weight 1", ["separate.prior_weight=1"], _ALL_ONE_TALKER),
+    ("free activations, prior weight 3", ["separate.noise_smoothness=0"], _ALL_ONE_TALKER),
+    ("noise started from the frames where the lips are closed",
+     ["separate.noise_start=lips"], ("1spk", "1spk_held")),
+    ("spectrally smooth noise bases (σ_f = 0.15 nats per bin)",
+     ["separate.noise_spectral_smoothness=0.15"], _ALL_ONE_TALKER),
+    ("4 of the 8 noise bases spectrally smooth (σ_f = 0.15), 4 free",
+     ["separate.noise_spectral_smoothness=0.15", "separate.noise_smooth_rank=4"], _ALL_ONE_TALKER),
+    ("default, 4× the steps, no early stop", ["separate.steps=200", "separate.tol=0"],
+     ("1spk", "1spk_held")),
+    ("default, 4× the steps, no early stop, slow rate decay (0.99)",
+     ["separate.steps=200", "separate.tol=0", "separate.lr_decay=0.99"], ("1spk", "1spk_held")),
+)
+
+
+#: smaller MCEM budgets (EM iterations) run besides the published 100, to compare at equal quality
+MCEM_BUDGETS = (20, 50)

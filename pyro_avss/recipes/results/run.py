@@ -1,0 +1,281 @@
+"""The results run (:mod:`pyro_avss.recipes.results`): prepare, train, score, build the dev
+mixtures, evaluate every system and setting on them, and write ``docs/results.md``.
+
+Finished models (``model.pt`` and ``log.csv`` in their folder) are reused, and every evaluation
+resumes where it stopped (:func:`~pyro_avss.evaluation.harness.evaluate`), so an interrupted
+run picks up its work again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pyro_avss.checkpoint import SpeechModels
+from pyro_avss.recipes.results.dev_mixtures import dev_mixtures
+from pyro_avss.recipes.results.document import results_document
+from pyro_avss.recipes.results.experiments import (ABLATION_MODELS, ABLATION_SETTINGS, LIP_CORRUPTIONS,
+                                                   LIPS_ROWS, LIPS_SPLITS, MCEM_BUDGETS, MEMORY_MODEL,
+                                                   MEMORY_ROWS, MEMORY_SPLITS, MULTI_TALKER_SYSTEMS,
+                                                   NOISE_SETTINGS, ONE_TALKER_SYSTEMS, SWITCH_ROWS,
+                                                   SWITCH_SPLITS)
+
+
+def _fit(config: str, out: Path, overrides: list[str], rows, log: dict, name: str, device: str):
+    from pyro_avss.config import load_config
+    from pyro_avss.inference.training import fit
+
+    if (out / "model.pt").exists() and (out / "log.csv").exists():
+        models = SpeechModels.load(out / "model.pt")            # reuse a finished run
+        log.setdefault("reused", []).append(name)
+    else:
+        if out.exists():
+            shutil.rmtree(out)
+        t0 = time.perf_counter()
+        models = fit(load_config(config, overrides), out, device=device, rows=rows, progress=False)
+        log[name + "_wall_s"] = time.perf_counter() - t0
+    import csv
+
+    epochs = list(csv.DictReader(open(out / "log.csv")))
+    log[name] = {"epochs": len(epochs), "best_dev_loss": models.info.get("dev_loss"),
+                 "frames_per_s": float(np.median([float(e["frames_per_s"]) for e in epochs])),
+                 "components": models.component_names}
+    return models
+
+
+def _evaluate(manifest, model, out, systems, device, overrides=(), limit=None):
+    from pyro_avss.evaluation.harness import evaluate
+
+    return evaluate(manifest, model, out, systems, device=device, overrides=list(overrides),
+                    limit=limit, progress=False)
+
+
+def _slug(label: str) -> str:
+    """``label`` as a folder name: every character but letters and digits becomes ``_``."""
+    return "".join(c if c.isalnum() else "_" for c in label).strip("_")
+
+
+def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = "../shared/data",
+                doc: str | Path = "docs/results.md", *, device: str = "cpu",
+                command: str = "python cli.py results", echo=print) -> Path:
+    """Run everything (see :mod:`pyro_avss.recipes.results`); returns the path of the written
+    document."""
+    from pyro_avss.data.prepared import prepared_rows
+
+    t_start = time.perf_counter()
+    out_dir, data_root, doc = Path(out_dir), Path(data_root), Path(doc)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache = str(out_dir / "cache")
+    facts: dict = {}
+
+    def say(text):
+        echo(f"[{time.perf_counter() - t_start:6.0f} s] {text}")
+
+    say("prepare GRID and LibriSpeech")
+    t0 = time.perf_counter()
+    grid_rows = prepared_rows([str(data_root / "grid")], cache, "auto", progress=False)
+    libri_rows = prepared_rows([str(data_root / "librispeech")], cache, "auto", progress=False)
+    facts["prepare_wall_s"] = time.perf_counter() - t0
+    models = _train_and_score(out_dir / "models", [f"data.cache={cache}"], grid_rows, libri_rows, facts,
+                              device, say)
+
+    say("build the GRID dev mixtures (tuned-on and held-out splits)")
+    manifests = _write_manifests(dev_mixtures(data_root, out_dir / "noise"), out_dir, facts)
+    evals = _main_evaluations(manifests, models, facts, out_dir, device, say)
+    rows = _setting_evaluations(manifests, models, evals, out_dir, device, say)
+
+    one_csv, spk_model, s1 = manifests["1spk"], models["grid"], evals["1spk"]
+    iters = 100
+    say(f"SVI at {iters} steps (equal iterations with MCEM)")
+    s_eq = _evaluate(one_csv, spk_model, out_dir / "eval_equal_iterations", "switching", device,
+                     overrides=[f"separate.steps={iters}", "separate.tol=0"])
+    s_mcem = {iters: s1}
+    for n in MCEM_BUDGETS:
+        say(f"MCEM with {n} EM iterations (quality against cost)")
+        s_mcem[n] = _evaluate(one_csv, spk_model, out_dir / f"eval_mcem_{n}", "mcem", device,
+                              overrides=[f"mcem.em_iterations={n}"])
+    facts["total_wall_s"] = time.perf_counter() - t_start
+    say("write the document")
+    text = results_document(facts, evals, rows["ablation"], rows["noise"], rows["switch"], s_eq, s_mcem,
+                            iters, command, out_dir, doc, rows["memory"], rows["lips"])
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+    (out_dir / "facts.json").write_text(json.dumps(facts, indent=2, default=str))
+    say(f"wrote {doc}")
+    return doc
+
+
+def _train_and_score(m: Path, cache_set: list[str], grid_rows, libri_rows, facts: dict, device: str,
+                     say) -> dict:
+    """Fit (or reuse) every model of the run under ``m`` and score, into ``facts``, the speaker
+    decoders on every dev speaker and the unlabelled switch's clusters. Returns the model files
+    the evaluations use: ``"grid"`` and ``"libri"`` (the speaker decoders), ``"memory"`` (the
+    prior with memory) and one per :data:`ABLATION_MODELS` name."""
+    from pyro_avss.evaluation.speaker_models import component_scores, speaker_table, switch_clusters
+
+    say("fit GRID universal, speaker decoders, unlabelled switching VAE")
+    _fit("configs/grid_universal.yaml", m / "grid_universal", cache_set, grid_rows, facts, "grid_universal", device)
+    uni = str(m / "grid_universal" / "model.pt")
+    spk = _fit("configs/grid_speakers.yaml", m / "grid_speakers", cache_set + [f"train.init={uni}"],
+               grid_rows, facts, "grid_speakers", device)
+    sw = _fit("configs/grid_switching_unlabelled.yaml", m / "grid_switching", cache_set + [f"train.init={uni}"],
+              grid_rows, facts, "grid_switching", device)
+    say("fit LibriSpeech universal and speaker decoders (audio only)")
+    _fit("configs/librispeech_universal.yaml", m / "libri_universal", cache_set, libri_rows, facts,
+         "libri_universal", device)
+    lspk = _fit("configs/librispeech_speakers.yaml", m / "libri_speakers",
+                cache_set + [f"train.init={m / 'libri_universal' / 'model.pt'}"], libri_rows, facts,
+                "libri_speakers", device)
+
+    say("score speaker decoders and the unlabelled switch")
+    grid_dev = [r for r in grid_rows if r["split"] == "dev"]
+    libri_dev = [r for r in libri_rows if r["split"] == "dev" and r["speaker"] in lspk.component_names]
+    facts["grid_table"] = speaker_table(spk, component_scores(spk, grid_dev))
+    facts["libri_table"] = speaker_table(lspk, component_scores(lspk, libri_dev))
+    facts["clusters_train"] = switch_clusters(sw, [r for r in grid_rows if r["split"] == "train"])
+    facts["clusters_dev"] = switch_clusters(sw, grid_dev)
+
+    say("fit the GRID visual-pathway ablation models (universal + speaker decoders each)")
+    paths = {"grid": str(m / "grid_speakers" / "model.pt"), "libri": str(m / "libri_speakers" / "model.pt")}
+    for name, changes, _ in ABLATION_MODELS:
+        u = _fit("configs/grid_universal.yaml", m / f"{name}_universal", cache_set + changes, grid_rows,
+                 facts, f"{name}_universal", device)
+        paths[name] = m / f"{name}_speakers" / "model.pt"
+        _fit("configs/grid_speakers.yaml", m / f"{name}_speakers",
+             cache_set + changes + [f"train.init={m / f'{name}_universal' / 'model.pt'}"], grid_rows,
+             facts, f"{name}_speakers", device)
+        del u
+    mem_name, mem_changes = MEMORY_MODEL
+    _fit("configs/grid_universal.yaml", m / f"{mem_name}_universal", cache_set + mem_changes, grid_rows,
+         facts, f"{mem_name}_universal", device)
+    _fit("configs/grid_speakers.yaml", m / f"{mem_name}_speakers",
+         cache_set + [f"train.init={m / f'{mem_name}_universal' / 'model.pt'}"], grid_rows, facts,
+         f"{mem_name}_speakers", device)
+    paths["memory"] = m / f"{mem_name}_speakers" / "model.pt"
+    return paths
+
+
+def _write_manifests(specs: dict, out_dir: Path, facts: dict) -> dict:
+    """Write each mixture set ``{split: specs}`` as ``out_dir/mixtures_<split>.csv`` (its size
+    into ``facts``); returns ``{split: manifest path}``."""
+    from pyro_avss.data.mixture_manifest import write_mixture_manifest
+
+    manifests = {}
+    for key, sp in specs.items():
+        manifests[key] = out_dir / f"mixtures_{key}.csv"
+        write_mixture_manifest(sp, manifests[key], overwrite=True)
+        facts[f"mixtures_{key}"] = len(sp)
+    return manifests
+
+
+def _main_evaluations(manifests: dict, models: dict, facts: dict, out_dir: Path, device: str,
+                      say) -> dict:
+    """Every system of the main tables on every split: ``{split: summary}`` (MCEM joins on the
+    GRID one-talker tuned-on split)."""
+    spk_model, libri_model = models["grid"], models["libri"]
+    n = {key[len("mixtures_"):]: v for key, v in facts.items() if key.startswith("mixtures_")}
+    say(f"evaluate {n['1spk']} + {n['1spk_held']} one-speaker GRID mixtures "
+        "(MCEM included on the tuned-on split: about 6 minutes)")
+    s1 = _evaluate(manifests["1spk"], spk_model, out_dir / "eval_1spk", ONE_TALKER_SYSTEMS + ",mcem", device)
+    s1h = _evaluate(manifests["1spk_held"], spk_model, out_dir / "eval_1spk_held", ONE_TALKER_SYSTEMS,
+                    device)
+    say(f"evaluate {n['libri']} + {n['libri_held']} one-speaker LibriSpeech mixtures")
+    libri_systems = ONE_TALKER_SYSTEMS.replace(",nmf", "")
+    sl = _evaluate(manifests["libri"], libri_model, out_dir / "eval_libri", libri_systems, device)
+    slh = _evaluate(manifests["libri_held"], libri_model, out_dir / "eval_libri_held", libri_systems,
+                    device)
+    say(f"evaluate {n['2spk']} + {n['2spk_held']} two-speaker and {n['3spk']} three-speaker mixtures")
+    s2 = _evaluate(manifests["2spk"], spk_model, out_dir / "eval_2spk", MULTI_TALKER_SYSTEMS, device)
+    s2h = _evaluate(manifests["2spk_held"], spk_model, out_dir / "eval_2spk_held",
+                    MULTI_TALKER_SYSTEMS, device)
+    s3 = _evaluate(manifests["3spk"], spk_model, out_dir / "eval_3spk", MULTI_TALKER_SYSTEMS, device)
+    return {"1spk": s1, "1spk_held": s1h, "libri": sl, "libri_held": slh, "2spk": s2, "2spk_held": s2h,
+            "3spk": s3}
+
+
+def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Path, device: str,
+                         say) -> dict:
+    """The switching system with the settings of every side-by-side table: ``{"noise",
+    "ablation", "memory", "switch": {label: {split: summary}}, "lips": see lips_rows}``."""
+    spk_model, libri_model = models["grid"], models["libri"]
+    say("noise model and test-time prior weight (switching system, both splits)")
+    noise_rows = {"**default**": {n: evals[n] for n in ("1spk", "1spk_held", "libri", "libri_held")}}
+    for label, changes, splits in NOISE_SETTINGS:
+        noise_rows[label] = {
+            n: _evaluate(manifests[n], libri_model if n.startswith("libri") else spk_model,
+                         out_dir / f"eval_{n}_{_slug(label)}", "switching", device, changes)
+            for n in splits}
+    say("visual-pathway ablation (models and separation settings)")
+    ablation = {}
+    for name, _, label in ABLATION_MODELS:
+        ablation[label] = {n: _evaluate(manifests[n], models[name], out_dir / f"eval_{n}_{name}",
+                                        "switching", device, ["separate.gain=utterance"])
+                           for n in ("1spk", "2spk")}
+    for label, name, changes in ABLATION_SETTINGS:
+        model = models[name] if name else spk_model
+        ablation[label] = {n: _evaluate(manifests[n], model, out_dir / f"eval_{n}_{_slug(label)}",
+                                        "switching", device, changes) for n in ("1spk", "2spk")}
+    say("speech prior with memory against the frame-wise prior (both splits)")
+    memory = setting_rows(MEMORY_ROWS, MEMORY_SPLITS, manifests, evals,
+                          {None: spk_model, "memory": models["memory"]}, out_dir, device)
+    say("switch prior: per frame (i.i.d. or sticky Markov) instead of one component per utterance")
+    s_switch = setting_rows(SWITCH_ROWS, SWITCH_SPLITS, manifests, evals, {None: spk_model}, out_dir, device)
+    say("lips robustness: the target's lips missing or corrupted in part")
+    lips = lips_rows(manifests, spk_model, out_dir, device)
+    return {"noise": noise_rows, "ablation": ablation, "memory": memory, "switch": s_switch, "lips": lips}
+
+
+def setting_rows(rows, splits, manifests: dict, evals: dict, models: dict, out_dir: Path,
+                 device: str) -> dict:
+    """The switching system of every ``(label, model, overrides)`` row (:data:`MEMORY_ROWS`,
+    :data:`SWITCH_ROWS`) on ``splits``: ``{label: {split: summary}}``. ``model`` is a key of
+    ``models`` (None: the default model); overrides None: the default system itself, whose
+    summaries ``evals`` already holds (not run again)."""
+    out = {}
+    for label, which, changes in rows:
+        if changes is None:
+            out[label] = {n: evals[n] for n in splits}
+            continue
+        out[label] = {n: _evaluate(manifests[n], models[which], out_dir / f"eval_{n}_{_slug(label)}",
+                                   "switching", device, changes) for n in splits}
+    return out
+
+
+def lips_rows(manifests: dict, model: str | Path, out_dir: Path, device: str) -> dict:
+    """Every :data:`LIPS_ROWS` system with the target's lips intact and corrupted by each of
+    :data:`LIP_CORRUPTIONS` on :data:`LIPS_SPLITS`: ``{split: {label: {condition: entry}}}``,
+    each entry the summary of the *target* source's rows (:func:`target_entry`). Intact lips
+    are read from the runs of the main tables and :data:`SWITCH_ROWS` where they exist (not run
+    again); each corruption gets a manifest ``mixtures_<split>_lips_<kind>_<fraction>.csv``."""
+    from pyro_avss.data.lip_corruption import corrupt_target_lips
+    from pyro_avss.data.mixture_manifest import read_mixture_manifest, write_mixture_manifest
+
+    out: dict = {}
+    for n in LIPS_SPLITS:
+        out[n] = {label: {} for label, _, _ in LIPS_ROWS}
+        for condition in ("intact",) + LIP_CORRUPTIONS:
+            manifest = manifests[n] if condition == "intact" else out_dir / f"mixtures_{n}_lips_{_slug(condition)}.csv"
+            if condition != "intact":
+                write_mixture_manifest(corrupt_target_lips(read_mixture_manifest(manifests[n]), condition),
+                                       manifest, overwrite=True)
+            for label, system, changes in LIPS_ROWS:
+                base = f"eval_{n}" if changes is None else f"eval_{n}_{_slug(label)}"
+                folder = out_dir / (base if condition == "intact" else f"{base}_lips_{_slug(condition)}")
+                if condition != "intact" or not (folder / "results.csv").exists():
+                    _evaluate(manifest, model, folder, system, device, changes or ())
+                out[n][label][condition] = target_entry(folder, system)
+    return out
+
+
+def target_entry(folder: Path, system: str) -> dict | None:
+    """``system``'s summary entry (:func:`~pyro_avss.evaluation.summary.summarise`) over the rows of its *target*
+    source (source 1, the one whose lips the lips-robustness table corrupts) in ``folder``."""
+    from pyro_avss.evaluation.results_csv import read_results
+    from pyro_avss.evaluation.summary import summarise
+
+    rows = [r for r in read_results(folder / "results.csv") if r["system"] == system and r["source"] == 1]
+    return summarise(rows)["systems"].get(system)
