@@ -45,7 +45,7 @@ from torch import nn
 from pyro_avss.audio import StftConfig, istft, stft
 from pyro_avss.evaluation.metrics import si_sdr
 from pyro_avss.inference.inputs import normalised_power
-from pyro_avss.inference.separation import posterior_masks
+from pyro_avss.inference.batch_fit import posterior_masks
 from pyro_avss.models.generative import (MAX_PLATE_NESTING, SeparationModel, speech_guide,
                                          speech_model)
 from pyro_avss.models.noise import noise_floor

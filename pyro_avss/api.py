@@ -40,8 +40,8 @@ from .audio import conform_audio, load_audio
 from .checkpoint import SpeechModels
 from .config import apply_overrides, default_config, load_config, merge, set_key
 from .errors import ConfigError, InputError
-from .inference.run_separate import (_existing_outputs, _SharedDetector, load_track,
-                                     write_atomically, write_outputs)
+from .inference.separation_jobs import _SharedDetector, load_track
+from .inference.separation_outputs import _existing_outputs, write_atomically, write_outputs
 from .inference.separation import Separated, SeparationSettings, separate_recordings
 
 MAX_SOURCES = 3

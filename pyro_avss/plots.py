@@ -9,7 +9,7 @@ so that callers and tests can read its labels.
 
 Time axes follow the recording: a figure is :func:`time_width` inches wide (2 in per second
 of audio between 6 and 16 in) and its ticks are :func:`time_step` apart (about one per inch);
-longer recordings are pooled to at most one column per pixel (``run_separate._pool``).
+longer recordings are pooled to at most one column per pixel (``separation_outputs._pool``).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _pool_factor(frames: int, width: float, dpi: float) -> int:
 
 
 def _pool(x: np.ndarray, factor: int) -> np.ndarray:
-    from .inference.run_separate import _pool as pool
+    from .inference.separation_outputs import _pool as pool
 
     return pool(x, factor)
 

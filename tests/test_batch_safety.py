@@ -326,7 +326,7 @@ def test_the_figure_of_a_long_recording_is_pooled_minute_by_minute():
     import torch
 
     from pyro_avss.audio import StftConfig, stft
-    from pyro_avss.inference.run_separate import _pool, display_power
+    from pyro_avss.inference.separation_outputs import _pool, display_power
 
     cfg = StftConfig()
     x = noisy(150.0)                                          # 2.5 minutes: three pieces

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pyro_avss.errors import InputError
-from pyro_avss.inference import separation
+from pyro_avss.inference import batch_fit, separation
 from pyro_avss.inference.separation import SeparationSettings, separate_recordings
 
 from test_separation import noisy, random_models
@@ -26,13 +26,13 @@ def models_with_implausible_components(K=4, implausible=(1, 3)):
 
 def bank_sizes_seen(monkeypatch):
     """Record the number of components of every SeparationModel built during a fit."""
-    seen, real = [], separation.SeparationModel
+    seen, real = [], batch_fit.SeparationModel
 
     def spy(encoder, decoders, *args, **kwargs):
         seen.append(decoders.num_components)
         return real(encoder, decoders, *args, **kwargs)
 
-    monkeypatch.setattr(separation, "SeparationModel", spy)
+    monkeypatch.setattr(batch_fit, "SeparationModel", spy)
     return seen
 
 

@@ -21,7 +21,8 @@ import torch
 
 from pyro_avss.inference import run_separate
 from pyro_avss.inference.run_separate import SeparationJob, run_jobs
-from pyro_avss.inference.separation import DecayingAdam, SeparationSettings
+from pyro_avss.inference.optim import DecayingAdam
+from pyro_avss.inference.separation import SeparationSettings
 
 from test_separation import noisy, random_models
 

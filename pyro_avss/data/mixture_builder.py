@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from typing import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 

@@ -23,11 +23,9 @@ import csv
 import math
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyro
 import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
@@ -38,109 +36,9 @@ from ..models.generative import MAX_PLATE_NESTING, speech_guide, speech_model
 from ..models.switch import make_switch
 from ..nets.lips import LipProjection, LipTemporalEncoder
 from ..nets.vae import DecoderBank, LatentDynamics, SpeechEncoder, VisualPrior
-from .inputs import row_inputs
-
-
-# ---------------------------------------------------------------------------------------------
-# data
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class FrameSet:
-    """Frames of many clips stored end to end, with clip boundaries and labels."""
-
-    power: torch.Tensor                 # (N + 1, F); the last row is an all-zero pad frame
-    lips: torch.Tensor                  # (N + 1, Dv)
-    present: torch.Tensor               # (N + 1,)
-    labels: torch.Tensor                # (N + 1,) long, -1 unknown
-    starts: list[int] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
-    clip_ids: list[str] = field(default_factory=list)
-    speakers: list[str] = field(default_factory=list)
-    clip_first: torch.Tensor = field(init=False)    # (N + 1,) first frame of each frame's clip
-    clip_length: torch.Tensor = field(init=False)   # (N + 1,) its length (the pad row: itself, 1)
-
-    def __post_init__(self):
-        pad_row = self.power.shape[0] - 1
-        self.clip_first = torch.full((pad_row + 1,), pad_row, dtype=torch.long)
-        self.clip_length = torch.ones(pad_row + 1, dtype=torch.long)
-        for start, n in zip(self.starts, self.lengths):
-            self.clip_first[start:start + n], self.clip_length[start:start + n] = start, n
-
-    @property
-    def num_frames(self) -> int:
-        return int(sum(self.lengths))
-
-    def segments(self, length: int, generator: torch.Generator) -> torch.Tensor:
-        """``(S, 2)`` (start, valid length) of segments covering every clip once, with a random
-        offset per clip, in random order."""
-        out = []
-        for start, n in zip(self.starts, self.lengths):
-            offset = int(torch.randint(0, length, (), generator=generator)) if n > length else 0
-            first = offset - length if offset > 0 else 0
-            for s in range(first, n, length):
-                lo, hi = max(s, 0), min(s + length, n)
-                out.append((start + lo, hi - lo))
-        seg = torch.tensor(out, dtype=torch.long)
-        return seg[torch.randperm(len(seg), generator=generator)]
-
-    def batch(self, segments: torch.Tensor, length: int, lip_dropout: float = 0.0,
-              generator: torch.Generator | None = None, context: int = 0) -> dict:
-        """Gather ``(B, length)`` frames of the given segments; padding points at the pad row.
-
-        With ``context`` > 0 the lips (and their presence) come with ``context`` extra frames on
-        each side, ``(B, length + 2·context, Dv)``, taken from the same clip where it has them
-        (missing beyond its ends), for a temporal lip encoder to see around the segment."""
-        steps = torch.arange(length)
-        mask = steps[None, :] < segments[:, 1:2]
-        pad_row = self.power.shape[0] - 1
-        index = torch.where(mask, segments[:, :1] + steps, pad_row)
-        wide = torch.arange(-context, length + context)
-        lip_index = segments[:, :1] + wide
-        first = self.clip_first[segments[:, 0]][:, None]
-        inside = (lip_index >= first) & (lip_index < first + self.clip_length[segments[:, 0]][:, None])
-        inside &= (wide[None, :] < segments[:, 1:2] + context)
-        lip_index = torch.where(inside, lip_index, pad_row)
-        present = self.present[lip_index]
-        if lip_dropout > 0:
-            keep = torch.rand(len(segments), 1, generator=generator) >= lip_dropout
-            present = present * keep
-        return {"power": self.power[index], "lips": self.lips[lip_index] * present[..., None],
-                "present": present, "labels": self.labels[index], "mask": mask}
-
-def load_frames(rows: list[dict], projection: LipProjection, stft_cfg: StftConfig,
-                label_of: dict[str, int] | None, use_video: bool, skipped: list) -> FrameSet:
-    """Read the clips of a prepared manifest into a :class:`FrameSet`.
-
-    A clip that cannot be read is appended to ``skipped`` as ``(id, reason)`` and left out.
-    """
-    powers, lips, present, labels = [], [], [], []
-    starts, lengths, clip_ids, speakers = [], [], [], []
-    pos = 0
-    for row in rows:
-        try:
-            x = row_inputs(row, projection, stft_cfg, use_video)
-        except (InputError, OSError, ValueError) as exc:
-            skipped.append((row.get("id", "?"), str(exc)))
-            continue
-        T = x.power.shape[0]
-        powers.append(x.power)
-        lips.append(x.lips)
-        present.append(x.present)
-        label = -1 if label_of is None else label_of.get(row["speaker"], -1)
-        labels.append(torch.full((T,), label, dtype=torch.long))
-        starts.append(pos)
-        lengths.append(T)
-        clip_ids.append(row["id"])
-        speakers.append(row["speaker"])
-        pos += T
-    if not powers:
-        raise InputError("training data", "no usable clips")
-    def with_pad_row(xs):                     # one all-zero row that padding indices point at
-        return torch.cat(xs + [torch.zeros((1,) + xs[0].shape[1:])])
-
-    return FrameSet(with_pad_row(powers), with_pad_row(lips), with_pad_row(present),
-                    torch.cat(labels + [torch.full((1,), -1, dtype=torch.long)]),
-                    starts, lengths, clip_ids, speakers)
+from .pyro_state import isolated_pyro_state
+from .training_checks import check_config
+from .training_data import FrameSet, load_frames, select_rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,81 +283,8 @@ def write_log(rows: list[dict], path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # entry point used by `cli.py fit`
 # ---------------------------------------------------------------------------------------------
-def select_rows(rows: list[dict], cfg: dict) -> tuple[list[dict], list[dict]]:
-    """Train and dev rows after the speaker filter and the per-speaker cap."""
-    d = cfg["data"]
-    if d["speakers"]:
-        wanted = {str(s) for s in d["speakers"]}
-        rows = [r for r in rows if str(r["speaker"]) in wanted]
-    train = [r for r in rows if r.get("split") == d["train_split"]]
-    dev = [r for r in rows if r.get("split") == d["dev_split"]]
-    cap = d["max_clips_per_speaker"]
-    if cap:
-        def capped(rs, n):
-            seen: dict[str, int] = {}
-            out = []
-            for r in rs:
-                if seen.get(r["speaker"], 0) < n:
-                    seen[r["speaker"]] = seen.get(r["speaker"], 0) + 1
-                    out.append(r)
-            return out
-        train, dev = capped(train, cap), capped(dev, max(1, cap // 4))
-    return train, dev
-
-
 BEFORE_TRAINING = ("config.yaml", "skipped.csv")   # what fit writes before its first step: a
                                                    # folder holding only these may start again
-
-
-CHOICES = {"train.mode": ("universal", "speakers", "switching"), "train.labels": ("observed", "hidden"),
-           "train.switch_prior": ("iid", "markov"), "model.prior": ("standard", "visual"),
-           "model.memory": ("none", "markov"), "lips.front_end": ("pca", "temporal"),
-           "stft.window": ("sine", "hann")}
-"""The values a word-valued key of ``fit``'s config may take."""
-
-AT_LEAST = {"train.epochs": 1, "train.batch_size": 1, "train.segment_frames": 1,
-            "train.warmup_epochs": 0, "train.patience": 1, "train.max_steps_per_epoch": 1,
-            "train.num_components": 1, "train.seed": 0, "model.latent_dim": 1, "model.hidden": 1,
-            "lips.dim": 1, "lips.downsample": 1, "lips.embed_dim": 1, "stft.sample_rate": 1,
-            "stft.n_fft": 2, "stft.hop": 1, "data.max_clips_per_speaker": 1}
-"""The smallest value of each integer key of ``fit``'s config (null stays allowed where the
-config allows it)."""
-
-IN_RANGE = {"train.lr": ("> 0", lambda x: x > 0), "train.beta_start": ("in (0, 1]", lambda x: 0 < x <= 1),
-            "train.lip_dropout": ("in [0, 1]", lambda x: 0 <= x <= 1),
-            "train.stay_prob": ("in (0, 1)", lambda x: 0 < x < 1),
-            "train.perturb": (">= 0", lambda x: x >= 0), "train.seed": ("below 2**32", lambda x: x < 2**32)}
-"""What each number key of ``fit``'s config must be, in words and as a test."""
-
-
-def check_config(cfg: dict) -> None:
-    """One-line errors, naming the key, for values of ``train``, ``model``, ``lips``, ``stft``
-    and ``data`` that would fail later (before any folder is made or clip prepared)."""
-    def value(key):
-        section, name = key.split(".")
-        return cfg[section][name]
-
-    for key, allowed in CHOICES.items():
-        if value(key) not in allowed:
-            raise InputError(key, f"must be one of {', '.join(allowed)}, got {value(key)!r}")
-    for key, low in AT_LEAST.items():
-        x = value(key)
-        if x is not None and (not isinstance(x, int) or isinstance(x, bool)):
-            raise InputError(key, f"must be an integer, got {x!r}")
-        if x is not None and x < low:
-            raise InputError(key, f"must be >= {low}, got {x}")
-    for key, (wording, ok) in IN_RANGE.items():
-        if not ok(value(key)):
-            raise InputError(key, f"must be {wording}, got {value(key)}")
-    if value("stft.hop") > value("stft.n_fft"):
-        raise InputError("stft.hop", f"must be at most stft.n_fft = {value('stft.n_fft')}, got "
-                                     f"{value('stft.hop')}")
-    init = value("train.init")
-    if init is not None and not isinstance(init, str):
-        raise InputError("train.init", f"must be the path of a model file or null, got {init!r}")
-    if value("train.mode") != "universal" and not init:
-        raise InputError("train.init", f"mode {value('train.mode')!r} needs train.init (a model "
-                                       "file to start from)")
 
 
 def fit(cfg: dict, out_dir: str | Path, *, device: str = "auto", resume: bool = False,
@@ -469,10 +294,6 @@ def fit(cfg: dict, out_dir: str | Path, *, device: str = "auto", resume: bool = 
     ``rows`` (prepared-manifest rows) may be given directly; otherwise the corpora in
     ``cfg['data']['corpora']`` are prepared (or found in the cache) first.
     """
-    from ..config import dump_config
-    from ..data.prepared import prepared_rows
-    from ..plots import learning_curve
-
     check_config(cfg)
     out_dir = writable_folder(out_dir)
     started = out_dir.exists() and any(p.name not in BEFORE_TRAINING for p in out_dir.iterdir())
@@ -483,11 +304,17 @@ def fit(cfg: dict, out_dir: str | Path, *, device: str = "auto", resume: bool = 
         raise InputError(out_dir / "state.pt", "nothing to resume (no training step was saved: "
                                                "run again without --resume)")
     dev = resolve_device(device)
-    seed = cfg["train"]["seed"]
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-    pyro.set_rng_seed(seed)
+    with isolated_pyro_state(cfg["train"]["seed"], dev):     # the caller's random streams kept
+        return _train(cfg, out_dir, dev, resume, progress, rows)
+
+
+def _train(cfg: dict, out_dir: Path, dev: torch.device, resume: bool, progress: bool,
+           rows: list[dict] | None) -> SpeechModels:
+    """:func:`fit` after its checks, with every random stream seeded by ``train.seed``."""
+    from ..config import dump_config
+    from ..data.prepared import prepared_rows
+    from ..plots import learning_curve
+
     stft_cfg = StftConfig(**cfg["stft"])
     if rows is None:
         rows = prepared_rows(cfg["data"]["corpora"], cfg["data"]["cache"], cfg["data"]["detector"],
