@@ -42,7 +42,10 @@ DEFAULTS: dict[str, Any] = {
     # prior: standard (z ~ N(0, I)) | visual (z ~ p(z | lips), the conditional-VAE prior)
     # memory: none (z[t] independent over frames) | markov (the same prior chained over frames
     # by a learnt correlation per latent dimension: the speech prior with memory)
-    "model": {"latent_dim": 16, "hidden": 128, "use_video": True, "prior": "visual", "memory": "none"},
+    # audio_only_twins: the saved bank also holds an audio-only twin of every audio-visual decoder
+    # (same weights, lips ignored; see DecoderBank.with_audio_only_twins), for lips that go wrong
+    "model": {"latent_dim": 16, "hidden": 128, "use_video": True, "prior": "visual", "memory": "none",
+              "audio_only_twins": False},
     "train": {
         # universal: one decoder on all speakers; speakers: one decoder per speaker, fine-tuned from
         # `init` with the encoder frozen; switching: K decoders trained jointly, switch enumerated

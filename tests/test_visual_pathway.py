@@ -178,3 +178,16 @@ def test_faceless_gain_is_free_only_where_the_face_is_missing():
     assert torch.all(factor[seen] == 1.0)                          # no gradient where the face is seen
     assert torch.all(factor[~seen] != 1.0)                         # fitted where it is not
     assert torch.allclose(masks.sum(2), torch.ones(B, T, F), atol=1e-4)
+
+
+def test_audio_only_twins_share_weights_and_ignore_the_lips():
+    torch.manual_seed(0)
+    bank = DecoderBank(3, F, D, 16, DV, uses_video=[True, True, False], names=["s1", "s4", "universal"])
+    twins = bank.with_audio_only_twins()
+    assert twins.names == ["s1", "s4", "universal", "s1-ao", "s4-ao"]
+    assert twins.uses_video.tolist() == [1, 1, 0, 0, 0]
+    z, lips, present = torch.randn(5, D), torch.randn(5, DV), torch.ones(5)
+    with torch.no_grad():
+        assert torch.allclose(twins(z, lips, present)[:, :3], bank(z, lips, present), atol=1e-6)
+        assert torch.allclose(twins(z, lips, present)[:, 3:], bank(z, lips, torch.zeros(5))[:, :2], atol=1e-6)
+        assert not torch.allclose(twins(z, lips, present)[:, 3:], twins(z, lips, present)[:, :2])

@@ -347,6 +347,9 @@ def _train(cfg: dict, out_dir: Path, dev: torch.device, resume: bool, progress: 
                                                    "new --out") from None
     log = trainer.run()
     models = SpeechModels.load(out_dir / "model.pt")
+    if cfg["model"].get("audio_only_twins") and models.uses_video:
+        models.decoders = models.decoders.with_audio_only_twins()
+        models.save(out_dir / "model.pt")
     if log:                 # the saved model's epoch marked, the KL warm-up shaded
         learning_curve(log, out_dir / "learning_curve.png", saved=models.info.get("epoch"))
     return models

@@ -106,6 +106,18 @@ class DecoderBank(nn.Module):
             "uses_video": bool(self.uses_video[k] > 0), "name": self.names[k],
         }
 
+    def with_audio_only_twins(self) -> "DecoderBank":
+        """This bank plus an audio-only twin of every audio-visual component: the same weights
+        with the lips ignored (``uses_video`` False), named ``<name>-ao``. A component trained
+        with lip dropout has learnt to model its speaker from ``z`` alone too, so its twin is an
+        audio-only model of the same speaker in the same latent space — the component a
+        per-frame switch can hand the frames whose lips are missing or wrong."""
+        parts = [self.component_state(k) for k in range(self.num_components)]
+        twins = [dict(p, uses_video=False, name=f"{p['name']}-ao") for p in parts if p["uses_video"]]
+        bank = DecoderBank.from_components(parts + twins, self.num_bins, self.latent_dim, self.hidden,
+                                           self.lip_dim)
+        return bank.to(self.w_z.device)
+
     @classmethod
     def from_components(cls, parts: list[dict], num_bins: int, latent_dim: int, hidden: int,
                         lip_dim: int, perturb: float = 0.0, generator=None) -> "DecoderBank":
