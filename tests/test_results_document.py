@@ -199,14 +199,16 @@ def test_lips_rows_corrupt_the_target_reuse_intact_runs_and_tabulate_the_target(
                                                   for j, v in ((1, target), (2, 0.0))])
 
     monkeypatch.setattr(results, "_evaluate", fake_evaluate)
-    for label, system, changes in results.LIPS_ROWS[:-2] + results.LIPS_ROWS[-1:]:   # the main runs
-        base = "eval_1spk" if changes is None else f"eval_1spk_{results._slug(label)}"
-        fake_evaluate(manifests["1spk"], None, tmp_path / base, system, "cpu")
+    main = {label for label, _, _ in results.SWITCH_ROWS} | {"universal model"}
+    for label, _, system, changes in results.LIPS_ROWS:      # the main runs exist already
+        if label in main:
+            base = "eval_1spk" if changes is None else f"eval_1spk_{results._slug(label)}"
+            fake_evaluate(manifests["1spk"], None, tmp_path / base, system, "cpu")
     calls.clear()
     monkeypatch.setattr(results, "LIPS_SPLITS", ("1spk",))
-    out = results.lips_rows(manifests, "model.pt", tmp_path, "cpu")
-    # intact lips: read from the folders of the main runs, run only for the row that has none
-    assert len(calls) == len(results.LIP_CORRUPTIONS) * len(results.LIPS_ROWS) + 1
+    out = results.lips_rows(manifests, {None: "model.pt", "twins": "twins.pt"}, tmp_path, "cpu")
+    # intact lips: read from the folders of the main runs, run only for the rows that have none
+    assert len(calls) == (len(results.LIP_CORRUPTIONS) + 1) * len(results.LIPS_ROWS) - len(main)
     assert ("mixtures_1spk.csv", "eval_1spk_one_component_per_utterance__per_frame_gains", "switching",
             ["separate.gain=frame"]) in calls
     assert ("mixtures_1spk_lips_missing_0_6.csv", "eval_1spk_lips_missing_0_6", "universal", []) in calls

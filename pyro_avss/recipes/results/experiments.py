@@ -70,9 +70,13 @@ SWITCH_SPLITS = ("1spk", "2spk", "1spk_held", "2spk_held")
 #: table, besides intact lips, on the tuned-on splits of one and two talkers
 LIP_CORRUPTIONS = ("missing:0.3", "missing:0.6", "noise:0.3", "swap:0.3")
 LIPS_SPLITS = ("1spk", "2spk")
-LIPS_ROWS = tuple((label, "switching", changes) for label, _, changes in SWITCH_ROWS) + (
-    ("one component per utterance, per-frame gains", "switching", ["separate.gain=frame"]),
-    ("universal model", "universal", None))
+#: (label, model: None for the GRID speaker bank or "twins" for it with audio-only twins
+#: (``model.audio_only_twins``), system, overrides): the rows of the lips-robustness table
+LIPS_ROWS = tuple((label, None, "switching", changes) for label, _, changes in SWITCH_ROWS) + (
+    ("one component per utterance, per-frame gains", None, "switching", ["separate.gain=frame"]),
+    ("audio-only twins, one component per utterance", "twins", "switching", []),
+    ("audio-only twins, sticky Markov per frame, τ = 30 s", "twins", "switching", MARKOV_SWITCH),
+    ("universal model", None, "universal", None))
 
 #: (label, separation overrides, splits): the noise-model rows, each against the default
 #: (``separate.noise_smoothness=0.1``, ``separate.prior_weight=3``) on tuned-on and held-out data

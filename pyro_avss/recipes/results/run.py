@@ -225,7 +225,7 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
     say("switch prior: per frame (i.i.d. or sticky Markov) instead of one component per utterance")
     s_switch = setting_rows(SWITCH_ROWS, SWITCH_SPLITS, manifests, evals, {None: spk_model}, out_dir, device)
     say("lips robustness: the target's lips missing or corrupted in part")
-    lips = lips_rows(manifests, spk_model, out_dir, device)
+    lips = lips_rows(manifests, {None: spk_model, "twins": twins_model(spk_model)}, out_dir, device)
     return {"noise": noise_rows, "ablation": ablation, "memory": memory, "switch": s_switch, "lips": lips}
 
 
@@ -245,8 +245,23 @@ def setting_rows(rows, splits, manifests: dict, evals: dict, models: dict, out_d
     return out
 
 
-def lips_rows(manifests: dict, model: str | Path, out_dir: Path, device: str) -> dict:
-    """Every :data:`LIPS_ROWS` system with the target's lips intact and corrupted by each of
+def twins_model(model: str | Path) -> Path:
+    """The speaker bank ``model`` with an audio-only twin of each audio-visual decoder
+    (:meth:`~pyro_avss.nets.vae.DecoderBank.with_audio_only_twins`, what ``fit`` saves with
+    ``model.audio_only_twins``; training is deterministic, so the same as training it so), saved
+    as ``<model's folder>_av_ao/model.pt`` next to it."""
+    from pyro_avss.checkpoint import SpeechModels
+
+    models = SpeechModels.load(model)
+    models.decoders = models.decoders.with_audio_only_twins()
+    out = Path(model).parent.with_name(Path(model).parent.name + "_av_ao") / "model.pt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    models.save(out)
+    return out
+
+
+def lips_rows(manifests: dict, models: dict, out_dir: Path, device: str) -> dict:
+    """Every :data:`LIPS_ROWS` system (its model from ``models``, by the row's key) with the target's lips intact and corrupted by each of
     :data:`LIP_CORRUPTIONS` on :data:`LIPS_SPLITS`: ``{split: {label: {condition: entry}}}``,
     each entry the summary of the *target* source's rows (:func:`target_entry`). Intact lips
     are read from the runs of the main tables and :data:`SWITCH_ROWS` where they exist (not run
@@ -256,17 +271,17 @@ def lips_rows(manifests: dict, model: str | Path, out_dir: Path, device: str) ->
 
     out: dict = {}
     for n in LIPS_SPLITS:
-        out[n] = {label: {} for label, _, _ in LIPS_ROWS}
+        out[n] = {label: {} for label, _, _, _ in LIPS_ROWS}
         for condition in ("intact",) + LIP_CORRUPTIONS:
             manifest = manifests[n] if condition == "intact" else out_dir / f"mixtures_{n}_lips_{_slug(condition)}.csv"
             if condition != "intact":
                 write_mixture_manifest(corrupt_target_lips(read_mixture_manifest(manifests[n]), condition),
                                        manifest, overwrite=True)
-            for label, system, changes in LIPS_ROWS:
+            for label, which, system, changes in LIPS_ROWS:
                 base = f"eval_{n}" if changes is None else f"eval_{n}_{_slug(label)}"
                 folder = out_dir / (base if condition == "intact" else f"{base}_lips_{_slug(condition)}")
                 if condition != "intact" or not (folder / "results.csv").exists():
-                    _evaluate(manifest, model, folder, system, device, changes or ())
+                    _evaluate(manifest, models[which], folder, system, device, changes or ())
                 out[n][label][condition] = target_entry(folder, system)
     return out
 
