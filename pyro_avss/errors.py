@@ -55,6 +55,11 @@ class TrainingDiverged(PyroAvssError, RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class SeparationDiverged(PyroAvssError, FloatingPointError):
+    """The cost of a test-time fit (SVI or MCEM) became NaN or infinite: that recording (or
+    batch) has no result; the message says which cost and at which step."""
+
+
 def writable_folder(path: str | Path) -> Path:
     """``path`` as a :class:`~pathlib.Path` if it is, or can be made, a folder we may write in;
     else an :class:`InputError` naming it. Checked before any work, so that a batch is refused

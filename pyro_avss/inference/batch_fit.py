@@ -21,7 +21,7 @@ from pyro.distributions import constraints
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 
 from ..checkpoint import SpeechModels
-from ..errors import InputError
+from ..errors import InputError, SeparationDiverged
 from ..models.generative import MAX_PLATE_NESTING, SeparationModel
 from ..models.noise import NMFNoise
 from ..models.switch import STAY_PARAM, joint_states, make_switch
@@ -173,13 +173,13 @@ def _fit(build, used: list[int], num_components: int, power, lips, present, mask
         frames = float(mask.sum())
         ema, steps = None, 0
         for steps in range(1, settings.steps + 1):
-            with warnings.catch_warnings():            # a NaN loss is the FloatingPointError below
+            with warnings.catch_warnings():            # a NaN loss is the SeparationDiverged below
                 warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
                 loss = svi.step(power, lips, present, mask) / frames
             if settings.noise_updates == "mu" and hasattr(sep.noise, "multiplicative_update"):
                 noise_mu_step(sep, power, lips, present, mask)
             if not math.isfinite(loss):
-                raise FloatingPointError(f"separation loss became {loss} at step {steps}")
+                raise SeparationDiverged(f"separation loss became {loss} at step {steps}")
             if steps == settings.prune_after and settings.prune_threshold > 0 and len(used) > 1:
                 keep = components_to_keep(sep, power, lips, present, mask, settings.prune_threshold)
                 if len(keep) < len(used):
