@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import sys
+import logging
 from pathlib import Path
+
+LOG = logging.getLogger(__name__)
 
 
 def cache_folder(corpus: str | Path, cache_root: str | Path) -> Path:
@@ -32,13 +34,13 @@ def prepared_rows(corpora: list, cache_root: str | Path, detector: str = "auto",
         if not manifest.exists():
             clips, problems = scan_corpus(corpus)
             for problem in problems:
-                print(f"{corpus}: {problem}", flush=True)
+                LOG.warning(f"{corpus}: {problem}")
             prepare_corpus(clips, folder, detector=detector, progress=progress)
         rows.extend(read_prepared_manifest(manifest))
         left_out = _count_rows(folder / "failures.csv")
         if left_out:
-            print(f"notice: {corpus}: {left_out} clip(s) could not be prepared and are left out "
-                  f"(reasons in {folder / 'failures.csv'})", file=sys.stderr, flush=True)
+            LOG.warning(f"notice: {corpus}: {left_out} clip(s) could not be prepared and are left out "
+                        f"(reasons in {folder / 'failures.csv'})")
     return rows
 
 

@@ -20,6 +20,7 @@ split. Every epoch writes a resumable state; the best model is written as a mode
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import random
 import time
@@ -39,6 +40,8 @@ from ..nets.vae import DecoderBank, LatentDynamics, SpeechEncoder, VisualPrior
 from .pyro_state import isolated_pyro_state
 from .training_checks import check_config
 from .training_data import FrameSet, load_frames, select_rows
+
+LOG = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,8 +262,8 @@ class Trainer:
             self.save_state()
             write_log(self.log, self.out_dir / "log.csv")
             if self.progress:
-                print(f"epoch {self.epoch}: train {row['train_loss']:.3f}  dev {dev:.3f}  "
-                      f"beta {beta:.2f}  {row['frames_per_s']:.0f} frames/s", flush=True)
+                LOG.info(f"epoch {self.epoch}: train {row['train_loss']:.3f}  dev {dev:.3f}  "
+                         f"beta {beta:.2f}  {row['frames_per_s']:.0f} frames/s")
         return self.log
 
 
@@ -335,7 +338,7 @@ def _train(cfg: dict, out_dir: Path, dev: torch.device, resume: bool, progress: 
         with open(out_dir / "skipped.csv", "w", newline="") as f:
             csv.writer(f).writerows([("id", "reason"), *skipped])
         for clip, reason in skipped:
-            print(f"skipped {clip}: {reason}", flush=True)
+            LOG.warning(f"notice: skipped {clip}: {reason}")
     dump_config(cfg, out_dir / "config.yaml")
     trainer = Trainer(cfg, models, train_set, dev_set, out_dir, dev, label_names, progress)
     if resume:
