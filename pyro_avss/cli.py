@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from pyro_avss.errors import PyroAvssError
-from pyro_avss.log import log_to_stderr
+from pyro_avss.log import log_to_console
 
 DETECTORS = ["auto", "mediapipe", "haar", "roi"]
 SET_HELP = "override a config key, e.g. --set train.lr=1e-3 (repeatable)"
@@ -108,7 +108,7 @@ class _OneLineErrors(click.Group):
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 def main():
     """Audio-visual speech separation with switching VAEs (Pyro)."""
-    log_to_stderr()                 # the library's progress lines and notices, one per line
+    log_to_console()                # the library's progress (stdout) and notices (stderr)
 
 
 # ----------------------------------------------------------------------------------------------

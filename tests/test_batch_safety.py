@@ -340,9 +340,9 @@ def test_the_figure_of_a_long_recording_is_pooled_minute_by_minute():
 
 
 def test_clips_that_could_not_be_prepared_are_a_notice(tmp_path, capsys):
-    from pyro_avss.log import log_to_stderr
+    from pyro_avss.log import log_to_console
 
-    log_to_stderr()                                  # as the command line does
+    log_to_console()                                  # as the command line does
     from pyro_avss.data.prepare import MANIFEST_COLUMNS
     from pyro_avss.data.prepared import cache_folder, prepared_rows
 

@@ -34,7 +34,7 @@ def prepared_rows(corpora: list, cache_root: str | Path, detector: str = "auto",
         if not manifest.exists():
             clips, problems = scan_corpus(corpus)
             for problem in problems:
-                LOG.warning(f"{corpus}: {problem}")
+                LOG.warning(f"notice: {corpus}: {problem}")
             prepare_corpus(clips, folder, detector=detector, progress=progress)
         rows.extend(read_prepared_manifest(manifest))
         left_out = _count_rows(folder / "failures.csv")
