@@ -6,7 +6,7 @@ exactly ``N`` samples obtained with complementary real masks on the complex STFT
 up to the STFT round-trip error (about 1e-7).
 
 They need no training on noise and no video, which makes them the reference points of the
-evaluation protocol (DESIGN.md section 7): :func:`spectral_gating` needs nothing at all,
+evaluation protocol (docs/results.md): :func:`spectral_gating` needs nothing at all,
 :func:`nmf_separation` needs a speech dictionary learned with :func:`learn_speech_bases` on the
 same clean training speech as the VAEs.
 """

@@ -1,6 +1,6 @@
 """The generative model of pyro_avss, for training and for separation — read this file first.
 
-Notation (``../shared/DESIGN.md`` §2). STFT frames ``t``, bins ``f``, sources ``j = 1..J``, K
+Notation (as in the README's "How it works"). STFT frames ``t``, bins ``f``, sources ``j = 1..J``, K
 speech components (speaker-specific decoders, audio-only or audio-visual, or a universal one).
 
 For every utterance b, frame t and source j::
