@@ -13,7 +13,8 @@ parameter by at most about ``lr`` per step), while the decay lets ``q(z)`` settl
     M_noise   = (1/S) Σ_s Σ_state γ_s[t, state] · (W H)[t, f] / V_state(z^(s))[t, f]
 
 where ``γ_s`` is the exact switch posterior given ``z^(s)`` and ``V`` the mixture variance of
-the joint state; the masks sum to one, so sources plus noise give back the mixture.
+the joint state; the masks sum to one, so sources plus noise give back the mixture. The fit of
+one batch is :mod:`.batch_fit`; this module cuts recordings into chunks and puts them back.
 
 Long recordings are cut into chunks of ``chunk_seconds`` with ``overlap_seconds`` of overlap;
 chunks (of one or many recordings) are separated in batches and cross-faded back linearly.
