@@ -1,5 +1,5 @@
 """pyro_avss command line (``pyro-avss``; ``python cli.py`` in a source checkout): prepare,
-fit, score, separate, mix, evaluate, bench, demo, results.
+fit, score, separate, mix, evaluate, compare-mcem, bench, demo, results.
 
 Every command prints a one-line error naming the file and the problem when an input is unusable
 (exit status 2); batch commands (separate, evaluate, prepare) report each failed input on one
@@ -271,9 +271,12 @@ def score(model, corpora, split, clusters, cache, out, force):
 @click.option("--examples", default="1", show_default=True, callback=lambda ctx, p, v: _examples(v),
               help="mixtures per condition (talkers x SNR x noise) whose audio and figures "
                    "report.html keeps; 'all' keeps every mixture")
+@click.option("--interleave", is_flag=True,
+              help="the systems take turns every batch of mixtures instead of one after the other "
+                   "(their run times then see the same load on a shared machine)")
 @threads_option
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def evaluate(systems, mixtures, model, out, limit, device, overrides, examples, threads, quiet):
+def evaluate(systems, mixtures, model, out, limit, device, overrides, examples, interleave, threads, quiet):
     """Run SYSTEMS on the mixtures of a manifest; write OUT/results.csv (per utterance),
     summary.json, results.md, plots and the listening report report.html. Re-running continues
     where it stopped."""
@@ -283,7 +286,7 @@ def evaluate(systems, mixtures, model, out, limit, device, overrides, examples, 
         _set_threads(threads)
         summary = run_evaluation(mixtures, model, out, systems, limit=limit, device=device,
                                  overrides=overrides, examples=examples, progress=not quiet,
-                                 echo=lambda line: click.echo(line, err=True))
+                                 echo=lambda line: click.echo(line, err=True), interleave=interleave)
     except FAILURES as exc:
         _fail(exc)
     for name, s in summary["systems"].items():
@@ -328,6 +331,65 @@ def bench(out, quick, device, long_minutes, long_components, threads, overrides,
         click.echo(f"failed: {r['device']} L={r['length_s']} K={r['components']} J={r['sources']} "
                    f"B={r['batch']}: {r['error']}", err=True)
     click.echo(f"{len(rows) - len(failed)} of {len(rows)} configurations measured: {Path(out) / 'bench.csv'}")
+
+# ----------------------------------------------------------------------------------------------
+@main.command("compare-mcem")
+@click.option("--model", required=True, type=click.Path(dir_okay=False), help="model file (.pt)")
+@click.option("--mixtures", "manifests", required=True, multiple=True,
+              help="one-talker mixture manifest, as CSV or LABEL=CSV (repeatable); MCEM's best "
+                   "budget is chosen on the first, the others run that budget only")
+@click.option("--out", required=True, type=OUT_FOLDER, help="output folder (one resumable evaluation per run)")
+@click.option("--budgets", default="20,50,100", show_default=True, help="MCEM EM iteration budgets")
+@click.option("--switches", default="iid,utterance", show_default=True,
+              help="switch priors, each the same on both sides")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="only the first N mixtures of each manifest")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu or cuda")
+@click.option("--set", "overrides", multiple=True,
+              help="a further separate.k=v or mcem.k=v setting of every run (repeatable)")
+@click.option("--doc", type=click.Path(dir_okay=False), default=None,
+              help="also write the table as the 'MCEM like for like' section of this markdown file "
+                   "(e.g. docs/results.md; the rest of the file is kept)")
+@threads_option
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def compare_mcem(model, manifests, out, budgets, switches, limit, device, overrides, doc, threads, quiet):
+    """MCEM against our SVI like for like: the same switch prior on both sides, MCEM at several
+    budgets, both systems in one run for each; prints the markdown table (also OUT/comparison.md)."""
+    import shlex
+
+    from pyro_avss.errors import InputError
+    from pyro_avss.evaluation.mcem_comparison import comparison_table, run_comparison, write_section
+
+    try:
+        _set_threads(threads)
+        try:
+            budget_list = _csv_list(budgets, int)
+        except ValueError:
+            raise InputError("--budgets", f"expected comma-separated integers, got {budgets!r}") from None
+        labelled = {}
+        for item in manifests:
+            label, _, path = item.rpartition("=")
+            label = label or Path(path).stem
+            if label in labelled:
+                raise InputError("--mixtures", f"the label {label!r} is given twice (use LABEL=CSV)")
+            labelled[label] = path
+        results = run_comparison(model, labelled, out, budgets=budget_list or [],
+                                 switches=_csv_list(switches) or [], limit=limit, device=device,
+                                 overrides=overrides, progress=not quiet,
+                                 echo=lambda line: click.echo(line, err=True))
+        table = comparison_table(results)
+        (Path(out) / "comparison.md").write_text(table + "\n")
+        if doc:
+            args = ["compare-mcem", "--model", model, *(a for m in manifests for a in ("--mixtures", m)),
+                    "--out", out, *(a for s in overrides for a in ("--set", s))]
+            for flag, value, default in (("--budgets", budgets, "20,50,100"), ("--limit", limit, None),
+                                         ("--switches", switches, "iid,utterance"),
+                                         ("--device", device, "cpu"), ("--threads", threads, None),
+                                         ("--doc", doc, None)):
+                args += [flag, str(value)] if value != default else []
+            write_section(doc, results, "python cli.py " + shlex.join(args))
+    except FAILURES as exc:
+        _fail(exc)
+    click.echo(table)
 
 # ----------------------------------------------------------------------------------------------
 @main.command()
