@@ -198,20 +198,23 @@ def section_markdown(results: dict, command: str) -> str:
         "keeps this section as it is) on: " + _machine() + ".",
         "",
         "The published MCEM and our SVI on the same one-talker mixtures, with the same speech models "
-        "(GRID speaker bank, switch over the s1 and s4 decoders, not told the speaker) and the same "
-        "switch prior on both sides: per frame (SVI `separate.switch_prior=iid`, MCEM `mcem.switch=iid`) "
-        "and one component per utterance (SVI's default, MCEM `mcem.switch=utterance`: a Gibbs sweep "
-        "over the component and the latent codes, `pyro_avss/inference/mcem.py`). One difference "
-        "stays: SVI's per-frame switch learns its prior π per utterance, MCEM's is uniform (as "
-        "published); the per-utterance switch is uniform on both sides. MCEM runs at each budget "
-        f"(EM iterations of 40 Metropolis–Hastings steps, then 100 final steps) on {first}; its best "
-        "budget there (highest SI-SDRi) is the only one run on the other split. Each row pair is one "
-        "`evaluate` run in one process with both systems taking turns every 8 mixtures (`--interleave`), "
-        "so each time ratio compares the two under the same machine load; the RTFs themselves depend "
-        "on that load (the machine was shared), so read the ratios. SVI separates 8 mixtures per "
-        "batched call (its default; time shared out per mixture), MCEM one at a time (it has no batched "
-        "form). p(true): switch posterior on the target's speaker over its speech frames.",
-        "",
+        "(the `switching` components: every decoder but the universal one; neither is told the "
+        "speaker) and **the same switch prior on both sides** (the MCEM section above pits MCEM's "
+        "per-frame switch against SVI's per-utterance default):", "",
+        "* per frame: SVI `separate.switch_prior=iid` against MCEM `mcem.switch=iid` (the published "
+        "algorithm). One difference stays: SVI learns the switch prior π per utterance, MCEM's is "
+        "uniform, as published;",
+        "* per utterance: SVI's default against MCEM `mcem.switch=utterance` (a Gibbs sweep over the "
+        "component and the latent codes, `pyro_avss/inference/mcem.py`); π uniform on both sides;",
+        f"* MCEM runs at every budget (EM iterations of 40 Metropolis–Hastings steps, then 100 final "
+        f"steps) on {first}; its best budget there (highest SI-SDRi) is the only one run on the other "
+        "split, so nothing is chosen on it;",
+        "* each SVI row and the MCEM row below it come from one `evaluate` run, one process, the two "
+        "systems taking turns every SVI batch (`--interleave`), so the time ratio compares them under "
+        "the same load. The machine was shared with other jobs, so the RTFs depend on its load; "
+        "compare the ratios. SVI separates a batch of mixtures per call (its default, "
+        "8; the time is shared out per mixture), MCEM one mixture at a time (it has no batched form);",
+        "* p(true): the switch posterior on the target's speaker over its speech frames.", "",
         comparison_table(results), "",
         "To reproduce:", "", f"```bash\n{command}\n```", ""])
 
