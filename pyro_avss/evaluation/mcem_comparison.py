@@ -216,7 +216,9 @@ def section_markdown(results: dict, command: str) -> str:
         "8; the time is shared out per mixture), MCEM one mixture at a time (it has no batched form);",
         "* p(true): the switch posterior on the target's speaker over its speech frames.", "",
         comparison_table(results), "",
-        "To reproduce:", "", f"```bash\n{command}\n```", ""])
+        "To reproduce (the model and mixture manifests are those `cli.py results` builds under "
+        "`runs/results`; every run is a resumable `evaluate` folder under `--out`, and "
+        "`OUT/comparison.md` gets the table):", "", f"```bash\n{command}\n```", ""])
 
 
 def with_section(text: str, section: str) -> str:
