@@ -1,5 +1,5 @@
 """pyro_avss command line (``pyro-avss``; ``python cli.py`` in a source checkout): prepare,
-fit, score, separate, mix, evaluate, bench, demo, results.
+fit, score, separate, mix, evaluate, compare-mcem, bench, demo, results.
 
 Every command prints a one-line error naming the file and the problem when an input is unusable
 (exit status 2); batch commands (separate, evaluate, prepare) report each failed input on one
@@ -64,7 +64,7 @@ def fail(exc: Exception) -> None:
     sys.exit(2)
 
 
-RECIPE_COMMANDS = ("bench", "demo", "results")
+RECIPE_COMMANDS = ("bench", "compare-mcem", "demo", "results")
 """Commands of the recipes (:mod:`pyro_avss.recipes.cli`), imported only when named (or listed
 by ``--help``): the library's own commands never load a recipe."""
 
@@ -82,7 +82,7 @@ class _OneLineErrors(click.Group):
         if name in RECIPE_COMMANDS:
             from pyro_avss.recipes import cli as recipes
 
-            return getattr(recipes, name)
+            return getattr(recipes, name.replace("-", "_"))
         return super().get_command(ctx, name)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
@@ -291,9 +291,12 @@ def score(model, corpora, split, clusters, cache, out, force):
 @click.option("--examples", default="1", show_default=True, callback=lambda ctx, p, v: _examples(v),
               help="mixtures per condition (talkers x SNR x noise) whose audio and figures "
                    "report.html keeps; 'all' keeps every mixture")
+@click.option("--interleave", is_flag=True,
+              help="the systems take turns every batch of mixtures instead of one after the other "
+                   "(their run times then see the same load on a shared machine)")
 @threads_option
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def evaluate(systems, mixtures, model, out, limit, device, overrides, examples, threads, quiet):
+def evaluate(systems, mixtures, model, out, limit, device, overrides, examples, interleave, threads, quiet):
     """Run SYSTEMS on the mixtures of a manifest; write OUT/results.csv (per utterance),
     summary.json, results.md, plots and the listening report report.html. Re-running continues
     where it stopped."""
@@ -303,7 +306,7 @@ def evaluate(systems, mixtures, model, out, limit, device, overrides, examples, 
         set_threads(threads)
         summary = run_evaluation(mixtures, model, out, systems, limit=limit, device=device,
                                  overrides=overrides, examples=examples, progress=not quiet,
-                                 echo=lambda line: click.echo(line, err=True))
+                                 echo=lambda line: click.echo(line, err=True), interleave=interleave)
     except FAILURES as exc:
         fail(exc)
     for name, s in summary["systems"].items():

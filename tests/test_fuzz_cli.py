@@ -237,7 +237,7 @@ def diverged(stderr: str) -> bool:
 
 @fuzz_settings(CLI_FUZZ // 6)
 @given(items=set_items(known_keys("separate") + ["mcem.em_iterations", "mcem.mh_steps", "mcem.seed",
-                                                 "data.detector", "data.cache"]),
+                                                 "mcem.switch", "data.detector", "data.cache"]),
        systems=st.lists(st.sampled_from(["mixture", "universal", "switching", "oracle-speaker",
                                          "mcem", "bogus", ""]), min_size=1, max_size=3),
        examples=st.sampled_from(["0", "1", "all"]), limit=st.sampled_from([1, 1, 1, 2, 0, -1]))

@@ -67,7 +67,8 @@ RESULTS_CSV = "results.csv"
 
 def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path, systems,
              *, limit: int | None = None, device="auto", overrides=(), examples: int | str = 1,
-             progress: bool = True, models: SpeechModels | None = None, echo=None) -> dict:
+             progress: bool = True, models: SpeechModels | None = None, echo=None,
+             interleave: bool = False) -> dict:
     """Run ``systems`` on the mixtures of ``manifest`` and write the results into ``out_dir``.
 
     :param model: model file (or pass an already loaded ``models``); may be None when only
@@ -81,6 +82,11 @@ def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path
         mixture.
     :param echo: called with one ``error: <id>: <system>: <reason>`` line per failed mixture
         and system, as it fails (the command line prints them on stderr).
+    :param interleave: the systems take turns on successive slices of the manifest (as many
+        mixtures as the largest batch of the systems) instead of each running on every mixture
+        before the next system starts: on a shared machine whose load changes, their run times
+        then see the same load, so their ratio is like for like. The batched systems batch
+        within each slice.
     :returns: the summary (also written to ``summary.json``).
     :raises InputError: unknown system, unreadable manifest or model, bad overrides.
     """
@@ -114,9 +120,12 @@ def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path
                Examples(out_dir, set(kept), ctx), echo)
     bar = tqdm(total=sum(len(v) for v in todo.values()), desc="evaluating", unit="mix",
                disable=not progress)
-    for system in built:
-        bar.set_postfix(system=system.name)
-        run.system(system, todo[system.name], bar.update)
+    step = max(s.batch_size for s in built) if interleave else len(specs)
+    for start in range(0, len(specs), step):
+        part = {sp.id for sp in specs[start:start + step]}
+        for system in built:
+            bar.set_postfix(system=system.name)
+            run.system(system, [sp for sp in todo[system.name] if sp.id in part], bar.update)
     bar.close()
 
     ids = {sp.id for sp in specs}

@@ -1,4 +1,5 @@
-"""The recipes' commands of the ``pyro-avss`` command line: ``bench``, ``demo`` and ``results``.
+"""The recipes' commands of the ``pyro-avss`` command line: ``bench``, ``compare-mcem``, ``demo``
+and ``results``.
 
 :mod:`pyro_avss.cli` loads this module only when one of them is named (``--help`` lists them
 too), so the library's commands never import a recipe. The options and error handling are the
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from pyro_avss.cli import FAILURES, fail, set_threads, threads_option
+from pyro_avss.cli import FAILURES, OUT_FOLDER, _csv_list, fail, set_threads, threads_option
 
 
 # ----------------------------------------------------------------------------------------------
@@ -88,3 +89,63 @@ def results(out, data_root, doc, device, threads):
         run_results(out, data_root, doc, device=device, command=command, echo=click.echo)
     except FAILURES as exc:
         fail(exc)
+
+
+# ----------------------------------------------------------------------------------------------
+@click.command("compare-mcem")
+@click.option("--model", required=True, type=click.Path(dir_okay=False), help="model file (.pt)")
+@click.option("--mixtures", "manifests", required=True, multiple=True,
+              help="one-talker mixture manifest, as CSV or LABEL=CSV (repeatable); MCEM's best "
+                   "budget is chosen on the first, the others run that budget only")
+@click.option("--out", required=True, type=OUT_FOLDER, help="output folder (one resumable evaluation per run)")
+@click.option("--budgets", default="20,50,100", show_default=True, help="MCEM EM iteration budgets")
+@click.option("--switches", default="iid,utterance", show_default=True,
+              help="switch priors, each the same on both sides")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="only the first N mixtures of each manifest")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu or cuda")
+@click.option("--set", "overrides", multiple=True,
+              help="a further separate.k=v or mcem.k=v setting of every run (repeatable)")
+@click.option("--doc", type=click.Path(dir_okay=False), default=None,
+              help="also write the table as the 'MCEM like for like' section of this markdown file "
+                   "(e.g. docs/results.md; the rest of the file is kept)")
+@threads_option
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def compare_mcem(model, manifests, out, budgets, switches, limit, device, overrides, doc, threads, quiet):
+    """MCEM against our SVI like for like: the same switch prior on both sides, MCEM at several
+    budgets, both systems in one run for each; prints the markdown table (also OUT/comparison.md)."""
+    import shlex
+
+    from pyro_avss.errors import InputError
+    from pyro_avss.recipes.mcem_comparison import comparison_table, run_comparison, write_section
+
+    try:
+        set_threads(threads)
+        try:
+            budget_list = _csv_list(budgets, int)
+        except ValueError:
+            raise InputError("--budgets", f"expected comma-separated integers, got {budgets!r}") from None
+        labelled = {}
+        for item in manifests:
+            label, _, path = item.rpartition("=")
+            label = label or Path(path).stem
+            if label in labelled:
+                raise InputError("--mixtures", f"the label {label!r} is given twice (use LABEL=CSV)")
+            labelled[label] = path
+        results = run_comparison(model, labelled, out, budgets=budget_list or [],
+                                 switches=_csv_list(switches) or [], limit=limit, device=device,
+                                 overrides=overrides, progress=not quiet,
+                                 echo=lambda line: click.echo(line, err=True))
+        table = comparison_table(results)
+        (Path(out) / "comparison.md").write_text(table + "\n")
+        if doc:
+            args = ["compare-mcem", "--model", model, *(a for m in manifests for a in ("--mixtures", m)),
+                    "--out", out, *(a for s in overrides for a in ("--set", s))]
+            for flag, value, default in (("--budgets", budgets, "20,50,100"), ("--limit", limit, None),
+                                         ("--switches", switches, "iid,utterance"),
+                                         ("--device", device, "cpu"), ("--threads", threads, None),
+                                         ("--doc", doc, None)):
+                args += [flag, str(value)] if value != default else []
+            write_section(doc, results, "python cli.py " + shlex.join(args))
+    except FAILURES as exc:
+        fail(exc)
+    click.echo(table)

@@ -103,7 +103,9 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
     text = results_document(facts, evals, rows["ablation"], rows["noise"], rows["switch"], s_eq, s_mcem,
                             iters, command, out_dir, doc, rows["memory"], rows["lips"])
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
+    from pyro_avss.recipes.mcem_comparison import carry_section     # from cli.py compare-mcem
+
+    doc.write_text(carry_section(doc, text))
     (out_dir / "facts.json").write_text(json.dumps(facts, indent=2, default=str))
     say(f"wrote {doc}")
     return doc
