@@ -26,7 +26,7 @@ from ..models.generative import MAX_PLATE_NESTING, SeparationModel
 from ..models.noise import NMFNoise
 from ..models.switch import STAY_PARAM, joint_states, make_switch
 from .optim import DecayingAdam, frozen
-from .pyro_state import isolated_pyro_state
+from .pyro_state import forked_rng, isolated_pyro_state
 from .separation_settings import SeparationSettings
 
 
@@ -214,8 +214,7 @@ def components_to_keep(sep: SeparationModel, power, lips, present, mask, thresho
     switch posterior, at one draw of the guide, exceeds ``threshold`` in some valid frame of some
     source and utterance, plus every source's most probable component. The draw does not advance
     the random streams, so the fit goes on as it would have without this look."""
-    devices = [power.device.index or 0] if power.is_cuda else []
-    with torch.random.fork_rng(devices=devices):
+    with forked_rng(power.device):
         _, post = posterior_masks(sep, power, lips, present, mask, num_samples=1)
     post = post.masked_fill(~mask[..., None, None], 0.0)                        # (B,T,J,K)
     needed = post.amax((0, 1, 2)) > threshold
@@ -269,8 +268,7 @@ def explain_fit(sep: SeparationModel, power, lips, present, mask, at_mean: bool 
             guide_trace.remove_node(name)
         elif at_mean:
             site["value"] = site["fn"].mean
-    devices = [power.device.index or 0] if power.is_cuda else []
-    with torch.random.fork_rng(devices=devices):     # sites left to draw (an enumerated switch)
+    with forked_rng(power.device):                    # sites left to draw (an enumerated switch)
         model = poutine.replay(sep.model, trace=guide_trace)   # must not move the guide's draws
         return poutine.trace(model).get_trace(*args).nodes["_RETURN"]["value"]
 

@@ -18,6 +18,13 @@ import pyro
 import torch
 
 
+def forked_rng(device: torch.device | None = None):
+    """``torch.random.fork_rng`` over the CPU stream and, for a CUDA ``device``, its stream: the
+    body may draw without moving the caller's random sequences."""
+    devices = [device.index or 0] if device is not None and device.type == "cuda" else []
+    return torch.random.fork_rng(devices=devices)
+
+
 @contextlib.contextmanager
 def isolated_pyro_state(seed: int, device: torch.device | None = None):
     """Run the body with an empty Pyro param store and every random stream seeded with ``seed``
@@ -26,8 +33,7 @@ def isolated_pyro_state(seed: int, device: torch.device | None = None):
     store = pyro.get_param_store()
     saved = store.get_state()
     python_state, numpy_state = random.getstate(), np.random.get_state()
-    devices = [device.index or 0] if device is not None and device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with forked_rng(device):
         store.clear()
         try:
             pyro.set_rng_seed(seed)

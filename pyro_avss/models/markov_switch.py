@@ -17,7 +17,8 @@ from pyro.distributions.hmm import _sequential_logmatmulexp
 from pyro.ops.indexing import Vindex
 
 from .likelihood import ObservedPower
-from .switch_prior import ENUM, EXCLUDED, SwitchPrior, joint_states, state_log_mask, zero_padded_frames
+from .switch_prior import (ENUM, SwitchPrior, joint_states, source_log_mask, state_log_mask,
+                           zero_padded_frames)
 
 #: stay probability of the Markov switch when none is given (about 0.8 s at a 16 ms hop)
 DEFAULT_STAY = 0.98
@@ -158,7 +159,7 @@ class MarkovSwitch(SwitchPrior):
         first = self.source_logits(pi, allowed)                                     # (B,J,K)
         trans = self.source_log_transition(log_var.device, B)                       # (B,J,K,K)
         if allowed is not None:
-            trans = trans + torch.where(allowed.to(trans.device), 0.0, EXCLUDED)[:, None, :]
+            trans = trans + source_log_mask(allowed).to(trans)[:, None, :]          # into allowed
         table = self.state_table(log_var)                                           # (..,B,T,K..K,F)
         picks = None
         for t in pyro.markov(range(T)):

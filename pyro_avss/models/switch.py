@@ -53,7 +53,7 @@ from pyro.ops.indexing import Vindex
 from .likelihood import ObservedPower
 from .markov_switch import (DEFAULT_STAY, STAY_PARAM, MarkovSwitch, ShiftedDiscreteHMM,
                             stay_from_seconds)
-from .switch_prior import (ENUM, EXCLUDED, SwitchPrior, joint_states, state_log_mask,
+from .switch_prior import (EXCLUDED, SwitchPrior, joint_states, state_log_mask,
                            zero_padded_frames)
 
 # the switch priors' names in one place (several modules import them from here)
@@ -99,10 +99,7 @@ class IIDSwitch(SwitchPrior):
                 pyro.sample("x", dist.MixtureSameFamily(dist.Categorical(logits=logits),
                                                         ObservedPower(log_var).to_event(1)), obs=power)
                 return
-            logits = self.source_logits(pi, allowed)
-            picks = [pyro.sample(f"m{j}", dist.Categorical(logits=logits[:, None, j, :]), infer=ENUM)
-                     for j in range(self.J)]
-            picked = Vindex(self.state_table(log_var))[(Ellipsis, *picks, slice(None))]
+            picked = self.enumerated_log_var(log_var, pi, allowed)
             pyro.sample("x", ObservedPower(picked).to_event(1), obs=power)
 
     def posterior(self, loglik, mask, pi):
@@ -137,10 +134,7 @@ class UtteranceSwitch(SwitchPrior):
         frames observed per frame inside it at the enumerated state."""
         pi = self.prior_probs(log_var.shape[-4], log_var.device)
         if self.enumerate:
-            logits = self.source_logits(pi, allowed)
-            picks = [pyro.sample(f"m{j}", dist.Categorical(logits=logits[:, None, j, :]), infer=ENUM)
-                     for j in range(self.J)]
-            picked = Vindex(self.state_table(log_var))[(Ellipsis, *picks, slice(None))]
+            picked = self.enumerated_log_var(log_var, pi, allowed)     # one pick per utterance
             with time_plate, poutine.mask(mask=mask):
                 pyro.sample("x", ObservedPower(picked).to_event(1), obs=power)
             return

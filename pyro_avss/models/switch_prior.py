@@ -12,8 +12,10 @@ import functools
 import itertools
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
+from pyro.ops.indexing import Vindex
 
 from .likelihood import frame_log_likelihood
 
@@ -37,6 +39,12 @@ def state_log_mask(allowed: torch.Tensor) -> torch.Tensor:
     states = joint_states(K, J).to(allowed.device)                              # (S, J)
     ok = allowed[torch.arange(J, device=allowed.device), states].all(-1)         # (S,)
     return torch.where(ok, 0.0, EXCLUDED)
+
+
+def source_log_mask(allowed: torch.Tensor) -> torch.Tensor:
+    """``(J, K)`` bool -> ``(J, K)``: 0 for the components each source may use, ``EXCLUDED``
+    for the others (the per-source factors of :func:`state_log_mask`)."""
+    return torch.where(torch.as_tensor(allowed), 0.0, EXCLUDED)
 
 
 ENUM = {"enumerate": "parallel"}      # infer options of an enumerated switch site
@@ -89,7 +97,17 @@ class SwitchPrior:
         """``(B, J, K)``: each source's own ``log π_j``, ``EXCLUDED`` where not allowed (the
         per-source factors of :meth:`state_log_prior`, for the enumerated switch sites)."""
         logits = pi.clamp_min(1e-30).log()
-        return logits if allowed is None else logits + torch.where(allowed.to(pi.device), 0.0, EXCLUDED)
+        return logits if allowed is None else logits + source_log_mask(allowed).to(logits)
+
+    def enumerated_log_var(self, log_var: torch.Tensor, pi: torch.Tensor,
+                           allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """One enumerated ``Categorical`` site ``m{j}`` per source (in the caller's plates: per
+        frame inside the time plate, per utterance outside it) and the log variance of the joint
+        state they pick, ``(..., B, T, F)`` with the enumeration dims on the left."""
+        logits = self.source_logits(pi, allowed)
+        picks = [pyro.sample(f"m{j}", dist.Categorical(logits=logits[:, None, j, :]), infer=ENUM)
+                 for j in range(self.J)]
+        return Vindex(self.state_table(log_var))[(Ellipsis, *picks, slice(None))]
 
     def state_table(self, log_var: torch.Tensor) -> torch.Tensor:
         """``(..., S, F)`` -> ``(..., K, ..., K, F)`` (J state axes), for indexing by the
