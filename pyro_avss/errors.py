@@ -51,6 +51,12 @@ class ConfigError(PyroAvssError, KeyError):
         return str(self.args[0])
 
 
+class SettingError(ConfigError, InputError):
+    """A setting out of its range or choices (``separate.lr: must be > 0, got -1``), refused
+    when the settings are built, before any work: a :class:`ConfigError` (a config problem)
+    and an :class:`InputError` (a value given by the user) naming its ``section.key``."""
+
+
 class TrainingDiverged(PyroAvssError, RuntimeError):
     """The training loss became NaN or infinite."""
 

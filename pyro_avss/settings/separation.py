@@ -1,0 +1,184 @@
+"""Settings of test-time separation: the ``separate`` section of a config.
+
+:class:`SeparationSettings` holds every option of :func:`~pyro_avss.inference.separation.separate_recordings`
+and :func:`~pyro_avss.inference.batch_fit.fit_batch`; its field defaults are the defaults (the
+comments give what each key does and what it measured), and a value out of range is refused with
+a :class:`~pyro_avss.errors.SettingError` naming its key when the settings are built, before any
+work starts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import SettingError
+from .base import Rule, Section, above, at_least, key, within
+from .training import DEFAULT_STAY
+
+if TYPE_CHECKING:
+    from ..checkpoint import SpeechModels
+
+SWITCH_PRIORS = ("iid", "markov", "utterance")      # the names make_switch builds
+GUIDE_INITS = ("encoder", "prior", "product")
+GUIDES = ("meanfield", "markov")
+GAINS = ("frame", "utterance", "faceless")
+NOISE_STARTS = ("flat", "lips", "auto")
+ENUMERATIONS = ("marginal", "pyro")
+NOISE_UPDATES = ("adam", "mu")
+
+
+@dataclass
+class SeparationSettings(Section, name="separate"):
+    """The ``separate`` section; the comments say what each key does."""
+
+    switch_prior: str = key("utterance", choices=SWITCH_PRIORS)
+                                     # utterance (one component per source and chunk) | iid | markov
+                                     # Tuned split, SI-SDRi one / two talkers: utterance 8.13 /
+                                     # 7.07, iid 7.95 / 5.68, markov (τ = 30 s) 8.00 / 5.68 dB
+    # the Markov switch's stay probability ρ (per frame) comes from at most one of two keys:
+    stay_prob: float | None = key(None, within(0, 1, "()"))
+                                     # ρ itself, in (0, 1); null = 0.98 unless stay_seconds is set
+    stay_seconds: float | None = key(None, Rule("> 0 (seconds)", lambda x: 0 < x < math.inf))
+                                     # or a time constant τ (s): ρ = exp(-hop / τ), hop from the
+                                     # model's STFT (τ = 0.8 s ~ 0.98 at a 16 ms hop); null = unused.
+                                     # Tuned split (mean of one and two talkers): ρ 0.98 6.81, τ 0.1
+                                     # / 0.5 / 2 / 30 / 600 s 6.76 / 6.80 / 6.82 / 6.84 / 6.78 dB
+    learn_stay: bool = False         # true: ρ (started as above) is fitted per source and chunk by
+                                     # SVI with the rest (its logit a pyro.param); markov only.
+                                     # From 0.98 it fell to 0.92 (one talker) / 0.88 (two): 6.77 dB
+    noise_rank: int = key(8, at_least(1))
+    noise_init_level: float = key(6.0, above(0))
+                                     # initial E[noise variance] / mean mixture power (flat spectrum)
+    noise_start: str = key("flat", choices=NOISE_STARTS)
+                                     # flat (E[WH] = noise_init_level, every bin alike) | lips
+                                     # (the same level shaped like the mixture over the frames
+                                     # where every source's lips are closed; needs p(z|v) and
+                                     # videos, else flat) | auto (lips where possible). Tuned
+                                     # split: flat 8.13, lips 7.62 dB (one talker), 7.07 vs 6.61
+                                     # (two talkers), so flat stays
+    noise_smoothness: float = key(0.1, at_least(0))
+                                     # σ of the log-activation random walk (nats/frame); 0 = free
+                                     # H. Chosen on the tuned noises: 0 -> 7.46, 0.05 -> 7.78,
+                                     # 0.1 -> 7.94, 0.3 -> 7.77 dB (GRID one talker, babble
+                                     # 1.7 -> 3.2 dB)
+    noise_spectral_smoothness: float = key(0.0, at_least(0))
+                                     # σ_f of the NMF bases' log-spectrum random walk
+                                     # over frequency (nats/bin); 0 = free bases. Tuned split,
+                                     # one talker: 0 -> 8.13, 0.1 -> 8.92, 0.15 -> 8.97 dB
+                                     # (babble 3.5 -> 6.0); held-out: 6.16 -> 5.99 (sheep and
+                                     # hens, harmonic noises, lose 0.5-1 dB), so 0 stays
+    noise_smooth_rank: int | None = None
+                                     # how many of the noise_rank bases are spectrally smooth
+                                     # (the others are free); null = all of them. With σ_f 0.15
+                                     # and 4 of 8: GRID tuned 8.53, held-out 6.59 (default 8.13
+                                     # / 6.16), LibriSpeech 3.16 / 0.64 (default 3.10 / 1.24)
+    steps: int = key(50, at_least(1))
+                                     # SVI iteration cap; 100 or 200 steps without early stop give
+                                     # 8.18 or 8.20 dB against 8.13 (tuned one talker): the
+                                     # decaying rate has settled by then
+    tol: float = key(1e-4, at_least(0))
+                                     # stop when the relative change of the loss EMA is below this
+    lr: float = key(0.4, above(0))   # Adam's first learning rate ...
+    lr_decay: float = key(0.95, within(0, 1, "(]"))
+                                     # ... multiplied by this after every step (0.4 -> 0.03 at 50)
+    num_samples: int = key(8, at_least(1))       # z samples for the Wiener filter
+    guide_init: str = key("auto", choices=("auto",) + GUIDE_INITS)
+                                     # encoder (on the mixture) | prior (each source's visual
+                                     # prior) | product (of the two; needs p(z|v)) | auto
+                                     # (product when the model has a visual prior, else encoder)
+    guide: str = key("auto", choices=("auto",) + GUIDES)
+                                     # meanfield (q(z[t]) independent over frames) | markov (chained
+                                     # over frames, one fitted correlation per source and latent
+                                     # dimension) | auto (markov when the model has memory)
+    gain: str = key("auto", choices=("auto",) + GAINS)
+                                     # utterance (one gain per source and chunk) | frame (g_j[t])
+                                     # | faceless (utterance, times a free per-frame factor
+                                     # where that source's face is missing)
+                                     # | auto: faceless with a visual prior, else frame. GRID
+                                     # two talkers: utterance +1.2 dB over frame with p(z|v) (a
+                                     # small model without one could not carry the level and
+                                     # lost 3 dB). Faceless equals utterance with every face
+                                     # seen; tuned split with the target's face removed on 30 /
+                                     # 60 % of frames: 1 talker 4.16 / 1.99 -> 4.68 / 2.47 dB,
+                                     # 2 talkers 4.04 / 1.44 -> 4.62 / 2.05 dB (swaps 6 / 16 ->
+                                     # 3 / 10 %); per-frame gains give 5.59 / 4.18 with one
+                                     # talker but lose 0.6 dB with intact lips
+    prior_weight: float = key(3.0, above(0))
+                                     # weight of the z prior (KL) term at test time: how hard
+                                     # the speech model pulls z back to speech; tuned noises 1 ->
+                                     # 7.94, 3 -> 8.23, 10 -> 7.65 dB (with smoothness 0.1)
+    enumeration: str = key("marginal", choices=ENUMERATIONS)
+                                     # marginal (the switch summed out in the observation) | pyro (TraceEnum_ELBO)
+    noise_updates: str = key("adam", choices=NOISE_UPDATES)
+                                     # adam (SVI only) | mu (plus a multiplicative NMF update per step)
+    prune_threshold: float = key(1.0e-3, within(0, 1, "[)"))
+                                     # after prune_after steps, drop the decoders whose switch
+    prune_after: int = key(10, at_least(1))
+                                     # posterior is below this in every frame of every source;
+                                     # 0 = never. GRID bank (K = 3), 3-s clips: 0.62x the time
+                                     # with one talker, 0.60x with two; SI-SDRi unchanged (tuned
+                                     # split 8.13 / 7.07 dB with and without)
+    chunk_seconds: float = key(20.0, above(0))
+    overlap_seconds: float = 2.0     # in [0, chunk_seconds / 2]
+    batch_size: int = key(8, at_least(1))
+    seed: int = key(0, within(0, 2**32 - 1, shown="2**32 - 1"))
+    # set by code, not by a config: restrict the switch to these components (one index: the
+    # oracle / a fixed model); per source, the components its switch may use (an oracle for
+    # J >= 2: each video's speaker)
+    components: tuple[int, ...] | None = key(None, config=False)
+    source_components: tuple[tuple[int, ...], ...] | None = key(None, config=False)
+
+    def check(self) -> None:
+        """The keys that depend on each other: the noise model's, the switch's, the chunks'."""
+        if self.noise_smooth_rank is not None and not 0 <= self.noise_smooth_rank <= self.noise_rank:
+            raise SettingError("separate.noise_smooth_rank", f"must be in [0, noise_rank = {self.noise_rank}] "
+                                                             f"or null, got {self.noise_smooth_rank}")
+        if self.noise_spectral_smoothness > 0 and self.noise_updates == "mu":
+            raise SettingError("separate.noise_updates", "mu needs separate.noise_spectral_smoothness=0")
+        if self.noise_smoothness > 0 and self.noise_updates == "mu":
+            raise SettingError("separate.noise_updates", "mu needs separate.noise_smoothness=0 (the "
+                                                         "multiplicative update knows no smoothness prior)")
+        if self.stay_prob is not None and self.stay_seconds is not None:
+            raise SettingError("separate.stay_seconds", f"and separate.stay_prob = {self.stay_prob} both set "
+                                                        "the Markov switch's stay: give one of them")
+        if self.learn_stay and self.switch_prior != "markov":
+            raise SettingError("separate.learn_stay", f"learns the Markov switch's stay: needs "
+                                                      f"separate.switch_prior=markov, got {self.switch_prior!r}")
+        if not 0 <= self.overlap_seconds <= self.chunk_seconds / 2:
+            raise SettingError("separate.overlap_seconds", f"must be in [0, chunk_seconds / 2 = "
+                                                           f"{self.chunk_seconds / 2:g}], got {self.overlap_seconds}")
+
+    def check_model(self, models: SpeechModels) -> "SeparationSettings":
+        """Refuse, naming the key, what ``models`` cannot do with these settings (so that a
+        batch stops before any work instead of failing every recording); returns self."""
+        cfg = models.stft
+        if int(self.chunk_seconds * cfg.sample_rate) < cfg.hop:
+            raise SettingError("separate.chunk_seconds", f"must be at least one STFT hop "
+                                                         f"({cfg.hop / cfg.sample_rate:g} s), got "
+                                                         f"{self.chunk_seconds}")
+        if self.noise_rank > cfg.num_bins:
+            raise SettingError("separate.noise_rank", f"must be at most the model's {cfg.num_bins} "
+                                                      "frequency bins (a larger rank describes no "
+                                                      f"more), got {self.noise_rank}")
+        needs_prior = "needs a model trained with a visual prior (model.prior=visual)"
+        if self.guide_init not in ("auto", "encoder") and models.prior is None:
+            raise SettingError("separate.guide_init", f"{self.guide_init!r} {needs_prior}")
+        if self.noise_start == "lips" and models.prior is None:
+            raise SettingError("separate.noise_start", f"'lips' {needs_prior}")
+        return self
+
+    def stay(self, hop_seconds: float) -> float:
+        """The Markov switch's stay probability per frame (its start when learnt): ``stay_prob``,
+        else ``exp(-hop / stay_seconds)`` (:func:`~pyro_avss.models.switch.stay_from_seconds`),
+        else :data:`DEFAULT_STAY`."""
+        from ..models.markov_switch import stay_from_seconds
+
+        if self.stay_seconds is None:
+            return DEFAULT_STAY if self.stay_prob is None else self.stay_prob
+        stay = stay_from_seconds(self.stay_seconds, hop_seconds)
+        if not 0 < stay < 1:
+            raise SettingError("separate.stay_seconds", f"{self.stay_seconds} s at a hop of {hop_seconds:g} s "
+                                                        f"gives a stay probability of {stay} (must be in (0, 1))")
+        return stay
