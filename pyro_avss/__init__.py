@@ -19,7 +19,9 @@ The pieces, from the bottom up:
   posteriors and Wiener filtering, and the MCEM reference algorithm;
 * :mod:`pyro_avss.evaluation` — metrics, baselines and enhancers, the evaluation harness and
   its reports;
-* :mod:`pyro_avss.checkpoint` and :mod:`pyro_avss.config` — model files and configurations.
+* :mod:`pyro_avss.settings` — the typed settings, one dataclass per config section (every key,
+  its default, range and meaning), read from YAML files and ``--set`` by :mod:`pyro_avss.config`;
+* :mod:`pyro_avss.checkpoint` — model files.
 
 Apart from the library, :mod:`pyro_avss.recipes` holds the pipelines that use it: the built-in
 demo, the benchmark and the results run behind ``docs/results.md``. The library never imports

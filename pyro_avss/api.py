@@ -38,7 +38,7 @@ import torch
 
 from .audio import conform_audio, load_audio
 from .checkpoint import SpeechModels
-from .config import apply_overrides, default_config, load_config, merge, set_key
+from .config import apply_overrides, default_config, load_config, load_settings
 from .errors import ConfigError, InputError
 from .inference.separation_jobs import _SharedDetector, load_track
 from .inference.separation_outputs import _existing_outputs, write_atomically, write_outputs
@@ -60,7 +60,8 @@ def separation_settings(overrides: Mapping | Iterable[str] | None = None, *, str
     :param strict: refuse keys outside ``separate`` (they would change nothing); the command
         line passes False, as ``separate --set`` has always accepted any known key.
     :raises ConfigError: an unknown key or a value of the wrong type (as ``--set`` would say).
-    :raises InputError: a value out of range, naming its ``separate.*`` key.
+    :raises SettingError: a value out of range (a :class:`ConfigError` and an
+        :class:`InputError`), naming its ``separate.*`` key.
     """
     if isinstance(overrides, str):
         overrides = [overrides]
@@ -75,9 +76,7 @@ def separation_settings(overrides: Mapping | Iterable[str] | None = None, *, str
                                   "separate.* keys apply)")
     cfg = default_config()
     apply_overrides(cfg, strings)
-    for key, value in dotted.items():
-        set_key(cfg, key, value, source=source)
-    return SeparationSettings.from_config(cfg["separate"])
+    return load_settings(cfg, dotted, source=source).separate
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,18 +311,7 @@ def fit(config: str | Path | Mapping | None, out: str | Path,
 
     if resume and config is None and (Path(out) / "config.yaml").exists():
         config = Path(out) / "config.yaml"
-    if isinstance(overrides, str):
-        overrides = [overrides]
-    if isinstance(config, Mapping):
-        cfg = default_config()
-        merge(cfg, dict(config), source="config")
-    else:
-        cfg = load_config(config)
-    if isinstance(overrides, Mapping):
-        for key, value in overrides.items():
-            set_key(cfg, key, value, source="overrides")
-    else:
-        apply_overrides(cfg, list(overrides))
+    cfg = load_config(config, overrides)
     if seed is not None:
-        apply_overrides(cfg, [f"train.seed={seed}"])
+        cfg = load_config(cfg, [f"train.seed={seed}"])
     return run_fit(cfg, out, device=device, resume=resume, progress=progress)

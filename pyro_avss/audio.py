@@ -23,6 +23,7 @@ import soundfile as sf
 import torch
 
 from .errors import InputError, first_line
+from .settings.training import StftSettings
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
@@ -159,10 +160,10 @@ class StftConfig:
     :param window: ``"sine"`` (w[n] = sin(pi (n + 1/2) / n_fft)) or ``"hann"``.
     """
 
-    sample_rate: int = 16000
-    n_fft: int = 1024
-    hop: int = 256
-    window: str = "sine"
+    sample_rate: int = StftSettings.sample_rate     # the defaults are the config's (``stft``)
+    n_fft: int = StftSettings.n_fft
+    hop: int = StftSettings.hop
+    window: str = StftSettings.window
 
     @property
     def num_bins(self) -> int:

@@ -204,10 +204,11 @@ def separate(model, inputs, videos, sources, out, overrides, device, resample, f
 
     set_threads(threads)
     try:
+        # `--set` here has always accepted any known key (only separate.* ones matter); every
+        # value is checked before the model is even read
+        settings = separation_settings(overrides, strict=False, source="--set")
         models = SpeechModels.load(model)
-        # `--set` here has always accepted any known key (only separate.* ones matter)
-        sep = Separator(models, separation_settings(overrides, strict=False, source="--set"),
-                        device, detector)
+        sep = Separator(models, settings, device, detector)
         if not 1 <= (len(videos) or sources) <= MAX_SOURCES:
             raise PyroAvssError(f"--sources/--video: 1 to {MAX_SOURCES} sources are supported")
         jobs, problems = jobs_from_inputs(list(inputs), list(videos), sources)

@@ -295,10 +295,13 @@ FOUND = [
     ("fit", ["lips.dim=-1"], 2, "error: lips.dim: must be >= 1, got -1"),
     ("fit", ["train.beta_start=0"], 2, "error: train.beta_start: must be in (0, 1], got 0.0"),
     ("fit", ["train.seed=-1"], 2, "error: train.seed: must be >= 0, got -1"),
-    ("fit", ["train.max_steps_per_epoch=x"], 2,
-     "error: train.max_steps_per_epoch: must be an integer, got 'x'"),
+    ("fit", ["train.max_steps_per_epoch=x"], 2,          # typed like every key (issue 15)
+     "error: --set: train.max_steps_per_epoch must be int, got 'x'"),
+    ("separate", ["separate.switch_prior=bogus"], 2,
+     "error: separate.switch_prior: must be iid, markov or utterance, got 'bogus'"),
+    ("evaluate", ["mcem.bogus=1"], 2, "error: --set: unknown config key 'mcem.bogus' (keys under mcem: "),
     ("fit", ["model.prior=bogus"], 2,
-     "error: model.prior: must be one of standard, visual, got 'bogus'"),
+     "error: model.prior: must be standard or visual, got 'bogus'"),
 ]
 
 

@@ -128,7 +128,6 @@ def learned_speech_bases(ctx: EvalContext, max_clips: int, rank: int) -> np.ndar
     :raises SystemSkip: the model's config names no corpus, or no training clip is usable.
     """
     from ..audio import load_audio, stft
-    from ..config import DEFAULTS
     from ..data.prepared import prepared_rows
     from ..inference.training import select_rows
     from .baselines import learn_speech_bases
@@ -137,15 +136,15 @@ def learned_speech_bases(ctx: EvalContext, max_clips: int, rank: int) -> np.ndar
     if path.exists():
         with np.load(path) as data:
             return data["bases"]
-    data_cfg = {**DEFAULTS["data"], **ctx.data_config}
-    if not data_cfg.get("corpora"):
+    data = ctx.data_config
+    if not data.corpora:
         raise SystemSkip("the model's config lists no training corpora (data.corpora); pass "
                          "--set data.corpora=[FOLDER] to learn the NMF speech bases")
-    cache = Path(data_cfg["cache"])
+    cache = Path(data.cache)
     if not cache.is_dir():     # never prepare a corpus in the caller's working folder
         cache = ctx.out_dir / "cache"
-    rows = prepared_rows(list(data_cfg["corpora"]), cache, data_cfg["detector"], progress=False)
-    train, _ = select_rows(rows, {"data": data_cfg})
+    rows = prepared_rows(list(data.corpora), cache, data.detector, progress=False)
+    train, _ = select_rows(rows, data)
     speakers = [n for n in ctx.models.component_names if n != UNIVERSAL]
     if speakers:
         train = [r for r in train if str(r["speaker"]) in speakers]

@@ -70,7 +70,8 @@ class EvalContext:
     :param device: torch device for the model-based systems.
     :param separation: :class:`~pyro_avss.inference.separation.SeparationSettings` for SVI.
     :param mcem: :class:`~pyro_avss.inference.mcem.MCEMSettings`.
-    :param data_config: the ``data`` config section used to find the model's training clips.
+    :param data_config: the ``data`` settings (:class:`~pyro_avss.settings.DataSettings`) used
+        to find the model's training clips.
     :param out_dir: where caches (NMF bases) go.
     """
 
@@ -78,7 +79,7 @@ class EvalContext:
     device: torch.device
     separation: object
     mcem: object
-    data_config: dict
+    data_config: object
     out_dir: Path
 
     @property

@@ -27,7 +27,7 @@ from ..models.noise import NMFNoise
 from ..models.switch import STAY_PARAM, joint_states, make_switch
 from .optim import DecayingAdam, frozen
 from .pyro_state import forked_rng, isolated_pyro_state
-from .separation_settings import SeparationSettings
+from ..settings.separation import SeparationSettings
 
 
 # ---------------------------------------------------------------------------------------------

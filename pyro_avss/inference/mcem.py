@@ -88,60 +88,11 @@ from ..audio import istft, stft
 from ..checkpoint import SpeechModels
 from ..errors import InputError, SeparationDiverged
 from ..models.generative import log_power_features
+from ..settings.mcem import MCEM_SWITCHES, MCEMSettings
 from .inputs import utterance_inputs
 from .separation import Separated, components_view
 
 EPS = float(np.finfo(np.float32).eps)
-
-#: the switch priors MCEM knows (``MCEMSettings.switch``): per frame, or one per utterance
-MCEM_SWITCHES = ("iid", "utterance")
-
-
-@dataclass
-class MCEMSettings:
-    """Settings of :func:`mcem_separate`; defaults are the published ones (prior-art §2.1).
-
-    :param noise_rank: NMF rank R.
-    :param em_iterations: EM iteration cap.
-    :param tol: stop when ``|cost_i - cost_{i-1}| / |cost_{i-1}| < tol``.
-    :param mh_steps: MH steps per E-step; ``burn_in`` of them are discarded.
-    :param proposal_var: variance of the random-walk proposal.
-    :param final_steps: MH steps of the final run; ``final_burn_in`` of them are discarded.
-    :param seed: seeds the NMF initialisation and the MH chains.
-    :param switch: ``"iid"`` (a component per frame, summed out frame by frame: the published
-        algorithm) or ``"utterance"`` (one component for the whole utterance, Gibbs-sampled with
-        the latent codes; the switch prior of our SVI's default). See the module docstring.
-    :param components: restrict the switch to these component indices (None = all K).
-    """
-
-    noise_rank: int = 8
-    em_iterations: int = 100
-    tol: float = 1e-5
-    mh_steps: int = 40
-    burn_in: int = 30
-    proposal_var: float = 0.01
-    final_steps: int = 100
-    final_burn_in: int = 75
-    seed: int = 0
-    switch: str = "iid"
-    components: tuple[int, ...] | None = None
-
-    def check(self) -> None:
-        """Raise ``InputError`` on an inconsistent setting."""
-        if not 0 <= self.burn_in < self.mh_steps:
-            raise InputError("mcem.burn_in", f"must be in [0, mh_steps={self.mh_steps}), got {self.burn_in}")
-        if not 0 <= self.final_burn_in < self.final_steps:
-            raise InputError("mcem.final_burn_in", f"must be in [0, final_steps={self.final_steps}), "
-                                                   f"got {self.final_burn_in}")
-        if self.noise_rank < 1 or self.em_iterations < 1 or not 0 < self.proposal_var < math.inf:
-            raise InputError("mcem", "noise_rank and em_iterations must be >= 1, proposal_var > 0")
-        if not 0 <= self.tol < math.inf:
-            raise InputError("mcem.tol", f"must be a number >= 0, got {self.tol}")
-        if not 0 <= self.seed < 2**32:
-            raise InputError("mcem.seed", f"must be in [0, 2**32 - 1], got {self.seed}")
-        if self.switch not in MCEM_SWITCHES:
-            raise InputError("mcem.switch", f"must be {' or '.join(MCEM_SWITCHES)}, got {self.switch!r}")
-
 
 @dataclass
 class MCEMSeparated(Separated):
@@ -328,7 +279,7 @@ def mcem_separate(models: SpeechModels, audio, track=None, settings: MCEMSetting
         the same on every frame with ``settings.switch="utterance"``) and ``steps`` = EM
         iterations run.
     """
-    settings.check()
+    settings.validate()
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1 or audio.size == 0:
         raise InputError("audio", f"expected a non-empty 1-D waveform, got shape {audio.shape}")

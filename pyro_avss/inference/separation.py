@@ -34,7 +34,7 @@ from ..audio import istft, stft
 from ..checkpoint import SpeechModels
 from .batch_fit import BatchFit, components_view, explain_fit, fit_batch, fitted_stay, posterior_masks
 from .inputs import aligned_lips
-from .separation_settings import SeparationSettings
+from ..settings.separation import SeparationSettings
 
 # the separation API in one place: the settings, the batch fit and the recordings around it
 __all__ = ["BatchFit", "Separated", "SeparationSettings", "chunk_bounds", "components_view", "explain_fit",

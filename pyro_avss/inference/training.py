@@ -35,10 +35,10 @@ from ..checkpoint import SpeechModels
 from ..errors import InputError, TrainingDiverged, first_line, writable_folder
 from ..models.generative import MAX_PLATE_NESTING, speech_guide, speech_model
 from ..models.switch import make_switch
+from ..settings import Settings
 from ..nets.lips import LipProjection, LipTemporalEncoder
 from ..nets.vae import DecoderBank, LatentDynamics, SpeechEncoder, VisualPrior
 from .pyro_state import isolated_pyro_state
-from .training_checks import check_config
 from .training_data import FrameSet, load_frames, select_rows
 
 LOG = logging.getLogger(__name__)
@@ -47,53 +47,53 @@ LOG = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------
 # building the model for each mode
 # ---------------------------------------------------------------------------------------------
-def build_models(cfg: dict, speakers: list[str], video_speakers: set[str],
+def build_models(settings: Settings, speakers: list[str], video_speakers: set[str],
                  train_rows: list[dict], stft_cfg: StftConfig) -> tuple[SpeechModels, list[str] | None]:
-    """Create the networks for ``cfg['train']['mode']``; returns the models and the label order
+    """Create the networks for ``train.mode``; returns the models and the label order
     (component index of each speaker, or None when labels are hidden)."""
     from ..video.track import LipTrack
 
-    tr, mc = cfg["train"], cfg["model"]
-    mode = tr["mode"]
-    use_video = bool(mc["use_video"]) and bool(video_speakers)
+    tr, mc = settings.train, settings.model
+    mode = tr.mode
+    use_video = bool(mc.use_video) and bool(video_speakers)
     F = stft_cfg.num_bins
-    gen = torch.Generator().manual_seed(tr["seed"])
+    gen = torch.Generator().manual_seed(tr.seed)
     if mode == "universal":
-        lc = cfg["lips"]
-        temporal = use_video and lc["front_end"] == "temporal"
-        lip_dim = (lc["embed_dim"] if temporal else lc["dim"]) if use_video else 0
-        projection = LipProjection(lc["dim"], lc["downsample"])
+        lc = settings.lips
+        temporal = use_video and lc.front_end == "temporal"
+        lip_dim = (lc.embed_dim if temporal else lc.dim) if use_video else 0
+        projection = LipProjection(lc.dim, lc.downsample)
         if use_video:
             tracks = [LipTrack.load(r["lips"]) for r in train_rows if r.get("lips")]
-            projection.fit([(t.rois, t.face_found) for t in tracks], seed=tr["seed"])
-        lip_encoder = LipTemporalEncoder(lc["dim"], lc["embed_dim"]) if temporal else None
-        prior = VisualPrior(lip_dim, mc["latent_dim"], mc["hidden"]) if use_video and mc["prior"] == "visual" else None
-        encoder = SpeechEncoder(F, mc["latent_dim"], mc["hidden"], lip_dim)
-        decoders = DecoderBank(1, F, mc["latent_dim"], mc["hidden"], lip_dim,
+            projection.fit([(t.rois, t.face_found) for t in tracks], seed=tr.seed)
+        lip_encoder = LipTemporalEncoder(lc.dim, lc.embed_dim) if temporal else None
+        prior = VisualPrior(lip_dim, mc.latent_dim, mc.hidden) if use_video and mc.prior == "visual" else None
+        encoder = SpeechEncoder(F, mc.latent_dim, mc.hidden, lip_dim)
+        decoders = DecoderBank(1, F, mc.latent_dim, mc.hidden, lip_dim,
                                uses_video=[use_video], names=["universal"])
-        dynamics = LatentDynamics(mc["latent_dim"]) if mc["memory"] == "markov" else None
+        dynamics = LatentDynamics(mc.latent_dim) if mc.memory == "markov" else None
         return SpeechModels(encoder, decoders, projection, stft_cfg, lip_encoder=lip_encoder,
                             prior=prior, dynamics=dynamics), None
-    base = SpeechModels.load(tr["init"])
+    base = SpeechModels.load(tr.init)
     if base.stft != stft_cfg:
-        raise InputError(tr["init"], f"STFT settings {base.stft} differ from the config's {stft_cfg}")
+        raise InputError(tr.init, f"STFT settings {base.stft} differ from the config's {stft_cfg}")
     template = base.decoders.component_state(0)
     d = base.decoders
     if mode == "speakers":
         parts = [dict(template, name=s, uses_video=bool(template["uses_video"] and s in video_speakers))
                  for s in speakers]
-        if tr["include_universal"]:
+        if tr.include_universal:
             parts.append(dict(template))
         labels = speakers
     else:
-        K = tr["num_components"] or len(speakers)
-        names = speakers if tr["labels"] == "observed" else [f"cluster{k}" for k in range(K)]
-        if tr["labels"] == "observed" and K != len(speakers):
+        K = tr.num_components or len(speakers)
+        names = speakers if tr.labels == "observed" else [f"cluster{k}" for k in range(K)]
+        if tr.labels == "observed" and K != len(speakers):
             raise InputError("train.num_components", f"{K} components for {len(speakers)} labelled speakers")
         parts = [dict(template, name=n) for n in names]
-        labels = speakers if tr["labels"] == "observed" else None
+        labels = speakers if tr.labels == "observed" else None
     decoders = DecoderBank.from_components(parts, d.num_bins, d.latent_dim, d.hidden, d.lip_dim,
-                                           perturb=tr["perturb"] if mode == "switching" else 0.0,
+                                           perturb=tr.perturb if mode == "switching" else 0.0,
                                            generator=gen)
     return SpeechModels(base.encoder, decoders, base.lips, stft_cfg, lip_encoder=base.lip_encoder,
                         prior=base.prior, dynamics=base.dynamics), labels
@@ -105,18 +105,18 @@ def build_models(cfg: dict, speakers: list[str], video_speakers: set[str],
 class Trainer:
     """Runs SVI epochs, early stopping, logging and resumable state for one output folder."""
 
-    def __init__(self, cfg: dict, models: SpeechModels, train: FrameSet, dev: FrameSet | None,
+    def __init__(self, settings: Settings, models: SpeechModels, train: FrameSet, dev: FrameSet | None,
                  out_dir: Path, device: torch.device, label_names: list[str] | None, progress=True):
-        self.cfg, self.tr = cfg, cfg["train"]
+        self.settings, self.tr = settings, settings.train
         self.models = models.to(device)
         self.train_set, self.dev_set = train, dev
         self.out_dir, self.device, self.progress = Path(out_dir), device, progress
         self.label_names = label_names
-        mode = self.tr["mode"]
+        mode = self.tr.mode
         K = models.decoders.num_components
-        self.switch = make_switch(self.tr["switch_prior"] if mode == "switching" else "iid", K, 1,
-                                  learn_prior=False, stay_prob=self.tr["stay_prob"],
-                                  enumerate=self.tr["switch_prior"] == "iid" and K > 1)
+        self.switch = make_switch(self.tr.switch_prior if mode == "switching" else "iid", K, 1,
+                                  learn_prior=False, stay_prob=self.tr.stay_prob,
+                                  enumerate=self.tr.switch_prior == "iid" and K > 1)
         self.elbo = (TraceEnum_ELBO(max_plate_nesting=MAX_PLATE_NESTING) if getattr(self.switch, "enumerate", False)
                      else Trace_ELBO(max_plate_nesting=MAX_PLATE_NESTING))
         self.train_encoder = mode == "universal"
@@ -128,13 +128,13 @@ class Trainer:
         for net in self.shared:
             net.requires_grad_(self.train_encoder)
             params += list(net.parameters()) if self.train_encoder else []
-        self.optim = torch.optim.Adam(params, lr=self.tr["lr"])
+        self.optim = torch.optim.Adam(params, lr=self.tr.lr)
         self.epoch, self.best, self.bad_epochs, self.log = 0, math.inf, 0, []
 
     # -- loss -------------------------------------------------------------------------------
     def beta(self, epoch: int) -> float:
-        w = self.tr["warmup_epochs"]
-        return 1.0 if w <= 0 else min(1.0, self.tr["beta_start"] + (1 - self.tr["beta_start"]) * epoch / w)
+        w = self.tr.warmup_epochs
+        return 1.0 if w <= 0 else min(1.0, self.tr.beta_start + (1 - self.tr.beta_start) * epoch / w)
 
     def loss(self, batch: dict, beta: float, differentiable: bool = True):
         """Negative ELBO per valid frame (a tensor to back-propagate, or a float)."""
@@ -161,7 +161,7 @@ class Trainer:
         """Mean negative ELBO per frame (β = 1) on the dev set, with fixed randomness."""
         if self.dev_set is None:
             return math.nan
-        L = self.tr["segment_frames"]
+        L = self.tr.segment_frames
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(12345)
             segs = self.dev_set.segments(L, torch.Generator().manual_seed(0))
@@ -205,8 +205,8 @@ class Trainer:
         path.with_suffix(".tmp").replace(path)
 
     def save_model(self, dev_loss: float) -> None:
-        self.models.config = self.cfg
-        self.models.info = {"mode": self.tr["mode"], "epoch": self.epoch, "dev_loss": dev_loss,
+        self.models.config = self.settings.to_config()
+        self.models.info = {"mode": self.tr.mode, "epoch": self.epoch, "dev_loss": dev_loss,
                             "train_frames": self.train_set.num_frames,
                             "label_names": self.label_names or []}
         self.models.save(self.out_dir / "model.pt")
@@ -215,14 +215,14 @@ class Trainer:
     def run(self, max_epochs: int | None = None) -> list[dict]:
         from tqdm import tqdm
 
-        L, B = self.tr["segment_frames"], self.tr["batch_size"]
-        last_epoch = self.tr["epochs"] if max_epochs is None else min(self.tr["epochs"], max_epochs)
-        while self.epoch < last_epoch and self.bad_epochs < self.tr["patience"]:
-            gen = torch.Generator().manual_seed(self.tr["seed"] * 100003 + self.epoch)
+        L, B = self.tr.segment_frames, self.tr.batch_size
+        last_epoch = self.tr.epochs if max_epochs is None else min(self.tr.epochs, max_epochs)
+        while self.epoch < last_epoch and self.bad_epochs < self.tr.patience:
+            gen = torch.Generator().manual_seed(self.tr.seed * 100003 + self.epoch)
             segs = self.train_set.segments(L, gen)
             steps = math.ceil(len(segs) / B)
-            if self.tr["max_steps_per_epoch"]:
-                steps = min(steps, self.tr["max_steps_per_epoch"])
+            if self.tr.max_steps_per_epoch:
+                steps = min(steps, self.tr.max_steps_per_epoch)
             beta = self.beta(self.epoch)
             for net in self.shared:
                 net.train(self.train_encoder)
@@ -230,7 +230,7 @@ class Trainer:
             bar = tqdm(range(steps), desc=f"epoch {self.epoch + 1}/{last_epoch}", leave=False,
                        disable=not self.progress)
             for i in bar:
-                batch = self.train_set.batch(segs[i * B:(i + 1) * B], L, self.tr["lip_dropout"], gen,
+                batch = self.train_set.batch(segs[i * B:(i + 1) * B], L, self.tr.lip_dropout, gen,
                                              context=self.lip_context)
                 loss = self.loss(batch, beta)
                 if not torch.isfinite(loss):
@@ -290,14 +290,15 @@ BEFORE_TRAINING = ("config.yaml", "skipped.csv")   # what fit writes before its 
                                                    # folder holding only these may start again
 
 
-def fit(cfg: dict, out_dir: str | Path, *, device: str = "auto", resume: bool = False,
+def fit(cfg: dict | Settings, out_dir: str | Path, *, device: str = "auto", resume: bool = False,
         progress: bool = True, rows: list[dict] | None = None) -> SpeechModels:
-    """Train a model as configured; see the module docstring. Returns the best model.
+    """Train a model as configured (a config dict or :class:`~pyro_avss.settings.Settings`);
+    see the module docstring. Returns the best model.
 
     ``rows`` (prepared-manifest rows) may be given directly; otherwise the corpora in
-    ``cfg['data']['corpora']`` are prepared (or found in the cache) first.
+    ``data.corpora`` are prepared (or found in the cache) first.
     """
-    check_config(cfg)
+    settings = cfg if isinstance(cfg, Settings) else Settings.from_config(cfg)   # checked now
     out_dir = writable_folder(out_dir)
     started = out_dir.exists() and any(p.name not in BEFORE_TRAINING for p in out_dir.iterdir())
     if started and not resume:
@@ -307,27 +308,27 @@ def fit(cfg: dict, out_dir: str | Path, *, device: str = "auto", resume: bool = 
         raise InputError(out_dir / "state.pt", "nothing to resume (no training step was saved: "
                                                "run again without --resume)")
     dev = resolve_device(device)
-    with isolated_pyro_state(cfg["train"]["seed"], dev):     # the caller's random streams kept
-        return _train(cfg, out_dir, dev, resume, progress, rows)
+    with isolated_pyro_state(settings.train.seed, dev):     # the caller's random streams kept
+        return _train(settings, out_dir, dev, resume, progress, rows)
 
 
-def _train(cfg: dict, out_dir: Path, dev: torch.device, resume: bool, progress: bool,
+def _train(settings: Settings, out_dir: Path, dev: torch.device, resume: bool, progress: bool,
            rows: list[dict] | None) -> SpeechModels:
     """:func:`fit` after its checks, with every random stream seeded by ``train.seed``."""
     from ..config import dump_config
     from ..data.prepared import prepared_rows
     from ..plots import learning_curve
 
-    stft_cfg = StftConfig(**cfg["stft"])
+    data = settings.data
+    stft_cfg = StftConfig(**settings.stft.to_config())
     if rows is None:
-        rows = prepared_rows(cfg["data"]["corpora"], cfg["data"]["cache"], cfg["data"]["detector"],
-                             progress=progress)
-    train_rows, dev_rows = select_rows(rows, cfg)
+        rows = prepared_rows(data.corpora, data.cache, data.detector, progress=progress)
+    train_rows, dev_rows = select_rows(rows, data)
     if not train_rows:
-        raise InputError("data", f"no clips in split {cfg['data']['train_split']!r}")
+        raise InputError("data", f"no clips in split {data.train_split!r}")
     speakers = sorted({r["speaker"] for r in train_rows})
     video_speakers = {r["speaker"] for r in train_rows if r.get("lips")}
-    models, label_names = build_models(cfg, speakers, video_speakers, train_rows, stft_cfg)
+    models, label_names = build_models(settings, speakers, video_speakers, train_rows, stft_cfg)
     label_of = {s: i for i, s in enumerate(label_names)} if label_names else None
     use_video = models.uses_video
     skipped: list = []
@@ -339,8 +340,8 @@ def _train(cfg: dict, out_dir: Path, dev: torch.device, resume: bool, progress: 
             csv.writer(f).writerows([("id", "reason"), *skipped])
         for clip, reason in skipped:
             LOG.warning(f"notice: skipped {clip}: {reason}")
-    dump_config(cfg, out_dir / "config.yaml")
-    trainer = Trainer(cfg, models, train_set, dev_set, out_dir, dev, label_names, progress)
+    dump_config(settings.to_config(), out_dir / "config.yaml")
+    trainer = Trainer(settings, models, train_set, dev_set, out_dir, dev, label_names, progress)
     if resume:
         try:
             trainer.restore(torch.load(out_dir / "state.pt", map_location=dev, weights_only=True))
@@ -350,7 +351,7 @@ def _train(cfg: dict, out_dir: Path, dev: torch.device, resume: bool, progress: 
                                                    "new --out") from None
     log = trainer.run()
     models = SpeechModels.load(out_dir / "model.pt")
-    if cfg["model"].get("audio_only_twins") and models.uses_video:
+    if settings.model.audio_only_twins and models.uses_video:
         models.decoders = models.decoders.with_audio_only_twins()
         models.save(out_dir / "model.pt")
     if log:                 # the saved model's epoch marked, the KL warm-up shaded

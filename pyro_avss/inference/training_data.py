@@ -14,6 +14,7 @@ import torch
 from ..audio import StftConfig
 from ..errors import InputError
 from ..nets.lips import LipProjection
+from ..settings.training import DataSettings
 from .inputs import row_inputs
 
 
@@ -116,15 +117,14 @@ def load_frames(rows: list[dict], projection: LipProjection, stft_cfg: StftConfi
                     starts, lengths, clip_ids, speakers)
 
 
-def select_rows(rows: list[dict], cfg: dict) -> tuple[list[dict], list[dict]]:
-    """Train and dev rows after the speaker filter and the per-speaker cap."""
-    d = cfg["data"]
-    if d["speakers"]:
-        wanted = {str(s) for s in d["speakers"]}
+def select_rows(rows: list[dict], data: DataSettings) -> tuple[list[dict], list[dict]]:
+    """Train and dev rows after the speaker filter and the per-speaker cap of ``data``."""
+    if data.speakers:
+        wanted = {str(s) for s in data.speakers}
         rows = [r for r in rows if str(r["speaker"]) in wanted]
-    train = [r for r in rows if r.get("split") == d["train_split"]]
-    dev = [r for r in rows if r.get("split") == d["dev_split"]]
-    cap = d["max_clips_per_speaker"]
+    train = [r for r in rows if r.get("split") == data.train_split]
+    dev = [r for r in rows if r.get("split") == data.dev_split]
+    cap = data.max_clips_per_speaker
     if cap:
         def capped(rs, n):
             seen: dict[str, int] = {}

@@ -63,6 +63,7 @@ import torch
 from pyro import poutine
 from pyro.distributions import constraints
 
+from ..settings.separation import GAINS, GUIDE_INITS, GUIDES
 from .likelihood import frame_log_likelihood, joint_log_variance, mixture_log_likelihood
 from .markov import GaussMarkovChain
 from .noise import NMFNoise
@@ -70,9 +71,6 @@ from .protocols import DecoderBankLike, LatentCorrelation, LatentPrior, NoiseMod
 from .switch import EXCLUDED, SwitchPrior, state_log_mask
 
 MAX_PLATE_NESTING = 2
-GUIDE_INITS = ("encoder", "prior", "product")
-GUIDES = ("meanfield", "markov")
-GAINS = ("frame", "utterance", "faceless")
 
 
 def log_power_features(power: torch.Tensor) -> torch.Tensor:

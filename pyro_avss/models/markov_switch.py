@@ -16,12 +16,11 @@ from pyro import poutine
 from pyro.distributions.hmm import _sequential_logmatmulexp
 from pyro.ops.indexing import Vindex
 
+from ..settings.training import DEFAULT_STAY    # re-exported: the Markov switch's default stay
 from .likelihood import ObservedPower
 from .switch_prior import (ENUM, SwitchPrior, joint_states, source_log_mask, state_log_mask,
                            zero_padded_frames)
 
-#: stay probability of the Markov switch when none is given (about 0.8 s at a 16 ms hop)
-DEFAULT_STAY = 0.98
 
 #: name of the learnt stay logit ``(B, J)`` in Pyro's param store
 STAY_PARAM = "switch_stay_logit"

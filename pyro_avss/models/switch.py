@@ -50,6 +50,7 @@ import torch
 from pyro import poutine
 from pyro.ops.indexing import Vindex
 
+from ..settings.separation import SWITCH_PRIORS    # the names make_switch builds
 from .likelihood import ObservedPower
 from .markov_switch import (DEFAULT_STAY, STAY_PARAM, MarkovSwitch, ShiftedDiscreteHMM,
                             stay_from_seconds)
@@ -148,9 +149,6 @@ class UtteranceSwitch(SwitchPrior):
         """The utterance posterior ``(..., B, S)`` repeated on every frame: ``(..., B, T, S)``."""
         post = torch.softmax(self.utterance_logits(loglik, mask, pi), -1)
         return post[..., None, :].expand_as(loglik)
-
-
-SWITCH_PRIORS = ("iid", "markov", "utterance")      # the names make_switch builds
 
 
 def make_switch(prior: str, num_components: int, num_sources: int = 1, *, learn_prior=True,

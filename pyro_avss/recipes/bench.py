@@ -196,15 +196,14 @@ def measure(cfg: BenchConfig) -> dict:
     """Run one configuration in this process and return its CSV row."""
     import torch
 
-    from pyro_avss.config import load_config
-    from pyro_avss.inference.separation import SeparationSettings, separate_recordings
+    from pyro_avss.config import load_settings
+    from pyro_avss.inference.separation import separate_recordings
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     models = make_models(cfg).to(device)
-    section = load_config(None, ["separate.tol=0.0", *cfg.overrides])["separate"]
-    settings = SeparationSettings.from_config(section)
+    settings = load_settings(None, ["separate.tol=0.0", *cfg.overrides]).separate
     mixtures, audio = make_mixtures(cfg, models.stft.sample_rate)
     jobs = [(m, make_tracks(cfg, cfg.length_s)) for m in mixtures]
     warm = [(mixtures[0][:models.stft.sample_rate], make_tracks(cfg, 1.0))]

@@ -33,7 +33,6 @@ def demo_sizes(small: bool) -> dict:
 def run_demo(workdir: str | Path, *, small: bool = False, force: bool = False,
              device: str = "auto", progress: bool = True, echo=print) -> dict:
     """Run every step into ``workdir``; returns paths and the evaluation summary."""
-    from pyro_avss.config import load_config
     from pyro_avss.data.corpora import scan_corpus
     from pyro_avss.data.prepare import prepare_corpus, read_prepared_manifest
     from pyro_avss.evaluation.harness import evaluate
@@ -74,7 +73,7 @@ def run_demo(workdir: str | Path, *, small: bool = False, force: bool = False,
     manifest, two = _write_mixtures([c for c in clips if c.split == "dev"], corpus.noises, sizes, workdir)
 
     step(5, "separate: a two-speaker mixture with both videos")
-    settings = SeparationSettings.from_config(load_config()["separate"], steps=sizes["steps"])
+    settings = SeparationSettings(steps=sizes["steps"])
     job = SeparationJob(workdir / "example_mixture" / two.id / "mixture.wav",
                         [s.video for s in two.sources], two.id)
     outcome = run_jobs(models, [job], workdir / "separated", settings, device=resolve_device(device),
