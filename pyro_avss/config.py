@@ -137,7 +137,6 @@ def set_key(cfg: dict, dotted: str, value: Any, source: str = "--set") -> None:
     if isinstance(old, dict):
         raise ConfigError(f"{source}: {dotted!r} is a section, set one of its keys "
                           f"({', '.join(old)})")
-    _get(DEFAULTS, path, source)
     type_name, optional = kind(SECTIONS[path[0]].field(path[1], source))
     cfg[path[0]][path[1]] = _coerce(value, type_name, optional, dotted, source)
 

@@ -151,7 +151,8 @@ def test_separation_leaves_the_networks_untouched():
                                          ({"lr_decay": 0.0}, "separate.lr_decay"),
                                          ({"lr": -0.1}, "separate.lr"),
                                          ({"noise_updates": "em"}, "separate.noise_updates"),
-                                         ({"steps": 0}, "separate")])
+                                         ({"steps": 0}, "separate.steps"),
+                                         ({"num_samples": 0}, "separate.num_samples")])
 def test_bad_separation_settings_name_their_key(change, key):
     with pytest.raises(InputError) as err:
         SeparationSettings(**change)
