@@ -124,6 +124,14 @@ def test_separate_refuses_a_bad_choice_before_reading_the_model(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_evaluate_refuses_a_bad_choice_before_reading_anything(tmp_path):
+    result = CliRunner().invoke(main, ["evaluate", "--systems", "mcem", "--mixtures", str(tmp_path / "none.csv"),
+                                       "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path / "out"),
+                                       "--set", "mcem.switch=bogus"])
+    assert result.exit_code == 2 and result.stderr == "error: mcem.switch: must be iid or utterance, got 'bogus'\n"
+    assert not (tmp_path / "out").exists()
+
+
 def test_fit_refuses_a_bad_range_before_any_folder(tmp_path):
     result = CliRunner().invoke(main, ["fit", "--out", str(tmp_path / "out"), "--set", "train.lip_dropout=2"])
     assert result.exit_code == 2 and result.stderr == "error: train.lip_dropout: must be in [0, 1], got 2.0\n"

@@ -97,6 +97,7 @@ def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path
     names = parse_system_names(systems)
     if limit is not None and limit < 1:
         raise InputError("--limit", f"must be >= 1, got {limit}")
+    settings_from_overrides(overrides, {})    # every value checked before any file is read
     specs = read_mixture_manifest(manifest)[:limit]
     if not specs:
         raise InputError(manifest, "no mixtures in the manifest")
