@@ -343,7 +343,9 @@ def _train(cfg: dict, out_dir: Path, dev: torch.device, resume: bool, progress: 
     trainer = Trainer(cfg, models, train_set, dev_set, out_dir, dev, label_names, progress)
     if resume:
         try:
-            trainer.restore(torch.load(out_dir / "state.pt", map_location=dev, weights_only=True))
+            # on the CPU: the random states must be CPU tensors, and load_state_dict puts the
+            # weights and the optimiser state on the model's device (a run may resume on another)
+            trainer.restore(torch.load(out_dir / "state.pt", map_location="cpu", weights_only=True))
         except Exception as exc:                     # noqa: BLE001 - any corruption, one line
             raise InputError(out_dir / "state.pt", f"cannot resume from this training state "
                                                    f"({first_line(exc)[:160]}); start again in a "
