@@ -158,17 +158,23 @@ def prepare(corpus, out, detector, workers, roi_size):
 @click.option("--seed", type=int, default=None, help="random seed (train.seed)")
 @click.option("--resume", is_flag=True, help="continue an interrupted run in --out")
 @threads_option
+@ranked
 def fit(config_path, overrides, out, device, seed, resume, threads):
-    """Train a speech model (universal, speaker decoders or switching VAE) as configured."""
+    """Train a speech model (universal, speaker decoders or switching VAE) as configured; with
+    --nproc N (or under torchrun) N processes share every mini-batch (data parallel, gloo)."""
     from pyro_avss.api import fit as run_fit
+    from pyro_avss.inference.distributed import Ranks, process_group, rank_threads
 
-    set_threads(threads)
     try:
-        models = run_fit(config_path, out, list(overrides), device, resume=resume, seed=seed)
+        ranks = Ranks.from_env()
+        set_threads(rank_threads(threads, ranks))
+        with process_group(ranks):
+            models = run_fit(config_path, out, list(overrides), device, resume=resume, seed=seed)
     except FAILURES as exc:
         fail(exc)
-    click.echo(f"model: {Path(out) / 'model.pt'} ({models.decoders.num_components} components: "
-               f"{', '.join(models.component_names)})")
+    if ranks.main:
+        click.echo(f"model: {Path(out) / 'model.pt'} ({models.decoders.num_components} components: "
+                   f"{', '.join(models.component_names)})")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -90,3 +90,62 @@ def test_one_rank_of_a_batch_separates_only_its_batches(tmp_path, monkeypatch):
                        progress=False, figure=False, ranks=Ranks(1, 2, 1))
     assert outcome.done == ["m2", "m3"] and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m2", "m3"]
     assert np.isfinite(sf.read(tmp_path / "out" / "m2" / "source1.wav")[0]).all()
+
+
+FIT = ["model.use_video=false", "model.hidden=16", "model.latent_dim=4", "train.batch_size=8",
+       "train.segment_frames=16", "train.warmup_epochs=1", "train.epochs=3", "train.lr=3e-3"]
+
+
+def _fit_rank(rank: int, world: int, port: int, folder: str, rows: list, extra: list) -> None:
+    """One rank of a data-parallel fit (a spawned process)."""
+    import torch.distributed as dist
+
+    from pyro_avss.config import load_config
+    from pyro_avss.inference.training import fit
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        fit(load_config(None, FIT + extra), Path(folder), rows=rows, progress=False, device="cpu")
+        if extra:      # then resumed for one more epoch
+            fit(load_config(None, FIT + ["train.epochs=4"]), Path(folder), rows=rows, progress=False,
+                device="cpu", resume=True)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_train_the_one_process_model(tmp_path):
+    """Data-parallel fit on two CPU processes with the global batch of one: the same losses per
+    epoch (train and dev, hence the same early stopping) and the same weights, up to float sums;
+    rank 0 alone writes; --resume continues it."""
+    import csv
+
+    import torch.multiprocessing as mp
+
+    from pyro_avss.checkpoint import SpeechModels
+    from pyro_avss.config import load_config
+    from pyro_avss.inference.distributed import free_port
+    from pyro_avss.inference.training import fit
+
+    from test_training import synthetic_rows
+
+    rows = synthetic_rows(tmp_path, per_speaker=4, seconds=0.7)
+    fit(load_config(None, FIT), tmp_path / "one", rows=rows, progress=False, device="cpu")
+    fit(load_config(None, FIT + ["train.epochs=4"]), tmp_path / "one", rows=rows, progress=False,
+        device="cpu", resume=True)
+    mp.spawn(_fit_rank, args=(2, free_port(), str(tmp_path / "two"), rows, ["train.epochs=3"]), nprocs=2)
+    logs = {}
+    for run in ("one", "two"):
+        with open(tmp_path / run / "log.csv", newline="") as fh:
+            logs[run] = [{k: float(r[k]) for k in ("train_loss", "dev_loss")} for r in csv.DictReader(fh)]
+    assert len(logs["one"]) == len(logs["two"]) == 4
+    for a, b in zip(logs["one"], logs["two"]):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["dev_loss"] == pytest.approx(a["dev_loss"], rel=1e-4)
+    one, two = (SpeechModels.load(tmp_path / run / "model.pt") for run in ("one", "two"))
+    for (name, a), b in zip(one.decoders.state_dict().items(), two.decoders.state_dict().values()):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4, msg=name)
+    for a, b in zip(one.encoder.state_dict().values(), two.encoder.state_dict().values()):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
