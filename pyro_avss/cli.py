@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from pyro_avss.errors import PyroAvssError
+from pyro_avss.inference.distributed import ranked
 from pyro_avss.log import log_to_console
 
 DETECTORS = ["auto", "mediapipe", "haar", "roi"]
@@ -69,6 +70,9 @@ RECIPE_COMMANDS = ("bench", "compare-mcem", "demo", "results")
 by ``--help``): the library's own commands never load a recipe."""
 
 
+ARGV: list[str] = []              # the command's arguments, which --nproc starts N times
+
+
 class _OneLineErrors(click.Group):
     """The command group, with click's own refusals (an unknown option, a value outside its
     choices) said in one ``error:`` line, status 2, like every other refusal of the commands,
@@ -86,6 +90,7 @@ class _OneLineErrors(click.Group):
         return super().get_command(ctx, name)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        ARGV[:] = sys.argv[1:] if args is None else list(args)
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
@@ -153,17 +158,23 @@ def prepare(corpus, out, detector, workers, roi_size):
 @click.option("--seed", type=int, default=None, help="random seed (train.seed)")
 @click.option("--resume", is_flag=True, help="continue an interrupted run in --out")
 @threads_option
+@ranked
 def fit(config_path, overrides, out, device, seed, resume, threads):
-    """Train a speech model (universal, speaker decoders or switching VAE) as configured."""
+    """Train a speech model (universal, speaker decoders or switching VAE) as configured; with
+    --nproc N (or under torchrun) N processes share every mini-batch (data parallel, gloo)."""
     from pyro_avss.api import fit as run_fit
+    from pyro_avss.inference.distributed import Ranks, process_group, rank_threads
 
-    set_threads(threads)
     try:
-        models = run_fit(config_path, out, list(overrides), device, resume=resume, seed=seed)
+        ranks = Ranks.from_env()
+        set_threads(rank_threads(threads, ranks))
+        with process_group(ranks):
+            models = run_fit(config_path, out, list(overrides), device, resume=resume, seed=seed)
     except FAILURES as exc:
         fail(exc)
-    click.echo(f"model: {Path(out) / 'model.pt'} ({models.decoders.num_components} components: "
-               f"{', '.join(models.component_names)})")
+    if ranks.main:
+        click.echo(f"model: {Path(out) / 'model.pt'} ({models.decoders.num_components} components: "
+                   f"{', '.join(models.component_names)})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -190,6 +201,7 @@ def fit(config_path, overrides, out, device, seed, resume, threads):
               help="also write OUT/report.html, a listening page with players and figures of every input")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @threads_option
+@ranked
 def separate(model, inputs, videos, sources, out, overrides, device, resample, force, skip_existing,
              detector, figure, report, quiet, threads):
     """Separate each mixture into source1..J.wav, noise.wav, switch_posterior.csv and, unless
@@ -197,16 +209,20 @@ def separate(model, inputs, videos, sources, out, overrides, device, resample, f
     inputs).
 
     With several inputs each gets its folder OUT/<id or file stem>, written as soon as it is
-    done; a failed input is reported on one line and the others go on (exit status 1)."""
+    done; a failed input is reported on one line and the others go on (exit status 1). With
+    --nproc N (or under torchrun) N processes share the batches: the outputs are those of one
+    process."""
     from pyro_avss.api import MAX_SOURCES, Separator, separation_settings
     from pyro_avss.checkpoint import SpeechModels
+    from pyro_avss.inference.distributed import Ranks, process_group, rank_device, rank_threads
     from pyro_avss.inference.run_separate import jobs_from_inputs, run_jobs
 
-    set_threads(threads)
     try:
         # `--set` here has always accepted any known key (only separate.* ones matter); every
         # value is checked before the model is even read
         settings = separation_settings(overrides, strict=False, source="--set")
+        ranks = Ranks.from_env()
+        set_threads(rank_threads(threads, ranks))
         models = SpeechModels.load(model)
         sep = Separator(models, settings, device, detector)
         if not 1 <= (len(videos) or sources) <= MAX_SOURCES:
@@ -214,16 +230,21 @@ def separate(model, inputs, videos, sources, out, overrides, device, resample, f
         jobs, problems = jobs_from_inputs(list(inputs), list(videos), sources)
     except FAILURES as exc:
         fail(exc)
-    for where, why in problems:
+    for where, why in problems if ranks.main else ():
         click.echo(f"error: {where}: {why}", err=True)
     try:
-        outcome = run_jobs(models, jobs, Path(out), sep.settings, device=sep.device,
-                           resample=resample, force=force, skip_existing=skip_existing,
-                           detector=sep.detector, progress=not quiet,
-                           echo=lambda line: click.echo(line, err=True), figure=figure, report=report)
+        with process_group(ranks):
+            outcome = run_jobs(models, jobs, Path(out), sep.settings,
+                               device=rank_device(sep.device, ranks), resample=resample, force=force,
+                               skip_existing=skip_existing, detector=sep.detector,
+                               progress=not quiet and ranks.main,
+                               echo=lambda line: click.echo(line, err=True), figure=figure,
+                               report=report, ranks=ranks)
     except FAILURES as exc:
         fail(exc)
     total = len(jobs) + len(problems)
+    if not ranks.main:
+        sys.exit(1 if outcome.failures or problems else 0)
     click.echo(f"separated {len(outcome.done)} of {total} input(s) into {out}"
                + (f" ({len(outcome.skipped)} kept from an earlier run)" if outcome.skipped else "")
                + (f"; {len(outcome.failures) + len(problems)} failed" if outcome.failures or problems else ""))

@@ -12,7 +12,8 @@ Batches never lose a finished result and never write outside ``OUT``:
 
 * names come from manifest ids or file stems and must be one plain folder name (no separator,
   no ``..``, no control character); duplicated names are refused before any work starts;
-* inputs are read and separated ``batch_size`` recordings at a time, and each recording's
+* inputs are read and separated ``batch_size`` recordings at a time (batches cut in the order
+  of the inputs; several processes, ``ranks``, share them out whole), and each recording's
   outputs are written as soon as its group is done: into a hidden temporary folder, which is
   then renamed to ``OUT/<name>`` (all files of a recording or none; a stale ``noise.wav`` never
   sits next to a new ``source1.wav``);
@@ -33,6 +34,7 @@ from pathlib import Path
 from ..audio import load_audio
 from ..checkpoint import SpeechModels
 from ..errors import InputError, one_line, writable_folder
+from .distributed import Ranks, gather
 from .separation import SeparationSettings, separate_recordings
 from .separation_jobs import SeparationJob, _SharedDetector, jobs_from_inputs, load_track, safe_name
 from .separation_outputs import (NOTICES, _existing_outputs, _is_complete, output_names, write_atomically,
@@ -70,12 +72,15 @@ def _separate_group(models, group, settings, device):
 def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
              settings: SeparationSettings, *, device, resample: bool, force: bool,
              detector: str, skip_existing: bool = False, progress: bool = True,
-             echo=print, figure: bool = True, report: bool = False) -> BatchOutcome:
+             echo=print, figure: bool = True, report: bool = False,
+             ranks: Ranks | None = None) -> BatchOutcome:
     """Separate ``jobs`` ``settings.batch_size`` recordings at a time, writing each result as
     soon as its group is done (see the module docstring); ``echo`` receives one line per
     failure or notice. ``figure=False``: no ``separation.png`` (and matplotlib is never
     imported; the figure of a short clip takes longer than its separation). ``report``
     (off by default): write ``OUT/report.html`` over the recordings written or kept.
+    ``ranks``: this process's share of the batches when several share them (:mod:`.distributed`;
+    the returned outcome is then every rank's, and rank 0 writes the report).
 
     What costs time once per process (imports, the face detector) is paid once for the whole
     batch: one detector serves every video."""
@@ -84,6 +89,7 @@ def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
     if force and skip_existing:
         raise InputError("--force/--skip-existing", "choose one: replace or keep existing outputs")
     writable_folder(out_dir)
+    ranks = ranks or Ranks()
     outcome = BatchOutcome()
     own_folder = len(jobs) > 1 or any(j.listed for j in jobs)
     sr = models.stft.sample_rate
@@ -94,22 +100,14 @@ def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
         echo(f"error: {job.mixture}: {message}" if not message.startswith(str(job.mixture))
              else f"error: {message}")
 
-    pending = []
-    for job in jobs:
-        target = out_dir / job.name if own_folder else out_dir
-        if _existing_outputs(target, own_folder):
-            if skip_existing and _is_complete(target, len(job.videos), figure):
-                outcome.skipped.append(job.name)
-                continue
-            if not force and not skip_existing:
-                fail(job, f"{target}: outputs exist (use --force to replace them or "
-                          "--skip-existing to keep them)")
-                continue
-        pending.append((job, target))
-    bar = tqdm(total=len(pending), desc="separating", disable=not progress or len(pending) < 2)
+    batches = _my_batches(jobs, ranks, settings.batch_size, lambda job: out_dir / job.name
+                          if own_folder else out_dir)
+    pending = _to_do(batches, own_folder, skip_existing, force, figure, outcome, fail)
+    bar = tqdm(total=sum(map(len, pending)), desc="separating",
+               disable=not progress or sum(map(len, pending)) < 2)
     try:
-        for first in range(0, len(pending), settings.batch_size):
-            batch, group = pending[first:first + settings.batch_size], []
+        for batch in pending:
+            group = []
             for job, target in batch:
                 try:
                     with warnings.catch_warnings(record=True) as caught:
@@ -142,9 +140,42 @@ def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
     finally:
         shared.close()
         bar.close()
-    if report:
+    if ranks.world > 1:                 # every rank learns what all did; rank 0 reports it
+        outcome = BatchOutcome(*([x for o in gather(outcome, ranks) for x in getattr(o, name)]
+                                 for name in ("done", "skipped", "failures")))
+    if report and ranks.main:
         _report(out_dir, jobs, outcome, own_folder)
     return outcome
+
+
+def _to_do(batches: list[list], own_folder: bool, skip_existing: bool, force: bool, figure: bool,
+           outcome: BatchOutcome, fail) -> list[list]:
+    """The batches less the recordings whose outputs exist: kept (``skip_existing``, when
+    complete: counted in ``outcome.skipped``), replaced (``force``) or failed."""
+    pending = []
+    for batch in batches:
+        keep = []
+        for job, target in batch:
+            if _existing_outputs(target, own_folder):
+                if skip_existing and _is_complete(target, len(job.videos), figure):
+                    outcome.skipped.append(job.name)
+                    continue
+                if not force and not skip_existing:
+                    fail(job, f"{target}: outputs exist (use --force to replace them or "
+                              "--skip-existing to keep them)")
+                    continue
+            keep.append((job, target))
+        pending += [keep] if keep else []
+    return pending
+
+
+def _my_batches(jobs: list[SeparationJob], ranks: Ranks, size: int, target) -> list[list]:
+    """This rank's batches of ``(job, output folder)``: batches of ``size`` inputs are cut in the
+    order of the inputs, before any is skipped (whatever already exists), and shared out whole
+    between the ranks; a recording's batch mates, hence its result, never depend on the number
+    of processes nor on what earlier runs left."""
+    batches = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+    return [[(job, target(job)) for job in batch] for batch in ranks.shard(batches)]
 
 
 def _report(out_dir: Path, jobs: list[SeparationJob], outcome: BatchOutcome, own_folder: bool) -> None:

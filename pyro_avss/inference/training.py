@@ -38,6 +38,8 @@ from ..models.switch import make_switch
 from ..settings import Settings
 from ..nets.lips import LipProjection, LipTemporalEncoder
 from ..nets.vae import DecoderBank, LatentDynamics, SpeechEncoder, VisualPrior
+from .distributed import rank_device
+from .distributed_training import GlobalNoise, barrier, current_ranks, my_rows, sum_gradients, sum_over_ranks
 from .pyro_state import isolated_pyro_state
 from .training_data import FrameSet, load_frames, select_rows
 
@@ -112,6 +114,7 @@ class Trainer:
         self.train_set, self.dev_set = train, dev
         self.out_dir, self.device, self.progress = Path(out_dir), device, progress
         self.label_names = label_names
+        self.ranks = current_ranks()           # data-parallel ranks (:mod:`.distributed_training`)
         mode = self.tr.mode
         K = models.decoders.num_components
         self.switch = make_switch(self.tr.switch_prior if mode == "switching" else "iid", K, 1,
@@ -139,7 +142,11 @@ class Trainer:
     def loss(self, batch: dict, beta: float, differentiable: bool = True):
         """Negative ELBO per valid frame (a tensor to back-propagate, or a float)."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        frames = batch["mask"].sum().clamp_min(1)
+        frames, rows = batch["mask"].sum().clamp_min(1), batch["mask"].shape[0]
+        if self.ranks.world > 1:              # this rank's rows of the global batch
+            batch = my_rows(batch, self.ranks)
+            if not batch["mask"].shape[0]:
+                return sum(p.sum() for g in self.optim.param_groups for p in g["params"]) * 0.0
         m = self.models
         c = self.lip_context
         if m.lip_encoder is not None:
@@ -147,9 +154,10 @@ class Trainer:
         if c:
             batch["lips"], batch["present"] = batch["lips"][:, c:-c], batch["present"][:, c:-c]
         objective = self.elbo.differentiable_loss if differentiable else self.elbo.loss
+        guide = lambda b: speech_guide(b, m.encoder, None, beta)  # noqa: E731
         return objective(
             lambda b: speech_model(b, m.decoders, self.switch, beta, m.prior, m.dynamics),
-            lambda b: speech_guide(b, m.encoder, None, beta), batch) / frames
+            GlobalNoise(rows, self.ranks)(guide) if self.ranks.world > 1 else guide, batch) / frames
 
     @property
     def lip_context(self) -> int:
@@ -171,7 +179,7 @@ class Trainer:
                 n = int(batch["mask"].sum())
                 total += float(self.loss(batch, 1.0, differentiable=False)) * n
                 frames += n
-        return total / max(frames, 1)
+        return sum_over_ranks(total, self.ranks) / max(frames, 1)
 
     # -- state ------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -199,12 +207,17 @@ class Trainer:
                              state["rng_numpy"]["pos"], 0, 0.0))
         random.setstate((3, tuple(state["rng_python"]), state["rng_python_pos"]))
 
-    def save_state(self) -> None:
+    def save_state(self) -> None:                   # state.pt and log.csv, by rank 0
+        if not self.ranks.main:
+            return
         path = self.out_dir / "state.pt"
         torch.save(self.state(), path.with_suffix(".tmp"))
         path.with_suffix(".tmp").replace(path)
+        write_log(self.log, self.out_dir / "log.csv")
 
     def save_model(self, dev_loss: float) -> None:
+        if not self.ranks.main:
+            return
         self.models.config = self.settings.to_config()
         self.models.info = {"mode": self.tr.mode, "epoch": self.epoch, "dev_loss": dev_loss,
                             "train_frames": self.train_set.num_frames,
@@ -237,9 +250,11 @@ class Trainer:
                     raise TrainingDiverged(
                         f"loss became {float(loss)} at epoch {self.epoch + 1}, step {i + 1}; the last "
                         f"good model and state are in {self.out_dir} (try a lower train.lr)")
+                params = [p for g in self.optim.param_groups for p in g["params"]]
                 self.optim.zero_grad()
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for g in self.optim.param_groups for p in g["params"]], 10.0)
+                loss = sum_gradients(params, loss, self.ranks)        # over the ranks, if several
+                torch.nn.utils.clip_grad_norm_(params, 10.0)
                 self.optim.step()
                 n = int(batch["mask"].sum())
                 total, frames = total + float(loss.detach()) * n, frames + n
@@ -260,7 +275,6 @@ class Trainer:
             if not (self.out_dir / "model.pt").exists():
                 self.save_model(score)
             self.save_state()
-            write_log(self.log, self.out_dir / "log.csv")
             if self.progress:
                 LOG.info(f"epoch {self.epoch}: train {row['train_loss']:.3f}  dev {dev:.3f}  "
                          f"beta {beta:.2f}  {row['frames_per_s']:.0f} frames/s")
@@ -307,15 +321,15 @@ def fit(cfg: dict | Settings, out_dir: str | Path, *, device: str = "auto", resu
     if resume and not (out_dir / "state.pt").exists():
         raise InputError(out_dir / "state.pt", "nothing to resume (no training step was saved: "
                                                "run again without --resume)")
-    dev = resolve_device(device)
+    ranks = current_ranks()          # several under fit --nproc or torchrun: rank 0 writes
+    dev = rank_device(resolve_device(device), ranks)
     with isolated_pyro_state(settings.train.seed, dev):     # the caller's random streams kept
-        return _train(settings, out_dir, dev, resume, progress, rows)
+        return _train(settings, out_dir, dev, resume, progress and ranks.main, rows, ranks.main)
 
 
 def _train(settings: Settings, out_dir: Path, dev: torch.device, resume: bool, progress: bool,
-           rows: list[dict] | None) -> SpeechModels:
+           rows: list[dict] | None, writes: bool = True) -> SpeechModels:
     """:func:`fit` after its checks, with every random stream seeded by ``train.seed``."""
-    from ..config import dump_config
     from ..data.prepared import prepared_rows
     from ..plots import learning_curve
 
@@ -334,29 +348,42 @@ def _train(settings: Settings, out_dir: Path, dev: torch.device, resume: bool, p
     skipped: list = []
     train_set = load_frames(train_rows, models.lips, stft_cfg, label_of, use_video, skipped)
     dev_set = load_frames(dev_rows, models.lips, stft_cfg, label_of, use_video, skipped) if dev_rows else None
-    out_dir.mkdir(parents=True, exist_ok=True)           # only now: a refused run leaves none
+    if writes:
+        _write_start(out_dir, settings, skipped)
+    trainer = Trainer(settings, models, train_set, dev_set, out_dir, dev, label_names, progress)
+    if resume:
+        try:
+            # on the CPU: the random states must be CPU tensors, and load_state_dict puts the
+            # weights and the optimiser state on the model's device (a run may resume on another)
+            trainer.restore(torch.load(out_dir / "state.pt", map_location="cpu", weights_only=True))
+        except Exception as exc:                     # noqa: BLE001 - any corruption, one line
+            raise InputError(out_dir / "state.pt", f"cannot resume from this training state "
+                                                   f"({first_line(exc)[:160]}); start again in a "
+                                                   "new --out") from None
+    log = trainer.run()
+    barrier(trainer.ranks)                          # rank 0 has written the model
+    models = SpeechModels.load(out_dir / "model.pt")
+    if settings.model.audio_only_twins and models.uses_video:
+        models.decoders = models.decoders.with_audio_only_twins()
+        if writes:
+            models.save(out_dir / "model.pt")
+    if log and writes:      # the saved model's epoch marked, the KL warm-up shaded
+        learning_curve(log, out_dir / "learning_curve.png", saved=models.info.get("epoch"))
+    return models
+
+
+def _write_start(out_dir: Path, settings: Settings, skipped: list) -> None:
+    """What a run writes before its first step: the folder, ``skipped.csv`` and ``config.yaml``
+    (only now: a run refused earlier leaves nothing)."""
+    from ..config import dump_config
+
+    out_dir.mkdir(parents=True, exist_ok=True)
     if skipped:
         with open(out_dir / "skipped.csv", "w", newline="") as f:
             csv.writer(f).writerows([("id", "reason"), *skipped])
         for clip, reason in skipped:
             LOG.warning(f"notice: skipped {clip}: {reason}")
     dump_config(settings.to_config(), out_dir / "config.yaml")
-    trainer = Trainer(settings, models, train_set, dev_set, out_dir, dev, label_names, progress)
-    if resume:
-        try:
-            trainer.restore(torch.load(out_dir / "state.pt", map_location=dev, weights_only=True))
-        except Exception as exc:                     # noqa: BLE001 - any corruption, one line
-            raise InputError(out_dir / "state.pt", f"cannot resume from this training state "
-                                                   f"({first_line(exc)[:160]}); start again in a "
-                                                   "new --out") from None
-    log = trainer.run()
-    models = SpeechModels.load(out_dir / "model.pt")
-    if settings.model.audio_only_twins and models.uses_video:
-        models.decoders = models.decoders.with_audio_only_twins()
-        models.save(out_dir / "model.pt")
-    if log:                 # the saved model's epoch marked, the KL warm-up shaded
-        learning_curve(log, out_dir / "learning_curve.png", saved=models.info.get("epoch"))
-    return models
 
 
 def resolve_device(device: str) -> torch.device:

@@ -1,0 +1,172 @@
+"""Several processes working as one command: ``--nproc N`` or ``torchrun``.
+
+A command started by ``torchrun --nproc_per_node=N cli.py <command> ...`` finds its rank in the
+environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, and ``MASTER_ADDR``/``MASTER_PORT`` for
+the process group); ``cli.py <command> --nproc N`` starts those N processes itself
+(:func:`launch`: the same command line without ``--nproc``, on this machine, with the
+environment torchrun would give them), so both ways run the same code. Processes talk through a
+``gloo`` process group (CPU tensors: it works with CUDA models as well, and needs no GPU).
+
+* ``separate`` shares its batches between the ranks (:meth:`Ranks.shard`): every batch of
+  recordings is separated whole by one rank, with the settings' seed, so each recording's
+  result is the one a single process gives; the outcomes are gathered (:func:`gather`) and
+  rank 0 writes the report and the summary.
+* ``fit`` trains one model with data parallelism (:mod:`.distributed_training`).
+
+Each process takes ``cores / N`` torch threads unless ``--threads`` says otherwise, and with
+``--device cuda`` on a machine with several GPUs rank r uses GPU ``LOCAL_RANK mod count``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the processes of one command."""
+
+    rank: int = 0
+    world: int = 1
+    local: int = 0
+
+    @classmethod
+    def from_env(cls) -> "Ranks":
+        """From torchrun's environment (one process: rank 0 of 1)."""
+        try:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            rank = int(os.environ.get("RANK", "0"))
+            local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        except ValueError:
+            raise InputError("RANK/WORLD_SIZE", "must be whole numbers (as torchrun sets them)") from None
+        if not (world >= 1 and 0 <= rank < world):
+            raise InputError("RANK/WORLD_SIZE", f"rank {rank} of {world} processes is impossible")
+        return cls(rank, world, local)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, items: list) -> list:
+        """This rank's share of ``items``: every ``world``-th one from its rank on."""
+        return items[self.rank::self.world]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run ``python -m pyro_avss argv`` (``argv`` without ``--nproc``) as ``nproc`` ranks on this
+    machine; returns the largest exit status. Ctrl-C stops every rank."""
+    if nproc < 1:
+        raise InputError("--nproc", f"must be >= 1, got {nproc}")
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        raise InputError("--nproc", "this process is already one of several (torchrun sets RANK "
+                                    "and WORLD_SIZE): use --nproc or torchrun, not both")
+    root = str(Path(__file__).resolve().parents[2])          # where pyro_avss can be imported
+    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+            "WORLD_SIZE": str(nproc),
+            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    procs = [subprocess.Popen([sys.executable, "-m", "pyro_avss", *argv],
+                              env={**base, "RANK": str(r), "LOCAL_RANK": str(r)})
+             for r in range(nproc)]
+    try:
+        return max(p.wait() for p in procs)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait()
+        return 130
+
+
+def ranked(command):
+    """``--nproc N`` for a click command: the command line again as N processes (:func:`launch`),
+    then exit with the largest of their statuses; the command itself reads its rank."""
+    import click
+
+    @functools.wraps(command)
+    def run(*args, nproc: int, **kwargs):
+        if nproc > 1:
+            from .. import cli
+
+            try:
+                sys.exit(launch(nproc, without_nproc(cli.ARGV)))
+            except cli.FAILURES as exc:
+                cli.fail(exc)
+        return command(*args, **kwargs)
+    return click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+                        help="processes to share the work (or start it with torchrun)")(run)
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` less its ``--nproc N`` (or ``--nproc=N``)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+@contextlib.contextmanager
+def process_group(ranks: Ranks):
+    """The ``gloo`` process group of ``ranks`` for the body (nothing with one process)."""
+    import torch.distributed as dist
+
+    if ranks.world == 1 or dist.is_initialized():
+        yield
+        return
+    missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise InputError(", ".join(missing), "not set: start the processes with torchrun or --nproc")
+    dist.init_process_group("gloo", rank=ranks.rank, world_size=ranks.world)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def gather(obj, ranks: Ranks) -> list:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` for one process)."""
+    if ranks.world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * ranks.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def rank_device(device, ranks: Ranks):
+    """``cuda`` without an index: GPU ``LOCAL_RANK mod count`` (every rank on its own GPU when
+    there are enough); any other device as given."""
+    import torch
+
+    if device.type == "cuda" and device.index is None and ranks.world > 1:
+        return torch.device("cuda", ranks.local % max(torch.cuda.device_count(), 1))
+    return device
+
+
+def rank_threads(threads: int | None, ranks: Ranks) -> int | None:
+    """Torch threads of one rank: ``threads`` if given, else the cores shared out (one process:
+    None, torch's choice)."""
+    if threads or ranks.world == 1:
+        return threads
+    return max(1, (os.cpu_count() or 1) // ranks.world)
