@@ -217,3 +217,13 @@ def test_fit_builds_the_config_like_the_command(tmp_path, monkeypatch):
     assert seen[-1][0]["train"]["epochs"] == 5 and seen[-1][2]["resume"]
     with pytest.raises(ConfigError, match="unknown config key 'train.epoch'"):
         pyro_avss.fit({"train": {"epoch": 2}}, tmp_path)
+
+
+def test_every_packaged_config_is_valid_and_named_in_the_fit_help():
+    from pyro_avss.cli import main
+    from pyro_avss.settings import Settings
+
+    help_text = " ".join(CliRunner().invoke(main, ["fit", "--help"]).output.split())
+    for name in packaged_configs():
+        Settings.from_config(load_config(name))           # every value passes its checks
+        assert name in help_text, f"packaged config {name} is missing from `fit --help`"

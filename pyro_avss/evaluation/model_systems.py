@@ -11,7 +11,7 @@ from .system_interface import UNIVERSAL, EvalItem, System, SystemResult, SystemS
 
 
 def select_components(models: SpeechModels, kind: str, speakers: list[str]) -> tuple[int, ...]:
-    """Component indices for ``kind`` in ``universal | oracle | switching``.
+    """Component indices for ``kind`` in ``universal | oracle | switching | bank`` (every one).
 
     :param speakers: the speakers of the mixture's sources (target first), for ``oracle``.
     :raises SystemSkip: the model has no suitable component.
@@ -33,6 +33,8 @@ def select_components(models: SpeechModels, kind: str, speakers: list[str]) -> t
         if not chosen:
             raise SystemSkip(f"model has no speaker components to switch between (components: {listed})")
         return chosen
+    if kind == "bank":
+        return tuple(range(len(names)))
     raise ValueError(f"unknown component selection {kind!r}")
 
 

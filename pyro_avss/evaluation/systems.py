@@ -17,6 +17,8 @@ estimate per source it handles (:class:`~.system_interface.SystemResult`); the b
 * ``oracle-speaker``: our SVI told the speaker: the component named like the target speaker (for
   J ≥ 2 each source's switch is restricted to the component of the speaker in its video);
 * ``switching``: our SVI with every component except ``"universal"`` (not told the speaker);
+* ``bank``: our SVI with every component of the model, ``"universal"`` included (what
+  ``cli.py separate`` does): for talkers the speaker components may not know;
 * ``oracle-noise``: ``switching`` told the noise: its noise variance is the power spectrogram of
   the noise that was mixed in (:class:`~pyro_avss.models.noise.KnownNoise`), an upper bound on
   what a better noise model could give with these speech models (recordings of one chunk);
@@ -70,6 +72,7 @@ SYSTEMS: dict[str, Callable[[EvalContext], System]] = {
     "universal": lambda ctx: SVISystem(ctx, "universal", "universal"),
     "oracle-speaker": lambda ctx: SVISystem(ctx, "oracle-speaker", "oracle"),
     "switching": lambda ctx: SVISystem(ctx, "switching", "switching"),
+    "bank": lambda ctx: SVISystem(ctx, "bank", "bank"),
     "oracle-noise": OracleNoiseSystem,
     "oracle-latent": OracleLatentSystem,
     "mcem": lambda ctx: MCEMSystem(ctx, "mcem", "switching"),

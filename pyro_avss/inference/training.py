@@ -9,7 +9,8 @@ Three modes (``train.mode``), one loop:
 * ``switching``: K decoders trained jointly with the switch marginalised exactly
   (``TraceEnum_ELBO`` for the i.i.d. prior, ``DiscreteHMM`` for the Markov prior); labels are
   observed where known (``train.labels: observed``) or all hidden (``hidden``), in which case
-  the decoders, started from perturbed copies of ``train.init``, discover K clusters.
+  the decoders, started from perturbed copies of ``train.init``, discover K clusters, or found
+  per clip before training (``clustered``, :mod:`.clip_clusters`) and then observed.
 
 Objective: the negative ELBO of :func:`~pyro_avss.models.generative.speech_model` per frame,
 with the KL term scaled by β rising linearly from ``beta_start`` to 1 over ``warmup_epochs``.
@@ -36,69 +37,14 @@ from ..errors import InputError, TrainingDiverged, first_line, writable_folder
 from ..models.generative import MAX_PLATE_NESTING, speech_guide, speech_model
 from ..models.switch import make_switch
 from ..settings import Settings
-from ..nets.lips import LipProjection, LipTemporalEncoder
-from ..nets.vae import DecoderBank, LatentDynamics, SpeechEncoder, VisualPrior
 from .distributed import rank_device
 from .distributed_training import GlobalNoise, barrier, current_ranks, my_rows, sum_gradients, sum_over_ranks
 from .pyro_state import isolated_pyro_state
 from .training_data import FrameSet, load_frames, select_rows
+from .clip_clusters import clustered_rows
+from .training_models import build_models
 
 LOG = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------
-# building the model for each mode
-# ---------------------------------------------------------------------------------------------
-def build_models(settings: Settings, speakers: list[str], video_speakers: set[str],
-                 train_rows: list[dict], stft_cfg: StftConfig) -> tuple[SpeechModels, list[str] | None]:
-    """Create the networks for ``train.mode``; returns the models and the label order
-    (component index of each speaker, or None when labels are hidden)."""
-    from ..video.track import LipTrack
-
-    tr, mc = settings.train, settings.model
-    mode = tr.mode
-    use_video = bool(mc.use_video) and bool(video_speakers)
-    F = stft_cfg.num_bins
-    gen = torch.Generator().manual_seed(tr.seed)
-    if mode == "universal":
-        lc = settings.lips
-        temporal = use_video and lc.front_end == "temporal"
-        lip_dim = (lc.embed_dim if temporal else lc.dim) if use_video else 0
-        projection = LipProjection(lc.dim, lc.downsample)
-        if use_video:
-            tracks = [LipTrack.load(r["lips"]) for r in train_rows if r.get("lips")]
-            projection.fit([(t.rois, t.face_found) for t in tracks], seed=tr.seed)
-        lip_encoder = LipTemporalEncoder(lc.dim, lc.embed_dim) if temporal else None
-        prior = VisualPrior(lip_dim, mc.latent_dim, mc.hidden) if use_video and mc.prior == "visual" else None
-        encoder = SpeechEncoder(F, mc.latent_dim, mc.hidden, lip_dim)
-        decoders = DecoderBank(1, F, mc.latent_dim, mc.hidden, lip_dim,
-                               uses_video=[use_video], names=["universal"])
-        dynamics = LatentDynamics(mc.latent_dim) if mc.memory == "markov" else None
-        return SpeechModels(encoder, decoders, projection, stft_cfg, lip_encoder=lip_encoder,
-                            prior=prior, dynamics=dynamics), None
-    base = SpeechModels.load(tr.init)
-    if base.stft != stft_cfg:
-        raise InputError(tr.init, f"STFT settings {base.stft} differ from the config's {stft_cfg}")
-    template = base.decoders.component_state(0)
-    d = base.decoders
-    if mode == "speakers":
-        parts = [dict(template, name=s, uses_video=bool(template["uses_video"] and s in video_speakers))
-                 for s in speakers]
-        if tr.include_universal:
-            parts.append(dict(template))
-        labels = speakers
-    else:
-        K = tr.num_components or len(speakers)
-        names = speakers if tr.labels == "observed" else [f"cluster{k}" for k in range(K)]
-        if tr.labels == "observed" and K != len(speakers):
-            raise InputError("train.num_components", f"{K} components for {len(speakers)} labelled speakers")
-        parts = [dict(template, name=n) for n in names]
-        labels = speakers if tr.labels == "observed" else None
-    decoders = DecoderBank.from_components(parts, d.num_bins, d.latent_dim, d.hidden, d.lip_dim,
-                                           perturb=tr.perturb if mode == "switching" else 0.0,
-                                           generator=gen)
-    return SpeechModels(base.encoder, decoders, base.lips, stft_cfg, lip_encoder=base.lip_encoder,
-                        prior=base.prior, dynamics=base.dynamics), labels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,8 +246,8 @@ def write_log(rows: list[dict], path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # entry point used by `cli.py fit`
 # ---------------------------------------------------------------------------------------------
-BEFORE_TRAINING = ("config.yaml", "skipped.csv")   # what fit writes before its first step: a
-                                                   # folder holding only these may start again
+#: what fit writes before its first step: a folder holding only these may start again
+BEFORE_TRAINING = ("config.yaml", "skipped.csv", "clusters.csv")
 
 
 def fit(cfg: dict | Settings, out_dir: str | Path, *, device: str = "auto", resume: bool = False,
@@ -340,6 +286,9 @@ def _train(settings: Settings, out_dir: Path, dev: torch.device, resume: bool, p
     train_rows, dev_rows = select_rows(rows, data)
     if not train_rows:
         raise InputError("data", f"no clips in split {data.train_split!r}")
+    if settings.train.labels == "clustered":      # each clip's cluster becomes its speaker
+        train_rows, dev_rows = clustered_rows(train_rows, dev_rows, settings.train, stft_cfg,
+                                              out_dir / "clusters.csv" if writes else None)
     speakers = sorted({r["speaker"] for r in train_rows})
     video_speakers = {r["speaker"] for r in train_rows if r.get("lips")}
     models, label_names = build_models(settings, speakers, video_speakers, train_rows, stft_cfg)

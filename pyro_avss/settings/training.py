@@ -69,7 +69,12 @@ class TrainSettings(Section, name="train"):
     mode: str = key("universal", choices=("universal", "speakers", "switching"))
     init: str | None = None          # path of a model file to start from (speakers/switching)
     num_components: int | None = key(None, at_least(1))  # K for switching mode (null: number of speakers)
-    labels: str = key("observed", choices=("observed", "hidden"))   # switching mode
+    # switching mode: observed (the speakers of the manifest) | hidden (summed out: the decoders
+    # discover K clusters) | clustered (each clip's cluster from a Gaussian mixture over clip
+    # statistics, then used as its label; see pyro_avss.inference.clip_clusters)
+    labels: str = key("observed", choices=("observed", "hidden", "clustered"))
+    cluster_dims: int = key(10, at_least(1))     # clustered: principal axes of the clip statistics
+                                                 # (set on the GRID training clips)
     include_universal: bool = False  # speakers mode: keep the initial decoder as an extra component
     switch_prior: str = key("iid", choices=("iid", "markov"))
     stay_prob: float = key(DEFAULT_STAY, within(0, 1, "()"))  # markov switch: probability of

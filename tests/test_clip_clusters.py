@@ -1,0 +1,97 @@
+"""Unsupervised speaker discovery per clip (train.labels: clustered): the mixture finds a rare
+speaker, the clusters become the training labels, and real GRID s1 vs s4 clips separate."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_avss.audio import StftConfig
+from pyro_avss.errors import InputError
+from pyro_avss.evaluation.speaker_models import cluster_scores
+from pyro_avss.inference.clip_clusters import (clip_statistics, cluster_clips, clustered_rows,
+                                               fit_gaussian_mixture, principal_projection)
+from pyro_avss.inference.training import fit
+from pyro_avss.settings.training import TrainSettings
+
+from conftest import grid_rows
+from test_training import synthetic_rows, tiny_config
+
+
+def balanced_accuracy(assigned, truth) -> float:
+    speakers = sorted(set(truth))
+    counts = np.zeros((max(assigned) + 1, len(speakers)), int)
+    for k, s in zip(assigned, truth):
+        counts[k, speakers.index(s)] += 1
+    return cluster_scores(counts)["balanced_accuracy"]
+
+
+def test_the_mixture_finds_a_rare_cluster_that_equal_sizes_would_split():
+    # 300 points of one broad cluster, 12 of a distinct small one: learnt weights keep the small
+    # cluster whole instead of halving the large one
+    gen = torch.Generator().manual_seed(1)
+    big = torch.randn((300, 3), generator=gen) * torch.tensor([3.0, 1.0, 1.0])
+    small = torch.randn((12, 3), generator=gen) * 0.3 + torch.tensor([0.0, 6.0, 0.0])
+    labels, loglik = fit_gaussian_mixture(torch.cat([big, small]).double(), 2, restarts=5)
+    truth = ["big"] * 300 + ["small"] * 12
+    assert balanced_accuracy(labels.tolist(), truth) == 1.0
+    assert np.isfinite(loglik)
+    # the same seed gives the same clusters
+    again, _ = fit_gaussian_mixture(torch.cat([big, small]).double(), 2, restarts=5)
+    assert torch.equal(labels, again)
+
+
+def test_clip_statistics_ignore_the_level_and_keep_the_spectrum():
+    gen = torch.Generator().manual_seed(0)
+    power = torch.rand((50, 9), generator=gen, dtype=torch.float64) + 0.1
+    stats = clip_statistics(power)
+    assert stats.shape == (18,)
+    assert torch.allclose(clip_statistics(power * 7.0)[9:], stats[9:])           # spreads: level-free
+    assert torch.allclose(clip_statistics(power * 7.0)[:9] - stats[:9],          # means: a shift
+                          torch.full((9,), np.log(7.0), dtype=torch.float64))
+    projected = principal_projection(torch.randn((6, 18), generator=gen, dtype=torch.float64), 10)
+    assert projected.shape == (6, 6)                                              # at most N axes
+
+
+def test_clustered_rows_relabel_both_splits_and_record_the_clusters(tmp_path):
+    rows = synthetic_rows(tmp_path, speakers=("a", "b"), per_speaker=4)
+    train = [r for r in rows if r["split"] == "train"]
+    dev = [r for r in rows if r["split"] == "dev"]
+    settings = TrainSettings(mode="switching", init="x.pt", labels="clustered", num_components=2,
+                             cluster_dims=4)
+    new_train, new_dev = clustered_rows(train, dev, settings, StftConfig(), tmp_path / "clusters.csv")
+    assert [r["id"] for r in new_train] == [r["id"] for r in train]
+    assert {r["speaker"] for r in new_train + new_dev} <= {"cluster0", "cluster1"}
+    with open(tmp_path / "clusters.csv", newline="") as f:
+        recorded = list(csv.DictReader(f))
+    # the record keeps the manifest's speaker next to the cluster that replaced it
+    assert [(r["id"], r["speaker"]) for r in recorded] == [(r["id"], r["speaker"]) for r in train + dev]
+    assert [f"cluster{r['cluster']}" for r in recorded] == [r["speaker"] for r in new_train + new_dev]
+    with pytest.raises(InputError, match="train.num_components"):
+        clustered_rows(train, dev, TrainSettings(mode="switching", init="x.pt", labels="clustered"),
+                       StftConfig())
+    with pytest.raises(InputError, match="train.labels: clustered: cannot form 20 clusters"):
+        clustered_rows(train, dev, TrainSettings(mode="switching", init="x.pt", labels="clustered",
+                                                 num_components=20), StftConfig())
+
+
+def test_fit_with_clustered_labels_trains_one_decoder_per_cluster(tmp_path):
+    rows = synthetic_rows(tmp_path)
+    fit(tiny_config("train.epochs=1"), tmp_path / "uni", rows=rows, progress=False)
+    sw = fit(tiny_config("train.epochs=1", "train.mode=switching", "train.labels=clustered",
+                         "train.num_components=2", "train.cluster_dims=4",
+                         f"train.init={tmp_path / 'uni' / 'model.pt'}"), tmp_path / "sw", rows=rows,
+             progress=False)
+    assert sw.component_names == ["cluster0", "cluster1"]
+    assert (tmp_path / "sw" / "clusters.csv").exists()
+    assert not torch.equal(sw.decoders.w3[0], sw.decoders.w3[1])
+
+
+def test_grid_s1_and_s4_clips_fall_into_their_own_clusters():
+    # real clips, unbalanced as in the corpus (about 14 s1 clips for every s4 one)
+    rows = grid_rows("train", "s1", 100) + grid_rows("train", "s4", 7)
+    found = cluster_clips(rows, StftConfig(), 2)
+    assert balanced_accuracy([found[r["id"]] for r in rows], [r["speaker"] for r in rows]) >= 0.9
