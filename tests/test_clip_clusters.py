@@ -7,6 +7,7 @@ import csv
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from pyro_avss.audio import StftConfig
@@ -78,16 +79,41 @@ def test_clustered_rows_relabel_both_splits_and_record_the_clusters(tmp_path):
                                                  num_components=20), StftConfig())
 
 
+def two_timbre_rows(folder, per_speaker=4, seconds=0.6):
+    """Clips of two 'speakers' with different spectral tilts (low-passed and high-passed
+    noise, amplitude-modulated), which the clip statistics tell apart."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(16000 * seconds)) / 16000
+    rows = []
+    for spk, tilt in (("low", np.cumsum), ("high", lambda x: np.diff(x, prepend=0.0))):
+        for i in range(per_speaker):
+            x = tilt(rng.standard_normal(len(t)))
+            x = x / np.abs(x).max() * (0.3 + 0.2 * np.sin(2 * np.pi * (2 + i) * t))
+            path = folder / f"{spk}_{i}.wav"
+            sf.write(path, x.astype(np.float32), 16000)
+            rows.append({"id": f"{spk}_{i}", "speaker": spk, "split": "train" if i else "dev",
+                         "audio": str(path), "lips": ""})
+    return rows
+
+
 def test_fit_with_clustered_labels_trains_one_decoder_per_cluster(tmp_path):
-    rows = synthetic_rows(tmp_path)
+    rows = two_timbre_rows(tmp_path)
     fit(tiny_config("train.epochs=1"), tmp_path / "uni", rows=rows, progress=False)
     sw = fit(tiny_config("train.epochs=1", "train.mode=switching", "train.labels=clustered",
                          "train.num_components=2", "train.cluster_dims=4",
                          f"train.init={tmp_path / 'uni' / 'model.pt'}"), tmp_path / "sw", rows=rows,
              progress=False)
     assert sw.component_names == ["cluster0", "cluster1"]
-    assert (tmp_path / "sw" / "clusters.csv").exists()
+    with open(tmp_path / "sw" / "clusters.csv", newline="") as f:
+        recorded = list(csv.DictReader(f))
+    assert balanced_accuracy([int(r["cluster"]) for r in recorded], [r["speaker"] for r in recorded]) == 1.0
     assert not torch.equal(sw.decoders.w3[0], sw.decoders.w3[1])
+    # more clusters than the clips hold: refused with the key to change, before training
+    with pytest.raises(InputError, match="train.num_components: the clips fall into only"):
+        fit(tiny_config("train.epochs=1", "train.mode=switching", "train.labels=clustered",
+                        "train.num_components=7", "train.cluster_dims=4",
+                        f"train.init={tmp_path / 'uni' / 'model.pt'}"), tmp_path / "sw7", rows=rows,
+            progress=False)
 
 
 def test_grid_s1_and_s4_clips_fall_into_their_own_clusters():

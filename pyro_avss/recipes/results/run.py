@@ -133,6 +133,10 @@ def _train_and_score(m: Path, cache_set: list[str], grid_rows, libri_rows, facts
                 cache_set + [f"train.init={m / 'libri_universal' / 'model.pt'}"], libri_rows, facts,
                 "libri_speakers", device)
 
+    lsw = _fit("configs/librispeech_switching_unlabelled.yaml", m / "libri_switching",
+               cache_set + [f"train.init={m / 'libri_universal' / 'model.pt'}"], libri_rows, facts,
+               "libri_switching", device)
+
     say("score speaker decoders and the unlabelled switch")
     grid_dev = [r for r in grid_rows if r["split"] == "dev"]
     libri_dev = [r for r in libri_rows if r["split"] == "dev" and r["speaker"] in lspk.component_names]
@@ -140,6 +144,7 @@ def _train_and_score(m: Path, cache_set: list[str], grid_rows, libri_rows, facts
     facts["libri_table"] = speaker_table(lspk, component_scores(lspk, libri_dev))
     facts["clusters_train"] = switch_clusters(sw, [r for r in grid_rows if r["split"] == "train"])
     facts["clusters_dev"] = switch_clusters(sw, grid_dev)
+    facts["clusters_libri_dev"] = switch_clusters(lsw, libri_dev)
 
     say("fit the GRID visual-pathway ablation models (universal + speaker decoders each)")
     paths = {"grid": str(m / "grid_speakers" / "model.pt"), "libri": str(m / "libri_speakers" / "model.pt")}
