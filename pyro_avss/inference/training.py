@@ -118,10 +118,8 @@ class Trainer:
         L = self.tr.segment_frames
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(12345)
-            segs = self.dev_set.segments(L, torch.Generator().manual_seed(0))
             total, frames = 0.0, 0
-            for i in range(0, len(segs), 256):
-                batch = self.dev_set.batch(segs[i:i + 256], L, context=self.lip_context)
+            for batch in self.dev_set.epoch(L, 256, torch.Generator().manual_seed(0), context=self.lip_context):
                 n = int(batch["mask"].sum())
                 total += float(self.loss(batch, 1.0, differentiable=False)) * n
                 frames += n
@@ -178,19 +176,15 @@ class Trainer:
         last_epoch = self.tr.epochs if max_epochs is None else min(self.tr.epochs, max_epochs)
         while self.epoch < last_epoch and self.bad_epochs < self.tr.patience:
             gen = torch.Generator().manual_seed(self.tr.seed * 100003 + self.epoch)
-            segs = self.train_set.segments(L, gen)
-            steps = math.ceil(len(segs) / B)
-            if self.tr.max_steps_per_epoch:
-                steps = min(steps, self.tr.max_steps_per_epoch)
+            batches = self.train_set.epoch(L, B, gen, self.tr.lip_dropout, self.lip_context,
+                                           self.tr.max_steps_per_epoch)
             beta = self.beta(self.epoch)
             for net in self.shared:
                 net.train(self.train_encoder)
             t0, total, frames = time.perf_counter(), 0.0, 0
-            bar = tqdm(range(steps), desc=f"epoch {self.epoch + 1}/{last_epoch}", leave=False,
+            bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{last_epoch}", leave=False,
                        disable=not self.progress)
-            for i in bar:
-                batch = self.train_set.batch(segs[i * B:(i + 1) * B], L, self.tr.lip_dropout, gen,
-                                             context=self.lip_context)
+            for i, batch in enumerate(bar):
                 loss = self.loss(batch, beta)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(

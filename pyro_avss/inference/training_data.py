@@ -7,6 +7,8 @@ dev rows a config asks for.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -47,15 +49,20 @@ class FrameSet:
     def segments(self, length: int, generator: torch.Generator) -> torch.Tensor:
         """``(S, 2)`` (start, valid length) of segments covering every clip once, with a random
         offset per clip, in random order."""
-        out = []
-        for start, n in zip(self.starts, self.lengths):
-            offset = int(torch.randint(0, length, (), generator=generator)) if n > length else 0
-            first = offset - length if offset > 0 else 0
-            for s in range(first, n, length):
-                lo, hi = max(s, 0), min(s + length, n)
-                out.append((start + lo, hi - lo))
+        out = [(start + lo, n) for start, frames in zip(self.starts, self.lengths)
+               for lo, n in clip_segments(frames, length, generator)]
         seg = torch.tensor(out, dtype=torch.long)
         return seg[torch.randperm(len(seg), generator=generator)]
+
+    def epoch(self, length: int, batch_size: int, generator: torch.Generator, lip_dropout: float = 0.0,
+              context: int = 0, max_batches: int | None = None) -> "Batches":
+        """The mini-batches of one pass (:meth:`segments` in batches of ``batch_size``, the first
+        ``max_batches`` of them), gathered one at a time as they are iterated."""
+        segs = self.segments(length, generator)
+        steps = math.ceil(len(segs) / batch_size)
+        steps = min(steps, max_batches) if max_batches else steps
+        return Batches(steps, (self.batch(segs[i * batch_size:(i + 1) * batch_size], length, lip_dropout,
+                                          generator, context=context) for i in range(steps)))
 
     def batch(self, segments: torch.Tensor, length: int, lip_dropout: float = 0.0,
               generator: torch.Generator | None = None, context: int = 0) -> dict:
@@ -81,40 +88,80 @@ class FrameSet:
         return {"power": self.power[index], "lips": self.lips[lip_index] * present[..., None],
                 "present": present, "labels": self.labels[index], "mask": mask}
 
+@dataclass
+class Batches:
+    """The mini-batches of one epoch: their number, and an iterator that makes them in turn."""
+
+    steps: int
+    items: Iterator[dict]
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.items)
+
+
+def clip_segments(frames: int, length: int, generator: torch.Generator) -> list[tuple[int, int]]:
+    """``(first frame, valid length)`` of the segments that cover a clip of ``frames`` frames
+    once, the first one cut short at a random offset (one draw from ``generator`` when the clip
+    is longer than a segment)."""
+    offset = int(torch.randint(0, length, (), generator=generator)) if frames > length else 0
+    first = offset - length if offset > 0 else 0
+    return [(max(s, 0), min(s + length, frames) - max(s, 0)) for s in range(first, frames, length)]
+
+
+@dataclass
+class ClipReader:
+    """Reads one prepared-manifest row as the tensors of a clip (normalised power, lips,
+    presence, labels of its speaker); picklable, for loader workers."""
+
+    projection: LipProjection
+    stft_cfg: StftConfig
+    label_of: dict[str, int] | None
+    use_video: bool
+
+    def __call__(self, row: dict) -> tuple[torch.Tensor, ...]:
+        x = row_inputs(row, self.projection, self.stft_cfg, self.use_video)
+        label = -1 if self.label_of is None else self.label_of.get(row["speaker"], -1)
+        return x.power, x.lips, x.present, torch.full((x.power.shape[0],), label, dtype=torch.long)
+
+
+#: what an unreadable clip raises (it is then skipped, with its reason)
+UNREADABLE = (InputError, OSError, ValueError)
+
+
+def frame_set(clips: list[tuple[torch.Tensor, ...]], rows: list[dict]) -> FrameSet:
+    """A :class:`FrameSet` of clips read by :class:`ClipReader` (of ``rows``, in order)."""
+    if not clips:
+        raise InputError("training data", "no usable clips")
+    lengths = [c[0].shape[0] for c in clips]
+    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+
+    def with_pad_row(i, pad):                 # one row that padding indices point at
+        xs = [c[i] for c in clips]
+        return torch.cat(xs + [torch.full((1,) + xs[0].shape[1:], pad, dtype=xs[0].dtype)])
+
+    return FrameSet(with_pad_row(0, 0), with_pad_row(1, 0), with_pad_row(2, 0), with_pad_row(3, -1),
+                    starts, lengths, [r["id"] for r in rows], [r["speaker"] for r in rows])
+
+
 def load_frames(rows: list[dict], projection: LipProjection, stft_cfg: StftConfig,
                 label_of: dict[str, int] | None, use_video: bool, skipped: list) -> FrameSet:
     """Read the clips of a prepared manifest into a :class:`FrameSet`.
 
     A clip that cannot be read is appended to ``skipped`` as ``(id, reason)`` and left out.
     """
-    powers, lips, present, labels = [], [], [], []
-    starts, lengths, clip_ids, speakers = [], [], [], []
-    pos = 0
+    read = ClipReader(projection, stft_cfg, label_of, use_video)
+    clips, kept = [], []
     for row in rows:
         try:
-            x = row_inputs(row, projection, stft_cfg, use_video)
-        except (InputError, OSError, ValueError) as exc:
+            clips.append(read(row))
+        except UNREADABLE as exc:
             skipped.append((row.get("id", "?"), str(exc)))
             continue
-        T = x.power.shape[0]
-        powers.append(x.power)
-        lips.append(x.lips)
-        present.append(x.present)
-        label = -1 if label_of is None else label_of.get(row["speaker"], -1)
-        labels.append(torch.full((T,), label, dtype=torch.long))
-        starts.append(pos)
-        lengths.append(T)
-        clip_ids.append(row["id"])
-        speakers.append(row["speaker"])
-        pos += T
-    if not powers:
-        raise InputError("training data", "no usable clips")
-    def with_pad_row(xs):                     # one all-zero row that padding indices point at
-        return torch.cat(xs + [torch.zeros((1,) + xs[0].shape[1:])])
-
-    return FrameSet(with_pad_row(powers), with_pad_row(lips), with_pad_row(present),
-                    torch.cat(labels + [torch.full((1,), -1, dtype=torch.long)]),
-                    starts, lengths, clip_ids, speakers)
+        kept.append(row)
+    return frame_set(clips, kept)
 
 
 def select_rows(rows: list[dict], data: DataSettings) -> tuple[list[dict], list[dict]]:
