@@ -40,7 +40,8 @@ from ..settings import Settings
 from .distributed import rank_device
 from .distributed_training import GlobalNoise, barrier, current_ranks, my_rows, sum_gradients, sum_over_ranks
 from .pyro_state import isolated_pyro_state
-from .training_data import FrameSet, load_frames, select_rows
+from .streamed_data import StreamedClips, training_sets
+from .training_data import ClipReader, FrameSet, select_rows
 from .clip_clusters import clustered_rows
 from .training_models import build_models
 
@@ -53,7 +54,8 @@ LOG = logging.getLogger(__name__)
 class Trainer:
     """Runs SVI epochs, early stopping, logging and resumable state for one output folder."""
 
-    def __init__(self, settings: Settings, models: SpeechModels, train: FrameSet, dev: FrameSet | None,
+    def __init__(self, settings: Settings, models: SpeechModels, train: FrameSet | StreamedClips,
+                 dev: FrameSet | StreamedClips | None,
                  out_dir: Path, device: torch.device, label_names: list[str] | None, progress=True):
         self.settings, self.tr = settings, settings.train
         self.models = models.to(device)
@@ -289,8 +291,8 @@ def _train(settings: Settings, out_dir: Path, dev: torch.device, resume: bool, p
     label_of = {s: i for i, s in enumerate(label_names)} if label_names else None
     use_video = models.uses_video
     skipped: list = []
-    train_set = load_frames(train_rows, models.lips, stft_cfg, label_of, use_video, skipped)
-    dev_set = load_frames(dev_rows, models.lips, stft_cfg, label_of, use_video, skipped) if dev_rows else None
+    read = ClipReader(models.lips, stft_cfg, label_of, use_video)
+    train_set, dev_set = training_sets(settings.train, train_rows, dev_rows, read, skipped)
     if writes:
         _write_start(out_dir, settings, skipped)
     trainer = Trainer(settings, models, train_set, dev_set, out_dir, dev, label_names, progress)

@@ -7,6 +7,7 @@ dev rows a config asks for.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -120,6 +121,9 @@ class ClipReader:
     stft_cfg: StftConfig
     label_of: dict[str, int] | None
     use_video: bool
+
+    def __post_init__(self):      # its own CPU copy: the model's moves to the training device
+        self.projection = copy.deepcopy(self.projection).cpu()
 
     def __call__(self, row: dict) -> tuple[torch.Tensor, ...]:
         x = row_inputs(row, self.projection, self.stft_cfg, self.use_video)

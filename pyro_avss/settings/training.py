@@ -89,6 +89,12 @@ class TrainSettings(Section, name="train"):
     lip_dropout: float = key(0.2, within(0, 1))  # probability of hiding the lips of a segment
     perturb: float = key(0.05, at_least(0))      # switching mode: relative noise on the replicated decoders
     max_steps_per_epoch: int | None = key(None, at_least(1))
+    # loader: memory (every clip's spectrogram in RAM, segments shuffled over the whole corpus) |
+    # stream (clips read from the prepared cache while training: memory does not grow with the
+    # corpus; segments shuffled within windows; see pyro_avss.inference.streamed_data)
+    loader: str = key("memory", choices=("memory", "stream"))
+    workers: int = key(2, at_least(0))           # stream: reading processes (0: the training process)
+    stream_window: int = key(8, at_least(1))     # stream: mini-batches whose segments are shuffled together
     seed: int = key(0, at_least(0), Rule("below 2**32", lambda x: x < 2**32))
 
     def check(self) -> None:
