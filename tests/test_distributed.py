@@ -93,7 +93,7 @@ FIT = ["model.use_video=false", "model.hidden=16", "model.latent_dim=4", "train.
        "train.segment_frames=16", "train.warmup_epochs=1", "train.epochs=3", "train.lr=3e-3"]
 
 
-def _fit_rank(rank: int, world: int, port: int, folder: str, rows: list, extra: list) -> None:
+def _fit_rank(rank: int, world: int, port: int, folder: str, rows: list, extra: list, loader: list) -> None:
     """One rank of a data-parallel fit (a spawned process)."""
     import torch.distributed as dist
 
@@ -105,18 +105,23 @@ def _fit_rank(rank: int, world: int, port: int, folder: str, rows: list, extra: 
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        fit(load_config(None, FIT + extra), Path(folder), rows=rows, progress=False, device="cpu")
+        fit(load_config(None, FIT + loader + extra), Path(folder), rows=rows, progress=False, device="cpu")
         if extra:      # then resumed for one more epoch
-            fit(load_config(None, FIT + ["train.epochs=4"]), Path(folder), rows=rows, progress=False,
+            fit(load_config(None, FIT + loader + ["train.epochs=4"]), Path(folder), rows=rows, progress=False,
                 device="cpu", resume=True)
     finally:
         dist.destroy_process_group()
 
 
-def test_two_gloo_processes_train_the_one_process_model(tmp_path):
+# the streamed loader reads in the rank (workers=0): the ranks mp.spawn starts would start their
+# loader workers by spawning too, seconds each (fit --nproc and torchrun ranks fork them)
+@pytest.mark.parametrize("loader", [[], ["train.loader=stream", "train.workers=0", "train.stream_window=1"]],
+                         ids=["memory", "stream"])
+def test_two_gloo_processes_train_the_one_process_model(tmp_path, loader):
     """Data-parallel fit on two CPU processes with the global batch of one: the same losses per
     epoch (train and dev, hence the same early stopping) and the same weights, up to float sums;
-    rank 0 alone writes; --resume continues it."""
+    rank 0 alone writes; --resume continues it. With either loader (streamed: every rank reads
+    every window)."""
     import csv
 
     import torch.multiprocessing as mp
@@ -129,10 +134,10 @@ def test_two_gloo_processes_train_the_one_process_model(tmp_path):
     from test_training import synthetic_rows
 
     rows = synthetic_rows(tmp_path, per_speaker=4, seconds=0.7)
-    fit(load_config(None, FIT), tmp_path / "one", rows=rows, progress=False, device="cpu")
-    fit(load_config(None, FIT + ["train.epochs=4"]), tmp_path / "one", rows=rows, progress=False,
+    fit(load_config(None, FIT + loader), tmp_path / "one", rows=rows, progress=False, device="cpu")
+    fit(load_config(None, FIT + loader + ["train.epochs=4"]), tmp_path / "one", rows=rows, progress=False,
         device="cpu", resume=True)
-    mp.spawn(_fit_rank, args=(2, free_port(), str(tmp_path / "two"), rows, ["train.epochs=3"]), nprocs=2)
+    mp.spawn(_fit_rank, args=(2, free_port(), str(tmp_path / "two"), rows, ["train.epochs=3"], loader), nprocs=2)
     logs = {}
     for run in ("one", "two"):
         with open(tmp_path / run / "log.csv", newline="") as fh:
