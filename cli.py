@@ -3,6 +3,7 @@
 ``pyro-avss`` (the click app lives in :mod:`pyro_avss.cli`)."""
 
 from pyro_avss.cli import main
+from pyro_avss.quick_exit import run
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,5 +1,6 @@
 """``python -m pyro_avss ...``: the ``pyro-avss`` command."""
 
 from .cli import main
+from .quick_exit import run
 
-main(prog_name="pyro-avss")
+run(main, prog_name="pyro-avss")

@@ -152,7 +152,7 @@ class Separator:
 
     def __init__(self, models: SpeechModels, settings: SeparationSettings | None = None,
                  device: str | torch.device = "auto", detector: str | None = None):
-        from .inference.training import resolve_device
+        from .inference.distributed import resolve_device
 
         self.models = models
         self.settings = (settings if settings is not None else separation_settings()).check_model(models)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from pyro_avss import quick_exit
 from pyro_avss.errors import PyroAvssError
 from pyro_avss.inference.distributed import ranked
 from pyro_avss.log import log_to_console
@@ -213,6 +214,7 @@ def separate(model, inputs, videos, sources, out, overrides, device, resample, f
     done; a failed input is reported on one line and the others go on (exit status 1). With
     --nproc N (or under torchrun) N processes share the batches: the outputs are those of one
     process."""
+    quick_exit.allow()              # every output is written and closed when it returns
     from pyro_avss.api import MAX_SOURCES, Separator, separation_settings
     from pyro_avss.checkpoint import SpeechModels
     from pyro_avss.inference.distributed import Ranks, process_group, rank_device, rank_threads

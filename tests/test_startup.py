@@ -2,7 +2,8 @@
 
 A 3-s clip separates in about a second of SVI, while importing ``torch._dynamo`` (pulled in
 by constructing any ``torch.optim`` optimizer), matplotlib or the face-landmark stack costs
-seconds. These tests check ``sys.modules`` after a real ``cli.py`` call in a fresh process (not
+seconds; with a video, only MediaPipe's face mesh is imported (its package would bring
+matplotlib and the tasks API). These tests check ``sys.modules`` after a real ``cli.py`` call in a fresh process (not
 the time, which depends on the machine), and that the optimizer used instead is Pyro's
 ClippedAdam step for step.
 """
@@ -28,17 +29,18 @@ from test_separation import noisy, random_models
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO_STACK = ("mediapipe", "cv2", "av", "pyro_avss.video.track", "pyro_avss.video.landmarks")
+# the listing is written by an atexit handler: `separate` leaves through os._exit, after those
 RUN_AND_LIST_MODULES = """
-import json, runpy, sys
+import atexit, json, runpy, sys
 cli, out, *args = sys.argv[1:]
 sys.argv = [cli, *args]
-code = 0
-try:
-    runpy.run_path(cli, run_name="__main__")
-except SystemExit as exc:
-    code = exc.code
-with open(out, "w") as f:
-    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+
+def listing():
+    with open(out, "w") as f:
+        json.dump(sorted(sys.modules), f)
+
+atexit.register(listing)
+runpy.run_path(cli, run_name="__main__")
 """
 
 
@@ -48,9 +50,7 @@ def cli_modules(tmp_path: Path, *args) -> set[str]:
     res = subprocess.run([sys.executable, "-c", RUN_AND_LIST_MODULES, str(ROOT / "cli.py"),
                           str(listing), *args], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    result = json.loads(listing.read_text())
-    assert result["code"] in (0, None), res.stderr
-    return set(result["modules"])
+    return set(json.loads(listing.read_text()))
 
 
 def audio_visual_model(path: Path) -> Path:
@@ -91,6 +91,38 @@ def test_the_figure_brings_matplotlib_only(tmp_path):
     assert "matplotlib" in loaded and "matplotlib.pyplot" not in loaded
     assert "torch._dynamo" not in loaded and not set(VIDEO_STACK) & loaded
     assert (tmp_path / "out" / "separation.png").stat().st_size > 0
+
+
+def with_video(tmp_path: Path) -> list[str]:
+    """``--video`` (a textured clip without a face: the detector still runs on every frame)."""
+    from pyro_avss.recipes.demo.mouth_video import write_roi_video
+
+    frames = np.random.default_rng(0).integers(0, 255, (10, 96, 96, 3), dtype=np.uint8)
+    write_roi_video(tmp_path / "source.mp4", frames, 25)
+    return ["--video", str(tmp_path / "source.mp4"), "--detector", "mediapipe"]
+
+
+def test_a_video_brings_the_face_mesh_but_not_matplotlib_or_the_rest_of_mediapipe(tmp_path):
+    loaded = cli_modules(tmp_path, *separate_args(tmp_path, "--no-figure", *with_video(tmp_path)))
+    assert "mediapipe.python.solutions.face_mesh" in loaded and "pyro_avss.video.track" in loaded
+    assert "torch._dynamo" not in loaded
+    assert not [m for m in loaded if m.split(".")[0] in ("matplotlib", "sounddevice")]
+    assert not [m for m in loaded if m.startswith(("mediapipe.tasks", "mediapipe.python.solutions.d"))]
+
+
+def test_the_face_mesh_import_leaves_all_of_mediapipe_importable():
+    code = """
+import sys
+from pyro_avss.video.face_mesh_import import face_mesh_module
+mesh = face_mesh_module()
+assert "matplotlib" not in sys.modules and "mediapipe.tasks" not in sys.modules
+import mediapipe as mp
+from mediapipe.python.solutions import drawing_utils
+assert mp.solutions.face_mesh is mesh and mp.__version__ and mp.tasks.vision.FaceLandmarker
+assert mp.solutions.hands.Hands and "solutions" in dir(mp) and drawing_utils.DrawingSpec
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
 
 
 def test_skip_existing_without_figure_keeps_outputs_that_have_none(tmp_path):

@@ -53,6 +53,19 @@ def test_read_video_grid_timestamps(speaker):
     assert video.duration == pytest.approx(3.0)
 
 
+@needs_grid
+def test_frames_are_pyavs_own_rgb_conversion():
+    """The reader's one shared RGB converter gives what PyAV's per-frame conversion gives."""
+    import av
+
+    path = sorted((GRID / "s1" / "video").glob("*.mp4"))[0]
+    with av.open(str(path)) as container:
+        expected = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    frames = read_video(path).frames
+    assert len(frames) == len(expected)
+    assert all(np.array_equal(a, b) for a, b in zip(frames, expected))
+
+
 def test_timestamps_follow_frame_rate(tmp_path):
     path = tmp_path / "clip.mp4"
     write_video(path, moving_pattern(30), fps=30)

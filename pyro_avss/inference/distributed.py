@@ -154,6 +154,24 @@ def gather(obj, ranks: Ranks) -> list:
     return out
 
 
+def resolve_device(device: str):
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error (a
+    ``torch.device``)."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise InputError("--device", f"expected auto, cpu, cuda or cuda:N, got {device!r}") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise InputError("--device", f"expected auto, cpu, cuda or cuda:N, got {device!r}")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device", "CUDA was requested but no GPU is available")
+    return resolved
+
+
 def rank_device(device, ranks: Ranks):
     """``cuda`` without an index: GPU ``LOCAL_RANK mod count`` (every rank on its own GPU when
     there are enough); any other device as given."""

@@ -37,7 +37,7 @@ from ..errors import InputError, TrainingDiverged, first_line, writable_folder
 from ..models.generative import MAX_PLATE_NESTING, speech_guide, speech_model
 from ..models.switch import make_switch
 from ..settings import Settings
-from .distributed import rank_device
+from .distributed import rank_device, resolve_device
 from .distributed_training import GlobalNoise, barrier, current_ranks, my_rows, sum_gradients, sum_over_ranks
 from .pyro_state import isolated_pyro_state
 from .streamed_data import StreamedClips, training_sets
@@ -329,18 +329,3 @@ def _write_start(out_dir: Path, settings: Settings, skipped: list) -> None:
         for clip, reason in skipped:
             LOG.warning(f"notice: skipped {clip}: {reason}")
     dump_config(settings.to_config(), out_dir / "config.yaml")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise InputError("--device", f"expected auto, cpu, cuda or cuda:N, got {device!r}") from None
-    if resolved.type not in ("cpu", "cuda"):
-        raise InputError("--device", f"expected auto, cpu, cuda or cuda:N, got {device!r}")
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device", "CUDA was requested but no GPU is available")
-    return resolved

@@ -64,6 +64,7 @@ class VideoReader:
 
     def __init__(self, path: str | Path):
         import av
+        from av.video.reformatter import VideoReformatter
 
         self.path = Path(path)
         if not self.path.exists():
@@ -80,6 +81,9 @@ class VideoReader:
         self.width = int(self._stream.codec_context.width)
         self.height = int(self._stream.codec_context.height)
         self.fps = _stream_rate(self._stream)
+        # one converter to RGB for every frame: ``frame.to_ndarray(format=...)`` sets up a new
+        # one per frame, which took 2-3 ms of a 360x288 frame's 0.1 ms conversion
+        self._to_rgb = VideoReformatter()
         self.frames_read = 0
         self.truncated: str | None = None
 
@@ -113,7 +117,7 @@ class VideoReader:
                 t = float((frame.pts - start) * time_base)
             previous = t
             self.frames_read += 1
-            yield t, frame.to_ndarray(format="rgb24")
+            yield t, self._to_rgb.reformat(frame, format="rgb24").to_ndarray()
 
 
 def _stream_rate(stream) -> float:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .face_mesh_import import face_mesh_module
 from .roi import ROI_SIDE_PER_EYE_DISTANCE, MouthGeometry, geometry_from_landmarks
 
 # MediaPipe's native logging (glog/absl, TensorFlow Lite) prints several informational lines per
@@ -127,7 +128,7 @@ class MediapipeLipDetector:
     def __init__(self, max_side: int = 640, min_detection_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5):
         os.environ.setdefault("GLOG_minloglevel", "2")  # keep MediaPipe's C++ logging quiet
-        from mediapipe.python.solutions import face_mesh
+        face_mesh = face_mesh_module()
 
         self._factory = lambda: face_mesh.FaceMesh(
             static_image_mode=False, max_num_faces=1, refine_landmarks=False,
@@ -135,11 +136,9 @@ class MediapipeLipDetector:
             min_tracking_confidence=min_tracking_confidence)
         self.max_side = max_side
         self._mesh = None
-        self.reset()
 
     def reset(self) -> None:
-        self.close()
-        self._mesh = self._factory()
+        self.close()            # the next frame builds a fresh face mesh (no tracking state)
 
     def close(self) -> None:
         if self._mesh is not None:
@@ -147,6 +146,8 @@ class MediapipeLipDetector:
             self._mesh = None
 
     def observe(self, rgb: np.ndarray, gray: np.ndarray) -> FaceObservation | None:
+        if self._mesh is None:
+            self._mesh = self._factory()
         result = self._mesh.process(np.ascontiguousarray(_downscale(rgb, self.max_side)))
         if not result.multi_face_landmarks:
             return None
@@ -224,7 +225,7 @@ DETECTORS = ("auto", "mediapipe", "haar", "roi")
 def mediapipe_available() -> bool:
     """Whether the MediaPipe face mesh can be imported."""
     try:
-        from mediapipe.python.solutions import face_mesh  # noqa: F401
+        face_mesh_module()
     except Exception:
         return False
     return True
