@@ -125,6 +125,22 @@ assert mp.solutions.hands.Hands and "solutions" in dir(mp) and drawing_utils.Dra
     assert res.returncode == 0, res.stderr
 
 
+def test_a_mediapipe_laid_out_otherwise_still_gives_the_face_mesh_the_ordinary_way():
+    # the light import fails (here: a package it expects is not found); the face mesh then comes
+    # from the ordinary import, so `auto` does not silently fall back to another detector
+    code = """
+import importlib.util, sys
+real = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name == "mediapipe.python.solutions" else real(name, *a)
+from pyro_avss.video.face_mesh_import import face_mesh_module
+mesh = face_mesh_module()
+importlib.util.find_spec = real
+assert mesh.FaceMesh and "mediapipe.python.solutions.drawing_utils" in sys.modules
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+
+
 def test_skip_existing_without_figure_keeps_outputs_that_have_none(tmp_path):
     args = separate_args(tmp_path, "--no-figure")
     cli_modules(tmp_path, *args)

@@ -57,7 +57,8 @@ def _deferred(name: str) -> types.ModuleType:
 
 def face_mesh_module():
     """``mediapipe.python.solutions.face_mesh``, imported without MediaPipe's other parts when
-    MediaPipe is not imported yet; :class:`ImportError` (or what MediaPipe raises) otherwise."""
+    MediaPipe is not imported yet (the ordinary import otherwise, or when that way fails);
+    :class:`ImportError` (or what MediaPipe raises) when it cannot be imported at all."""
     if FACE_MESH in sys.modules or "mediapipe" in sys.modules:
         return importlib.import_module(FACE_MESH)
     top, solutions = DEFERRED_PACKAGES
@@ -66,7 +67,13 @@ def face_mesh_module():
         python = importlib.import_module("mediapipe.python")      # the bindings: needed
         sys.modules[solutions] = python.solutions = _deferred(solutions)
         return importlib.import_module(FACE_MESH)
-    except BaseException:
-        for name in [n for n in sys.modules if n == "mediapipe" or n.startswith("mediapipe.")]:
-            del sys.modules[name]             # half-imported: a later import starts afresh
-        raise
+    except Exception:
+        # a MediaPipe laid out otherwise than this expects: run the packages deferred so far
+        # (their compiled bindings, once loaded, cannot be loaded again) and import the face
+        # mesh the ordinary way (slower start, same detector), so that only a MediaPipe that
+        # cannot be imported at all makes `auto` fall back to another detector
+        for name in DEFERRED_PACKAGES:
+            module = sys.modules.get(name)
+            if isinstance(module, _DeferredPackage):
+                module._run_init()
+        return importlib.import_module(FACE_MESH)
