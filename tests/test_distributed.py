@@ -151,3 +151,39 @@ def test_two_gloo_processes_train_the_one_process_model(tmp_path, loader):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4, msg=name)
     for a, b in zip(one.encoder.state_dict().values(), two.encoder.state_dict().values()):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+
+
+def _ordered_rank(rank: int, world: int, port: int, folder: str) -> None:
+    """One rank of the main-rank-first test (a spawned process): rank 0's work is slow and
+    writes the cache; every other rank's work must find it there."""
+    import time
+
+    import torch.distributed as dist
+
+    from pyro_avss.inference.distributed_training import current_ranks, main_rank_first
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    cache = Path(folder) / "cache.txt"
+
+    def work():
+        if rank == 0:
+            time.sleep(0.5)
+            cache.write_text("prepared")
+        assert cache.read_text() == "prepared", "a rank ran before the cache was written"
+        return rank
+
+    try:
+        assert main_rank_first(work, current_ranks()) == rank
+        (Path(folder) / f"done{rank}").touch()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_corpus_is_prepared_by_rank_zero_before_the_others_read_it(tmp_path):
+    import torch.multiprocessing as mp
+
+    from pyro_avss.inference.distributed import free_port
+
+    mp.spawn(_ordered_rank, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    assert (tmp_path / "done0").exists() and (tmp_path / "done1").exists()

@@ -105,3 +105,12 @@ def barrier(ranks: Ranks) -> None:
         import torch.distributed as torch_dist
 
         torch_dist.barrier()
+
+
+def main_rank_first(work, ranks: Ranks):
+    """``work()`` on rank 0, then, once it has returned, on the other ranks (a barrier between):
+    for a step that writes a shared cache — preparing a corpus — which the other ranks then only
+    read instead of writing the same files at the same time. One process: just ``work()``."""
+    result = work() if ranks.main else None
+    barrier(ranks)
+    return result if ranks.main else work()

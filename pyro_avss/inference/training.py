@@ -38,7 +38,8 @@ from ..models.generative import MAX_PLATE_NESTING, speech_guide, speech_model
 from ..models.switch import make_switch
 from ..settings import Settings
 from .distributed import rank_device, resolve_device
-from .distributed_training import GlobalNoise, barrier, current_ranks, my_rows, sum_gradients, sum_over_ranks
+from .distributed_training import (GlobalNoise, barrier, current_ranks, main_rank_first, my_rows,
+                                   sum_gradients, sum_over_ranks)
 from .pyro_state import isolated_pyro_state
 from .streamed_data import StreamedClips, training_sets
 from .training_data import ClipReader, FrameSet, select_rows
@@ -278,7 +279,8 @@ def _train(settings: Settings, out_dir: Path, dev: torch.device, resume: bool, p
     data = settings.data
     stft_cfg = StftConfig(**settings.stft.to_config())
     if rows is None:
-        rows = prepared_rows(data.corpora, data.cache, data.detector, progress=progress)
+        rows = main_rank_first(lambda: prepared_rows(data.corpora, data.cache, data.detector,
+                                                     progress=progress), current_ranks())
     train_rows, dev_rows = select_rows(rows, data)
     if not train_rows:
         raise InputError("data", f"no clips in split {data.train_split!r}")
