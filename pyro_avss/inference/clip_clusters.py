@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ..audio import StftConfig, load_audio
+from ..errors import InputError
 from .inputs import normalised_power
 
 #: variance floor of a cluster, as a fraction of the data's variance in that dimension (so that
@@ -58,7 +59,8 @@ def fit_gaussian_mixture(y: torch.Tensor, num_clusters: int, restarts: int = 50,
     """EM for a diagonal Gaussian mixture with learnt weights on ``y (N, D)``; the best of
     ``restarts`` random soft starts. Returns each point's cluster ``(N,)`` and the log-likelihood."""
     gen = torch.Generator().manual_seed(seed)
-    floor = VARIANCE_FLOOR * y.var(0, unbiased=False).to(torch.float64)
+    y = y.to(torch.float64)                    # the responsibilities' dtype, cast once
+    floor = VARIANCE_FLOOR * y.var(0, unbiased=False)
     best = None
     for _ in range(restarts):
         resp = _random_responsibilities(y.shape[0], num_clusters, gen)
@@ -80,7 +82,6 @@ def _random_responsibilities(n: int, k: int, gen: torch.Generator) -> torch.Tens
 
 def _component_log_joint(y: torch.Tensor, resp: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
     """M-step from ``resp (N, K)``, then ``log w_k + log N(y_n; μ_k, σ²_k)`` as ``(N, K)``."""
-    y = y.to(resp.dtype)
     mass = resp.sum(0).clamp_min(1e-12)                                  # (K,)
     mean = (resp.T @ y) / mass[:, None]                                  # (K, D)
     var = ((resp.T @ y ** 2) / mass[:, None] - mean ** 2).clamp_min(0) + floor   # (K, D)
@@ -107,8 +108,6 @@ def clustered_rows(train_rows: list[dict], dev_rows: list[dict], train, stft_cfg
     cluster (``cluster<k>``, K = ``train.num_components``), the clusters found over both splits
     together (:func:`cluster_clips`). ``record``: a CSV of ``id, speaker, split, cluster`` to
     write (the manifest's speaker kept there, for scoring the clusters)."""
-    from ..errors import InputError
-
     if train.num_components is None:
         raise InputError("train.num_components", "labels: clustered needs the number of clusters")
     rows = train_rows + dev_rows
