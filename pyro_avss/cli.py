@@ -66,7 +66,7 @@ def fail(exc: Exception) -> None:
     sys.exit(2)
 
 
-RECIPE_COMMANDS = ("bench", "compare-mcem", "demo", "results")
+RECIPE_COMMANDS = ("bench", "compare-mcem", "demo", "results", "speaker-pool")
 """Commands of the recipes (:mod:`pyro_avss.recipes.cli`), imported only when named (or listed
 by ``--help``): the library's own commands never load a recipe."""
 

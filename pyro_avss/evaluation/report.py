@@ -14,10 +14,11 @@ from .summary import TABLE_METRICS, compare, key_text
 METRIC_NAMES = {"si_sdr": "SI-SDR (dB)", "si_sdri": "SI-SDRi (dB)", "sdr": "SDR (dB)",
                 "pesq_wb": "PESQ-WB (MOS-LQO)", "pesq_nb": "PESQ-NB (MOS-LQO)", "stoi": "STOI",
                 "estoi": "ESTOI", "input_si_sdr": "input SI-SDR (dB)", "rtf": "RTF",
-                "switch_true_mass": "p(true speaker)", "swapped": "swap rate"}
+                "switch_true_mass": "p(true speaker)", "switch_identified": "speaker identified",
+                "swapped": "swap rate"}
 """Readable names, with units, of the CSV's metric columns (figures and tables)."""
 
-DIGITS = {"stoi": 3, "estoi": 3, "rtf": 3, "switch_true_mass": 3, "swapped": 3}
+DIGITS = {"stoi": 3, "estoi": 3, "rtf": 3, "switch_true_mass": 3, "switch_identified": 3, "swapped": 3}
 
 
 def metric_name(key: str) -> str:
@@ -54,7 +55,7 @@ def comparison_rows(group: dict, stats: dict, metrics=TABLE_METRICS) -> list[lis
 
 
 def _short(metric: str) -> str:
-    return {"switch_true_mass": "p(true)", "swapped": "swap"}.get(metric, metric_name(metric))
+    return {"switch_true_mass": "p(true)", "switch_identified": "identified", "swapped": "swap"}.get(metric, metric_name(metric))
 
 
 def results_markdown(summary: dict, meta: dict, comparison: dict | None = None) -> str:

@@ -16,6 +16,8 @@
 * ``switch_true_mass``: mean posterior probability of the component named like
   ``target_speaker`` over the speech frames of that source (frames whose clean energy is within
   40 dB of its loudest frame); empty when the system has no switch or no such component;
+* ``switch_identified``: 1 when, over the same frames, the true speaker's component has the
+  largest mean posterior of all K (the switch identifies the speaker), else 0; empty as above;
 * ``swapped`` (J ≥ 2): 1 when the estimate of a source has a higher SI-SDR against another
   source's reference than against its own (it holds the wrong talker), else 0; its mean is the
   swap rate;
@@ -39,10 +41,11 @@ ERROR_COLUMNS = tuple(f"{m}_error" for m in ALL_METRICS) + tuple(f"input_{m}_err
 CSV_COLUMNS = (("id", "condition", "snr_db", "noise", "system", "source", "target_speaker",
                 "status", "error")
                + tuple(f"input_{m}" for m in ALL_METRICS) + METRICS + ERROR_COLUMNS
-               + ("runtime_s", "audio_s", "rtf", "switch_true_mass", "swapped", "steps", "acceptance"))
+               + ("runtime_s", "audio_s", "rtf", "switch_true_mass", "switch_identified", "swapped", "steps",
+                  "acceptance"))
 NUMERIC = {c for c in CSV_COLUMNS if c.startswith("input_") and not c.endswith("_error")} \
-    | set(METRICS) | {"snr_db", "runtime_s", "audio_s", "rtf", "switch_true_mass", "swapped",
-                      "steps", "acceptance", "source"}
+    | set(METRICS) | {"snr_db", "runtime_s", "audio_s", "rtf", "switch_true_mass",
+                      "switch_identified", "swapped", "steps", "acceptance", "source"}
 
 
 def _cell(value) -> str:

@@ -40,6 +40,19 @@ def true_speaker_mass(posterior: np.ndarray, reference: np.ndarray, component: i
     return float(posterior[:T][speech, component].mean())
 
 
+def true_speaker_identified(posterior: np.ndarray, reference: np.ndarray, component: int,
+                            stft_cfg) -> float:
+    """1.0 when ``component`` has the largest mean posterior over the speech frames of
+    ``reference`` among the K components of ``posterior (T, K)`` — the switch names the right
+    speaker —, else 0.0 (NaN without speech frames)."""
+    speech = speech_frames(reference, stft_cfg)
+    T = min(len(speech), posterior.shape[0])
+    speech = speech[:T]
+    if not speech.any():
+        return math.nan
+    return float(int(posterior[:T][speech].mean(0).argmax()) == component)
+
+
 def best_order(estimates: np.ndarray, references: np.ndarray) -> list[int]:
     """Permutation ``p`` maximising ``Σ_j SI-SDR(estimates[p[j]], references[j])``."""
     J = len(references)
@@ -107,22 +120,25 @@ class Scorer:
             row["runtime_s"] = result.runtime_s
             row["rtf"] = result.runtime_s / row["audio_s"]
             row.update(result.info)
-            row["switch_true_mass"] = self._mass(post, j, item, refs[j], result.components)
+            row["switch_true_mass"] = self._switch(true_speaker_mass, post, j, item, refs[j], result.components)
+            row["switch_identified"] = self._switch(true_speaker_identified, post, j, item, refs[j],
+                                                    result.components)
             row["swapped"] = (swapped(est[j], refs, j, metrics["si_sdr"]) if len(refs) > 1 and not unprocessed
                               else math.nan)
             out.append(row)
         return out
 
-    def _mass(self, post, j, item, reference, components) -> float:
-        """NaN unless the system had a switch that could choose the true speaker's component."""
+    def _switch(self, score, post, j, item, reference, components) -> float:
+        """``score(posterior, reference, true component, stft)`` of source j, NaN unless the
+        system had a switch that could choose the true speaker's component."""
         if post is None or self.models is None or components is None:
             return math.nan
         names = self.models.component_names
         speaker = str(item.spec.sources[j].speaker)
         if speaker not in names or names.index(speaker) not in components:
             return math.nan
-        return true_speaker_mass(post[:, j], reference, names.index(speaker), self.stft_cfg)
+        return score(post[:, j], reference, names.index(speaker), self.stft_cfg)
 
 
-__all__ = ["SPEECH_RANGE_DB", "speech_frames", "true_speaker_mass", "best_order", "swapped",
+__all__ = ["SPEECH_RANGE_DB", "speech_frames", "true_speaker_mass", "true_speaker_identified", "best_order", "swapped",
            "status_rows", "Scorer"]

@@ -13,7 +13,7 @@ import numpy as np
 
 from .results_csv import METRICS
 
-OWN_MEANS = ("rtf", "switch_true_mass", "swapped")
+OWN_MEANS = ("rtf", "switch_true_mass", "switch_identified", "swapped")
 """Columns averaged over each system's own finite values on the common mixtures (they are
 undefined for some systems by design: no switch, J = 1); every other metric is averaged over
 the (mixture, source) pairs where it is finite for every compared system."""
@@ -25,8 +25,8 @@ def _stats(rows: list[dict]) -> dict:
     """Means (NaN-free), valid counts and metric-failure counts of ok rows."""
     out: dict = {"rows": len(rows)}
     means, counts, fails = {}, {}, {}
-    for key in METRICS + ("input_si_sdr", "switch_true_mass", "swapped", "rtf", "runtime_s"):
-        values = np.array([r[key] for r in rows], dtype=float)
+    for key in METRICS + ("input_si_sdr", "switch_true_mass", "switch_identified", "swapped", "rtf", "runtime_s"):
+        values = np.array([r.get(key, np.nan) for r in rows], dtype=float)   # older runs lack some
         valid = values[np.isfinite(values)]
         means[key] = float(valid.mean()) if valid.size else None
         counts[key] = int(valid.size)
@@ -94,7 +94,7 @@ def _common_stats(rows: list[dict], names: list[str], ids: set) -> dict:
     for key in TABLE_METRICS:
         if key in OWN_MEANS:
             for n in names:
-                v = np.array([u[n][key] for u in units.values() if n in u], dtype=float)
+                v = np.array([u[n].get(key, np.nan) for u in units.values() if n in u], dtype=float)
                 v = v[np.isfinite(v)]
                 mean[n][key] = float(v.mean()) if v.size else None
             continue

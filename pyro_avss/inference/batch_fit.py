@@ -27,6 +27,7 @@ from ..models.noise import NMFNoise
 from ..models.switch import STAY_PARAM, joint_states, make_switch
 from .optim import DecayingAdam, frozen
 from .pyro_state import forked_rng, isolated_pyro_state
+from .screening import frame_scores, kept_components, kept_count, needs_screening, same_inputs, screening_settings
 from ..settings.separation import SeparationSettings
 
 
@@ -87,7 +88,30 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
 
     nets = [n for n in (models.encoder, models.decoders, models.prior, models.dynamics) if n is not None]
     with frozen(*nets):
+        if settings.source_components is not None:     # no source may use the others
+            used = [k for k in used if any(k in own for own in settings.source_components)]
+        if needs_screening(settings, len(used), J):
+            used = screened_components(models, power, lips, present, mask, settings, used, make_noise)
         return _fit(build, used, models.decoders.num_components, power, lips, present, mask, settings)
+
+
+def screened_components(models: SpeechModels, power, lips, present, mask, settings: SeparationSettings,
+                        used: list[int], make_noise=None) -> list[int]:
+    """The components kept for a fit of J sources over too many joint states: one short
+    one-source screening fit per distinct source (:mod:`.screening`), then the round-robin of
+    their rankings, ``⌊max_joint_states^(1/J)⌋`` components in all."""
+    J = lips.shape[-2]
+    screen = screening_settings(settings, used)
+    scores: list[torch.Tensor] = []
+    for j in range(J):
+        twin = next((i for i in range(j) if same_inputs(lips, present, j, i)), None)
+        if twin is not None:
+            scores.append(scores[twin])
+            continue
+        fit = fit_batch(models, power, lips[..., j:j + 1, :], present[..., j:j + 1], mask, screen,
+                        make_noise=make_noise)
+        scores.append(frame_scores(fit.posterior, mask))
+    return kept_components(scores, used, kept_count(settings.max_joint_states, J))
 
 
 def separation_model(models: SpeechModels, settings: SeparationSettings, components: list[int], switch,

@@ -124,9 +124,26 @@ def speech_model(batch: dict, decoders, switch: SwitchPrior, beta: float = 1.0, 
         with time, poutine.mask(mask=mask), poutine.scale(scale=beta):
             z = pyro.sample("z", latent_prior(prior, batch["lips"][..., None, :], batch["present"][..., None],
                                               [1, decoders.latent_dim], dynamics))
-        log_speech = decoders(z, batch["lips"][..., None, :], batch["present"][..., None])
-        loglik = mixture_log_likelihood(power, log_speech, None)                    # (B,T,K)
+        lips, present = batch["lips"][..., None, :], batch["present"][..., None]
+        speaker = utterance_labels(batch["labels"], mask)
+        if speaker is not None and hasattr(decoders, "selected") and decoders.num_components > 1:
+            # each utterance's own decoder only; the others are excluded by the labels anyway
+            own = mixture_log_likelihood(power, decoders.selected(z, lips, present, speaker), None)
+            loglik = own.new_zeros(own.shape[:-1] + (decoders.num_components,))
+            loglik = loglik.scatter(-1, speaker[:, None, None].expand(own.shape), own)
+        else:
+            loglik = mixture_log_likelihood(power, decoders(z, lips, present), None)   # (B,T,K)
         switch.observe(loglik + label_log_mask(batch["labels"], decoders.num_components), mask, time)
+
+
+def utterance_labels(labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+    """``(B,)`` the label of each utterance when every valid frame of it has the same known label
+    (``labels (B, T)``, ``mask (B, T)``; an utterance without valid frames takes label 0), else
+    None."""
+    first = torch.where(mask, labels, labels.new_full((), -1)).amax(-1).clamp_min(0)     # (B,)
+    if bool(((labels == first[:, None]) | ~mask).all()):
+        return first
+    return None
 
 
 def speech_guide(batch: dict, encoder, switch=None, beta: float = 1.0) -> None:

@@ -94,6 +94,27 @@ class DecoderBank(nn.Module):
         out = torch.einsum("...kh,kho->...ko", h, self.w3) + self.b3
         return out.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
+    def selected(self, z, lips, present, index):
+        """Component ``index[b]`` alone for each utterance b: ``z (..., B, T, J, D)``, ``lips
+        (B, T, J, Dv)``, ``present (B, T, J)``, ``index (B,)`` long -> ``(..., B, T, J, 1, F)``,
+        equal to ``self(z, lips, present)[..., index[b]:index[b]+1, :]`` per b. Training with
+        observed labels needs only the labelled speaker's decoder, so this costs one
+        component's work instead of K."""
+        K, H = self.num_components, self.hidden
+
+        def rows(weight):                                  # weight (K, ...) -> (B, 1, 1, ...)
+            picked = weight[index]
+            return picked.reshape(picked.shape[:1] + (1, 1) + picked.shape[1:])
+
+        h = torch.einsum("...btjd,btjdh->...btjh", z, rows(self.w_z.unflatten(-1, (K, H)).transpose(0, 1)))
+        if self.lip_dim and lips is not None:
+            hv = torch.einsum("btjv,btjvh->btjh", lips, rows(self.w_v.unflatten(-1, (K, H)).transpose(0, 1)))
+            h = h + hv * (present * self.uses_video[index][:, None, None])[..., None]
+        h = torch.tanh(h + rows(self.b1))
+        h = torch.tanh(torch.einsum("...btjh,btjho->...btjo", h, rows(self.w2)) + rows(self.b2))
+        out = torch.einsum("...btjh,btjho->...btjo", h, rows(self.w3)) + rows(self.b3)
+        return out.clamp(LOGVAR_MIN, LOGVAR_MAX).unsqueeze(-2)
+
     # ---- building banks from other banks ------------------------------------------------
     def component_state(self, k: int) -> dict:
         """The weights of component k alone (used to assemble new banks)."""

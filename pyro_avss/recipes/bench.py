@@ -46,6 +46,8 @@ BASE = {"length_s": 3.0, "components": 2, "sources": 1, "batch": 1}
 FULL_GRID = {"length_s": (1.0, 3.0, 10.0, 30.0), "components": (1, 2, 4, 8), "sources": (1, 2, 3),
              "batch": (1, 4, 8)}
 QUICK_GRID = {"length_s": (1.0, 3.0), "components": (1, 2), "sources": (1, 2), "batch": (1, 2)}
+BANK_COMPONENTS, BANK_SOURCES = (2, 11, 50), (1, 2)
+"""``--banks``: audio-only banks of many speakers, every K with every J (3-s clips, B = 1)."""
 COLUMNS = ("kind", "device", "length_s", "components", "sources", "batch", "steps", "wall_s",
            "audio_s", "rtf", "peak_rss_mb", "rss_before_mb", "cuda_peak_mb", "threads", "audio",
            "error")
@@ -301,10 +303,12 @@ def plot(rows: list[dict], path: Path) -> None:
 def run_bench(out_dir: str | Path, *, quick: bool = False, devices: str = "auto",
               long_minutes: float | None = None, long_components: int = 2,
               threads: int | None = None, overrides=(), audio_only: bool = False,
-              grid: dict | None = None, data: str | Path | None = None,
+              grid: dict | None = None, data: str | Path | None = None, banks: bool = False,
               progress: bool = True, timeout_s: float | None = None) -> list[dict]:
     """Measure every configuration (each in its own subprocess); write ``bench.csv`` and
-    ``bench.png`` into ``out_dir``. ``grid`` overrides the (quick or full) grid."""
+    ``bench.png`` into ``out_dir``. ``grid`` overrides the (quick or full) grid; ``banks``
+    measures the audio-only banks of many speakers instead (:data:`BANK_COMPONENTS` x
+    :data:`BANK_SOURCES`)."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
@@ -313,6 +317,9 @@ def run_bench(out_dir: str | Path, *, quick: bool = False, devices: str = "auto"
               "data": str(data if data is not None else DEFAULT_DATA)}
     dev_list = resolve_devices(devices)
     configs = grid_configs(grid or (QUICK_GRID if quick else FULL_GRID), dev_list, **common)
+    if banks:
+        configs = [BenchConfig(BASE["length_s"], K, J, 1, device=d, kind="bank", **{**common, "audio_only": True})
+                   for d in dev_list for K in BANK_COMPONENTS for J in BANK_SOURCES]
     if long_minutes:
         configs += [BenchConfig(60.0 * long_minutes, long_components, 1, 1, device=d, kind="long",
                                 **common) for d in dev_list]
@@ -331,7 +338,7 @@ def _worker(argv: list[str]) -> None:
 
 
 __all__ = ["BenchConfig", "grid_configs", "measure", "run_isolated", "run_bench", "make_mixtures",
-           "make_models", "BASE", "FULL_GRID", "QUICK_GRID", "COLUMNS"]
+           "make_models", "BASE", "FULL_GRID", "QUICK_GRID", "BANK_COMPONENTS", "BANK_SOURCES", "COLUMNS"]
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The recipes' commands of the ``pyro-avss`` command line: ``bench``, ``compare-mcem``, ``demo``
-and ``results``.
+"""The recipes' commands of the ``pyro-avss`` command line: ``bench``, ``compare-mcem``, ``demo``,
+``results`` and ``speaker-pool``.
 
 :mod:`pyro_avss.cli` loads this module only when one of them is named (``--help`` lists them
 too), so the library's commands never import a recipe. The options and error handling are the
@@ -28,8 +28,10 @@ from pyro_avss.cli import FAILURES, OUT_FOLDER, _csv_list, fail, set_threads, th
 @click.option("--audio-only", is_flag=True, help="audio-only models (default: audio-visual)")
 @click.option("--data", type=click.Path(file_okay=False), default=None,
               help="shared data folder with grid/ and noise/ (default: ../shared/data; synthetic audio if absent)")
+@click.option("--banks", is_flag=True, help="instead of the grid: audio-only banks of K = 2, 11, 50 speakers "
+                                            "with J = 1 and 2 sources (3-s clips)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def bench(out, quick, device, long_minutes, long_components, threads, overrides, audio_only, data, quiet):
+def bench(out, quick, device, long_minutes, long_components, threads, overrides, audio_only, data, banks, quiet):
     """Real-time factor and peak memory of separation versus length, K, J and batch size;
     writes OUT/bench.csv and OUT/bench.png (each configuration runs in its own process)."""
     from pyro_avss.recipes.bench import run_bench
@@ -37,7 +39,7 @@ def bench(out, quick, device, long_minutes, long_components, threads, overrides,
     try:
         rows = run_bench(out, quick=quick, devices=device, long_minutes=long_minutes,
                          long_components=long_components, threads=threads, overrides=overrides,
-                         audio_only=audio_only, data=data, progress=not quiet)
+                         audio_only=audio_only, data=data, banks=banks, progress=not quiet)
     except FAILURES as exc:
         fail(exc)
     failed = [r for r in rows if r.get("error")]
@@ -149,3 +151,27 @@ def compare_mcem(model, manifests, out, budgets, switches, limit, device, overri
     except FAILURES as exc:
         fail(exc)
     click.echo(table)
+
+
+# ----------------------------------------------------------------------------------------------
+@click.command("speaker-pool")
+@click.option("--out", default="runs/speaker_pool", show_default=True, type=click.Path(file_okay=False),
+              help="where the corpus and the test mixtures go")
+@click.option("--data", "data_root", default="../shared/data", show_default=True,
+              type=click.Path(file_okay=False), help="the shared data (librispeech/train-clean-100, noise)")
+@click.option("--speakers", type=click.IntRange(min=2), default=50, show_default=True,
+              help="how many pool speakers")
+@click.option("--snr", type=float, default=5.0, show_default=True, help="SNR of the test mixtures (dB)")
+def speaker_pool(out, data_root, speakers, snr):
+    """A corpus of many speakers from the LibriSpeech pool (each utterance cut into train / dev /
+    test parts) and its test mixtures: identification (one talker) and two talkers."""
+    from pyro_avss.recipes.speaker_pool import write_pool_corpus, write_test_mixtures
+
+    try:
+        corpus = write_pool_corpus(Path(data_root), Path(out), num_speakers=speakers)
+        paths = write_test_mixtures(corpus, Path(data_root), Path(out), snr_db=snr)
+    except FAILURES as exc:
+        fail(exc)
+    click.echo(f"corpus: {corpus} ({speakers} speakers)")
+    for name, path in paths.items():
+        click.echo(f"{name} mixtures: {path}")
