@@ -150,9 +150,9 @@ def prepare(corpus, out, detector, workers, roi_size):
 # ----------------------------------------------------------------------------------------------
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="NAME|FILE",
-              help="YAML config file, or the name of a packaged one (grid_universal, "
-                   "grid_speakers, grid_speakers_av_ao, grid_switching_unlabelled, "
-                   "librispeech_universal, librispeech_speakers, librispeech_switching_unlabelled); "
+              help="YAML config file, or the name of a packaged one (grid_universal, grid_speakers, "
+                   "grid_speakers_av_ao, grid_switching_unlabelled, librispeech_universal, librispeech_speakers, "
+                   "librispeech_switching_unlabelled, librispeech_pool_speakers after `speaker-pool`); "
                    "paths inside it are relative to the current folder")
 @click.option("--set", "overrides", multiple=True, help=SET_HELP)
 @click.option("--out", required=True, type=OUT_FOLDER, help="output folder")

@@ -6,7 +6,7 @@ forms a ``(B, T, K^J, F)`` mixture variance for them: K = 50 speakers and J = 2 
 ``separate.max_joint_states`` (S), the components are screened first:
 
 1. For each source j, a short fit of the *one-source* model over all K components with the
-   i.i.d. per-frame switch (``prune_after`` SVI steps, the source's own lips, the same noise
+   i.i.d. per-frame switch (``screen_steps`` SVI steps, the source's own lips, the same noise
    model) gives the per-frame posterior ``r_j[b, t, k]``; the score of component k for source j
    is its expected number of frames ``Σ_{b,t} r_j[b, t, k]``. The per-frame switch lets every
    talker of the mixture claim the frames it dominates, so the second voice scores too. Sources
@@ -47,10 +47,10 @@ def needs_screening(settings: SeparationSettings, num_components: int, num_sourc
 
 
 def screening_settings(settings: SeparationSettings, used: list[int]) -> SeparationSettings:
-    """The settings of one source's screening fit: the i.i.d. switch over ``used``, ``prune_after``
+    """The settings of one source's screening fit: the i.i.d. switch over ``used``, ``screen_steps``
     steps without early stop or pruning, one ``z`` draw for the posterior."""
     return replace(settings, switch_prior="iid", learn_stay=False, enumeration="marginal",
-                   steps=settings.prune_after, tol=0.0, prune_threshold=0.0, num_samples=1,
+                   steps=settings.screen_steps, tol=0.0, prune_threshold=0.0, num_samples=1,
                    components=tuple(used), source_components=None)
 
 

@@ -20,7 +20,8 @@ given to every target in turn (``cycle_noises``):
   the bank is the identified speaker (``switch_identified`` in ``results.csv``);
 * ``identify_dev.csv``: the same with the dev parts and another draw, to choose settings on
   (the test parts are kept for reporting);
-* ``two_talkers.csv``: each test part with another pool speaker's test part at 0 dB SIR.
+* ``two_talkers.csv``: each test part with another pool speaker's test part at 0 dB SIR;
+  ``two_talkers_dev.csv`` the same with the dev parts.
 
 Caveat to quote with any figure: a universal model trained by ``librispeech_universal`` has seen
 the whole pool utterances (test parts included); every speaker decoder starts from it, so that
@@ -98,8 +99,8 @@ def write_pool_corpus(data_root: Path, out: Path, num_speakers: int = 50, min_se
 
 def write_test_mixtures(corpus: Path, data_root: Path, out: Path, snr_db: float = 5.0,
                         seed: int = 11) -> dict[str, Path]:
-    """``identify.csv``, ``identify_dev.csv`` and ``two_talkers.csv`` from the corpus's test (and
-    dev) parts and the shared data's noise recordings (module docstring); returns their paths by
+    """``identify.csv``, ``identify_dev.csv``, ``two_talkers.csv`` and ``two_talkers_dev.csv``
+    from the corpus's test and dev parts and the shared data's noise recordings (module docstring); returns their paths by
     name."""
     clips, problems = read_manifest(corpus)
     if problems:
@@ -108,15 +109,15 @@ def write_test_mixtures(corpus: Path, data_root: Path, out: Path, snr_db: float 
     devs = [c for c in clips if c.split == "dev"]
     noises = read_noises(Path(data_root) / "manifests" / "noise.csv")
     out = Path(out)
-    paths = {"identify": out / "identify.csv", "identify_dev": out / "identify_dev.csv",
-             "two_talkers": out / "two_talkers.csv"}
+    paths = {"identify": out / "identify.csv", "identify_dev": out / "identify_dev.csv"}
     write_mixture_manifest(build_mixture_specs(tests, noises, snr_db, seed=seed, cycle_noises=True),
                            paths["identify"], overwrite=True)
     write_mixture_manifest(build_mixture_specs(devs, noises, snr_db, seed=seed + 2, cycle_noises=True),
                            paths["identify_dev"], overwrite=True)
-    write_mixture_manifest(build_mixture_specs(tests, noises, snr_db, num_interferers=1, sir_db=0.0,
-                                               seed=seed + 1, cycle_noises=True), paths["two_talkers"],
-                           overwrite=True)
+    for name, parts, draw in (("two_talkers", tests, seed + 1), ("two_talkers_dev", devs, seed + 3)):
+        paths[name] = out / f"{name}.csv"
+        write_mixture_manifest(build_mixture_specs(parts, noises, snr_db, num_interferers=1, sir_db=0.0,
+                                                   seed=draw, cycle_noises=True), paths[name], overwrite=True)
     return paths
 
 
