@@ -170,3 +170,24 @@ def test_pool_corpus_cuts_each_chosen_utterance_without_changing_a_sample(tmp_pa
     assert all(r["source1_speaker"] != r["source2_speaker"] for r in two)
     with pytest.raises(Exception, match="only 3 pool speakers"):
         write_pool_corpus(data, tmp_path / "pool4", num_speakers=4, min_seconds=10.0)
+
+
+def test_a_results_file_of_an_older_version_is_read_and_extended(tmp_path):
+    from pyro_avss.evaluation.results_csv import CSV_COLUMNS, read_results, write_results
+
+    old_columns = [c for c in CSV_COLUMNS if c != "switch_identified"]
+    path = tmp_path / "results.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=old_columns)
+        writer.writeheader()
+        writer.writerow({c: "" for c in old_columns} | {"id": "a", "system": "s", "source": "1",
+                                                        "status": "ok", "si_sdr": "3.5"})
+    (row,) = read_results(path)
+    assert row["si_sdr"] == 3.5 and np.isnan(row["switch_identified"])
+    write_results(path, [{"id": "b", "system": "s", "source": 1, "status": "ok", "switch_identified": 1.0}])
+    assert open(path).readline().strip().split(",") == list(CSV_COLUMNS)
+    rows = read_results(path)
+    assert [r["id"] for r in rows] == ["a", "b"] and rows[0]["si_sdr"] == 3.5 and rows[1]["switch_identified"] == 1.0
+    (tmp_path / "bad.csv").write_text("id,system,source,status,what\n")
+    with pytest.raises(Exception, match="other columns"):
+        read_results(tmp_path / "bad.csv")

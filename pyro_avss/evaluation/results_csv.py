@@ -59,20 +59,26 @@ def _cell(value) -> str:
 
 
 def read_results(path: str | Path) -> list[dict]:
-    """Rows of a results CSV, numbers as floats (NaN where empty).
+    """Rows of a results CSV, numbers as floats (NaN where empty). A file of an older version,
+    whose columns are some of :data:`CSV_COLUMNS` (a column added since), is read with the
+    missing columns empty.
 
-    :raises InputError: the file has other columns than :data:`CSV_COLUMNS`.
+    :raises InputError: the file has columns that :data:`CSV_COLUMNS` lacks, or lacks ``id``,
+        ``system``, ``source`` or ``status``.
     """
     path = Path(path)
     if not path.exists():
         return []
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+        columns = set(reader.fieldnames or ())
+        if not columns <= set(CSV_COLUMNS) or not {"id", "system", "source", "status"} <= columns:
             raise InputError(path, "was written with other columns (another pyro_avss version?); "
                                    "use a new --out folder")
         rows = list(reader)
     for row in rows:
+        for key in set(CSV_COLUMNS) - columns:
+            row[key] = ""
         for key in NUMERIC:
             text = row.get(key) or ""
             row[key] = float(text) if text else math.nan
@@ -80,8 +86,11 @@ def read_results(path: str | Path) -> list[dict]:
 
 
 def write_results(path: str | Path, rows: list[dict], append: bool = True) -> None:
-    """Append ``rows`` (or rewrite the file with them when ``append`` is False) and flush."""
+    """Append ``rows`` (or rewrite the file with them when ``append`` is False) and flush. A file
+    of an older version (fewer columns) is first rewritten with today's columns."""
     path = Path(path)
+    if append and path.exists() and _header(path) != CSV_COLUMNS:
+        rows, append = read_results(path) + list(rows), False
     new = not append or not path.exists()
     tmp = path.with_name(path.name + ".tmp") if not append else path
     with open(tmp, "w" if new else "a", newline="", encoding="utf-8") as fh:
@@ -93,6 +102,11 @@ def write_results(path: str | Path, rows: list[dict], append: bool = True) -> No
         fh.flush()
     if tmp != path:
         os.replace(tmp, path)
+
+
+def _header(path: Path) -> tuple:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return tuple(next(csv.reader(fh), ()))
 
 
 __all__ = ["METRICS", "CSV_COLUMNS", "read_results", "write_results"]
