@@ -76,9 +76,9 @@ def read_results(path: str | Path) -> list[dict]:
             raise InputError(path, "was written with other columns (another pyro_avss version?); "
                                    "use a new --out folder")
         rows = list(reader)
+    missing = set(CSV_COLUMNS) - columns
     for row in rows:
-        for key in set(CSV_COLUMNS) - columns:
-            row[key] = ""
+        row.update(dict.fromkeys(missing, ""))
         for key in NUMERIC:
             text = row.get(key) or ""
             row[key] = float(text) if text else math.nan

@@ -26,9 +26,11 @@ def speech_frames(reference: np.ndarray, stft_cfg, range_db: float = SPEECH_RANG
     return (energy >= energy.max() * 10.0 ** (-range_db / 10.0)).numpy()
 
 
-def true_speaker_mass(posterior: np.ndarray, reference: np.ndarray, component: int,
-                      stft_cfg) -> float:
-    """Mean ``posterior[t, component]`` over the speech frames of ``reference``.
+def true_speaker_switch(posterior: np.ndarray, reference: np.ndarray, component: int,
+                        stft_cfg) -> tuple[float, float]:
+    """Over the speech frames of ``reference``: the mean ``posterior[t, component]`` (the mass on
+    the true speaker) and 1.0 when ``component`` has the largest mean posterior of all K (the
+    switch identifies the speaker), else 0.0; both NaN without speech frames.
 
     :param posterior: ``(T, K)`` switch posterior of one source.
     """
@@ -36,21 +38,20 @@ def true_speaker_mass(posterior: np.ndarray, reference: np.ndarray, component: i
     T = min(len(speech), posterior.shape[0])
     speech = speech[:T]
     if not speech.any():
-        return math.nan
-    return float(posterior[:T][speech, component].mean())
+        return math.nan, math.nan
+    mean = posterior[:T][speech].mean(0)
+    return float(mean[component]), float(int(mean.argmax()) == component)
+
+
+def true_speaker_mass(posterior: np.ndarray, reference: np.ndarray, component: int, stft_cfg) -> float:
+    """The mass on the true speaker of :func:`true_speaker_switch`."""
+    return true_speaker_switch(posterior, reference, component, stft_cfg)[0]
 
 
 def true_speaker_identified(posterior: np.ndarray, reference: np.ndarray, component: int,
                             stft_cfg) -> float:
-    """1.0 when ``component`` has the largest mean posterior over the speech frames of
-    ``reference`` among the K components of ``posterior (T, K)`` — the switch names the right
-    speaker —, else 0.0 (NaN without speech frames)."""
-    speech = speech_frames(reference, stft_cfg)
-    T = min(len(speech), posterior.shape[0])
-    speech = speech[:T]
-    if not speech.any():
-        return math.nan
-    return float(int(posterior[:T][speech].mean(0).argmax()) == component)
+    """Whether the switch identifies the true speaker, as :func:`true_speaker_switch` says."""
+    return true_speaker_switch(posterior, reference, component, stft_cfg)[1]
 
 
 def best_order(estimates: np.ndarray, references: np.ndarray) -> list[int]:
@@ -120,25 +121,25 @@ class Scorer:
             row["runtime_s"] = result.runtime_s
             row["rtf"] = result.runtime_s / row["audio_s"]
             row.update(result.info)
-            row["switch_true_mass"] = self._switch(true_speaker_mass, post, j, item, refs[j], result.components)
-            row["switch_identified"] = self._switch(true_speaker_identified, post, j, item, refs[j],
-                                                    result.components)
+            row["switch_true_mass"], row["switch_identified"] = self._switch(post, j, item, refs[j],
+                                                                             result.components)
             row["swapped"] = (swapped(est[j], refs, j, metrics["si_sdr"]) if len(refs) > 1 and not unprocessed
                               else math.nan)
             out.append(row)
         return out
 
-    def _switch(self, score, post, j, item, reference, components) -> float:
-        """``score(posterior, reference, true component, stft)`` of source j, NaN unless the
-        system had a switch that could choose the true speaker's component."""
+    def _switch(self, post, j, item, reference, components) -> tuple[float, float]:
+        """:func:`true_speaker_switch` of source j, NaN unless the system had a switch that could
+        choose the true speaker's component."""
         if post is None or self.models is None or components is None:
-            return math.nan
+            return math.nan, math.nan
         names = self.models.component_names
         speaker = str(item.spec.sources[j].speaker)
         if speaker not in names or names.index(speaker) not in components:
-            return math.nan
-        return score(post[:, j], reference, names.index(speaker), self.stft_cfg)
+            return math.nan, math.nan
+        return true_speaker_switch(post[:, j], reference, names.index(speaker), self.stft_cfg)
 
 
-__all__ = ["SPEECH_RANGE_DB", "speech_frames", "true_speaker_mass", "true_speaker_identified", "best_order", "swapped",
+__all__ = ["SPEECH_RANGE_DB", "speech_frames", "true_speaker_switch", "true_speaker_mass", "true_speaker_identified",
+           "best_order", "swapped",
            "status_rows", "Scorer"]

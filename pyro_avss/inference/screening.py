@@ -23,7 +23,6 @@ nothing else changes. The screening costs J (or 1) fits of K states each instead
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import torch
@@ -33,11 +32,9 @@ from ..settings.separation import SeparationSettings
 
 def kept_count(max_joint_states: int, num_sources: int) -> int:
     """``M = ⌊S^(1/J)⌋`` (at least 1): the most components whose ``M^J`` joint states fit in S."""
-    count = max(1, int(math.floor(max_joint_states ** (1.0 / num_sources))))
-    while (count + 1) ** num_sources <= max_joint_states:      # float roots can fall short
+    count = 1
+    while (count + 1) ** num_sources <= max_joint_states:      # integers: no float root to round
         count += 1
-    while count > 1 and count ** num_sources > max_joint_states:
-        count -= 1
     return count
 
 
@@ -63,13 +60,14 @@ def frame_scores(posterior: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def kept_components(scores: list[torch.Tensor], used: list[int], count: int) -> list[int]:
     """The ``count`` components (indices into the model's bank, among ``used``) kept by round-robin
     over the sources' rankings (``scores``: one ``(K,)`` per source, on the whole bank), sorted."""
-    rankings = [[k for k in torch.argsort(score, descending=True, stable=True).tolist() if k in used]
+    usable = set(used)
+    rankings = [[k for k in torch.argsort(score, descending=True, stable=True).tolist() if k in usable]
                 for score in scores]
     kept: list[int] = []
-    for rank in range(len(used)):
-        for ranking in rankings:
-            if len(kept) < count and ranking[rank] not in kept:
-                kept.append(ranking[rank])
+    for candidates in zip(*rankings):                 # every source's best, then second best, ...
+        for k in candidates:
+            if len(kept) < count and k not in kept:
+                kept.append(k)
     return sorted(kept)
 
 

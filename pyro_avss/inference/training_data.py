@@ -8,6 +8,7 @@ dev rows a config asks for.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -140,7 +141,7 @@ def frame_set(clips: list[tuple[torch.Tensor, ...]], rows: list[dict]) -> FrameS
     if not clips:
         raise InputError("training data", "no usable clips")
     lengths = [c[0].shape[0] for c in clips]
-    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    starts = [0, *itertools.accumulate(lengths)][:-1]
 
     def with_pad_row(i, pad):                 # one row that padding indices point at
         xs = [c[i] for c in clips]

@@ -34,7 +34,6 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 
 from ..data.clips import Clip
@@ -120,10 +119,3 @@ def write_test_mixtures(corpus: Path, data_root: Path, out: Path, snr_db: float 
                                                    seed=draw, cycle_noises=True), paths[name], overwrite=True)
     return paths
 
-
-def identification_accuracy(rows: list[dict], system: str) -> tuple[float, int]:
-    """Share of the ``ok`` rows of ``system`` whose switch identified the true speaker, and the
-    number of rows that could be scored."""
-    flags = [r["switch_identified"] for r in rows if r["system"] == system and r["status"] == "ok"
-             and not np.isnan(r["switch_identified"])]
-    return (float(np.mean(flags)) if flags else float("nan")), len(flags)
