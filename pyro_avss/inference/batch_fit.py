@@ -28,6 +28,7 @@ from ..models.switch import STAY_PARAM, joint_states, make_switch
 from .optim import DecayingAdam, frozen
 from .pyro_state import forked_rng, isolated_pyro_state
 from .screening import frame_scores, kept_components, kept_count, needs_screening, same_inputs, screening_settings
+from .subnormals import subnormals_flushed
 from ..settings.separation import SeparationSettings
 
 
@@ -185,12 +186,14 @@ def _fit(build, used: list[int], num_components: int, power, lips, present, mask
     """The SVI loop and the posterior of :func:`fit_batch`, in a param store and random streams
     of its own (:func:`~.pyro_state.isolated_pyro_state`: the caller's are left as they were)
     and without Pyro's argument checks (a bad value shows up as a non-finite loss, which stops
-    the fit; the checks of every distribution at every step cost a third of a short fit).
+    the fit; the checks of every distribution at every step cost a third of a short fit), with subnormal
+    floats flushed to zero (:mod:`.subnormals`).
     ``build(components)`` makes the :class:`SeparationModel` over those decoders (indices into
     the model's bank of ``num_components``); ``used`` are the ones to start with. With
     ``prune_threshold > 0`` the components that no source needs are dropped after
     ``prune_after`` steps (:func:`components_to_keep`) and SVI goes on with the smaller model."""
-    with isolated_pyro_state(settings.seed, power.device) as store, pyro.validation_enabled(False):
+    with isolated_pyro_state(settings.seed, power.device) as store, pyro.validation_enabled(False), \
+            subnormals_flushed():
         sep = build(used)
         optim = pyro.optim.PyroOptim(DecayingAdam, {"lr": settings.lr, "lrd": settings.lr_decay})
         svi = _svi(sep, optim)

@@ -91,6 +91,7 @@ from ..models.generative import log_power_features
 from ..settings.mcem import MCEM_SWITCHES, MCEMSettings
 from .inputs import utterance_inputs
 from .separation import Separated, components_view
+from .subnormals import subnormals_flushed
 
 EPS = float(np.finfo(np.float32).eps)
 
@@ -268,6 +269,7 @@ def _wiener_masks(problem: _Problem, log_speech: torch.Tensor, gamma: torch.Tens
 # public entry point
 # ---------------------------------------------------------------------------------------------
 @torch.no_grad()
+@subnormals_flushed()               # as SVI's fits (see .subnormals): a like-for-like comparison
 def mcem_separate(models: SpeechModels, audio, track=None, settings: MCEMSettings = MCEMSettings(),
                   device=torch.device("cpu"), progress=None) -> MCEMSeparated:
     """Separate one recording ``audio (N,)`` into one source and noise with MCEM.

@@ -41,6 +41,7 @@ from .distributed import rank_device, resolve_device
 from .distributed_training import (GlobalNoise, barrier, current_ranks, main_rank_first, my_rows,
                                    sum_gradients, sum_over_ranks)
 from .pyro_state import isolated_pyro_state
+from .subnormals import subnormals_flushed
 from .streamed_data import StreamedClips, training_sets
 from .training_data import ClipReader, FrameSet, select_rows
 from .clip_clusters import clustered_rows
@@ -266,7 +267,7 @@ def fit(cfg: dict | Settings, out_dir: str | Path, *, device: str = "auto", resu
                                                "run again without --resume)")
     ranks = current_ranks()          # several under fit --nproc or torchrun: rank 0 writes
     dev = rank_device(resolve_device(device), ranks)
-    with isolated_pyro_state(settings.train.seed, dev):     # the caller's random streams kept
+    with isolated_pyro_state(settings.train.seed, dev), subnormals_flushed():  # caller's modes kept
         return _train(settings, out_dir, dev, resume, progress and ranks.main, rows, ranks.main)
 
 
