@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 
 from pyro_avss.errors import InputError
-from pyro_avss.inference.distributed import Ranks, without_nproc
+from pyro_avss.inference.distributed import Ranks, run_ranks, without_nproc
 
 from test_devices import SR, tiny_models, track, voice
 
@@ -23,6 +23,27 @@ ROOT = Path(__file__).resolve().parents[1]
 def cli(*args, env=None):
     return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def test_a_failed_rank_stops_the_others_at_once(tmp_path):
+    """A rank that fails must not leave the others waiting for it (in gloo: 30 minutes); ranks
+    that succeed leave the others running to the end."""
+    import time
+
+    waiter = [sys.executable, "-c", "import time; time.sleep(60)"]
+    failing = [sys.executable, "-c", "import sys, time; time.sleep(0.5); sys.exit(3)"]
+    start = time.monotonic()
+    assert run_ranks([waiter, failing], [dict(os.environ)] * 2, grace_s=5) == 3
+    assert time.monotonic() - start < 20
+    stubborn = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                      "print('ready', flush=True); time.sleep(60)"]
+    start = time.monotonic()
+    assert run_ranks([stubborn, failing], [dict(os.environ)] * 2, grace_s=1) == 3   # killed after the grace
+    assert time.monotonic() - start < 20
+    done = tmp_path / "done"
+    slow_ok = [sys.executable, "-c", f"import time; time.sleep(1); open({str(done)!r}, 'w').write('1')"]
+    quick_ok = [sys.executable, "-c", "pass"]
+    assert run_ranks([slow_ok, quick_ok], [dict(os.environ)] * 2) == 0 and done.exists()
 
 
 def test_ranks_come_from_torchruns_environment(monkeypatch):

@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,8 @@ def free_port() -> int:
 
 def launch(nproc: int, argv: list[str]) -> int:
     """Run ``python -m pyro_avss argv`` (``argv`` without ``--nproc``) as ``nproc`` ranks on this
-    machine; returns the largest exit status. Ctrl-C stops every rank."""
+    machine; returns the largest exit status (:func:`run_ranks`: a failed rank stops the
+    others, Ctrl-C stops every rank)."""
     if nproc < 1:
         raise InputError("--nproc", f"must be >= 1, got {nproc}")
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
@@ -80,17 +82,47 @@ def launch(nproc: int, argv: list[str]) -> int:
     base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
             "WORLD_SIZE": str(nproc),
             "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    procs = [subprocess.Popen([sys.executable, "-m", "pyro_avss", *argv],
-                              env={**base, "RANK": str(r), "LOCAL_RANK": str(r)})
-             for r in range(nproc)]
+    command = [sys.executable, "-m", "pyro_avss", *argv]
+    return run_ranks([command] * nproc, [{**base, "RANK": str(r), "LOCAL_RANK": str(r)}
+                                         for r in range(nproc)])
+
+
+def run_ranks(commands: list[list[str]], envs: list[dict], poll_s: float = 0.2,
+              grace_s: float = 10.0) -> int:
+    """Start one process per command and wait for all; returns the largest exit status.
+
+    A rank that fails (non-zero status) stops the others at once (SIGTERM, SIGKILL after
+    ``grace_s``): they would otherwise wait for it in the process group until gloo's timeout
+    (30 minutes). Ctrl-C sends SIGINT to every rank and returns 130."""
+    procs = [subprocess.Popen(c, env=e) for c, e in zip(commands, envs)]
     try:
-        return max(p.wait() for p in procs)
+        while True:
+            codes = [p.poll() for p in procs]
+            if any(c not in (None, 0) for c in codes) or all(c is not None for c in codes):
+                break
+            time.sleep(poll_s)
     except KeyboardInterrupt:
         for p in procs:
             p.send_signal(signal.SIGINT)
         for p in procs:
             p.wait()
         return 130
+    _stop(procs, grace_s)
+    return max(p.returncode for p in procs)
+
+
+def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
+    """Terminate the processes still running, then kill those that outlive ``grace_s``."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def ranked(command):
