@@ -110,3 +110,30 @@ def test_the_section_replaces_its_old_self_and_survives_a_rewrite_of_the_results
     assert "new numbers" in rewritten and rewritten.count(SECTION) == 1 and "70.0×" in rewritten
     assert rewritten.index(SECTION) < rewritten.index("## How to reproduce")
     assert carry_section(tmp_path / "absent.md", "# R\n") == "# R\n"
+
+
+def test_each_svi_budget_keeps_its_own_sub_section(tmp_path):
+    from pyro_avss.recipes.mcem_comparison import SECTION, carry_section, svi_heading, write_section
+
+    doc = tmp_path / "results.md"
+    legacy = (f"# Results\n\n{SECTION}\n\nMeasured long ago.\n\nMixtures per run: 5 (both systems on the same "
+              "ones).\n\n| old table 11.1× |\n\n## How to reproduce\n\nrun it\n")
+    doc.write_text(legacy)
+    cheap = ["separate.steps=15", "separate.lr_decay=0.85"]
+    write_section(doc, {"tuned-on": {"iid": {50: summary(8.0, 7.0, 0.1, 6.0)}}}, "cmd cheap", cheap)
+    text = doc.read_text()
+    defaults, cheaper = svi_heading(), svi_heading(cheap)
+    assert cheaper == "### SVI with `separate.steps=15`, `separate.lr_decay=0.85`"
+    assert text.count(SECTION) == 1 and text.count(defaults) == 1 and text.count(cheaper) == 1
+    assert text.index(defaults) < text.index("11.1×") < text.index(cheaper) < text.index("60.0×")
+    assert text.index(defaults) < text.index("Measured long ago.")   # the old stamp goes with its table
+    write_section(doc, {"tuned-on": {"iid": {50: summary(8.0, 7.0, 0.1, 9.0)}}}, "cmd default")
+    text = doc.read_text()
+    assert "11.1×" not in text and "long ago" not in text and text.index(defaults) < text.index("90.0×") < text.index(cheaper) < text.index("60.0×")
+    write_section(doc, {"tuned-on": {"iid": {50: summary(8.0, 7.0, 0.1, 7.0)}}}, "cmd cheap", cheap)
+    text = doc.read_text()
+    assert "60.0×" not in text and text.index("90.0×") < text.index("70.0×") and text.count(cheaper) == 1
+    assert text.index(SECTION) < text.index("## How to reproduce") and "run it" in text
+    rewritten = carry_section(doc, "# Results\n\nnew numbers\n\n## How to reproduce\n\nrun it\n")
+    assert "new numbers" in rewritten and "90.0×" in rewritten and "70.0×" in rewritten
+    assert rewritten.count(SECTION) == 1 and rewritten.index(SECTION) < rewritten.index("## How to reproduce")

@@ -147,7 +147,7 @@ def compare_mcem(model, manifests, out, budgets, switches, limit, device, overri
                                          ("--device", device, "cpu"), ("--threads", threads, None),
                                          ("--doc", doc, None)):
                 args += [flag, str(value)] if value != default else []
-            write_section(doc, results, "python cli.py " + shlex.join(args))
+            write_section(doc, results, "python cli.py " + shlex.join(args), overrides)
     except FAILURES as exc:
         fail(exc)
     click.echo(table)

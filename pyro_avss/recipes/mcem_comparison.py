@@ -187,15 +187,24 @@ def comparison_table(results: dict) -> str:
 SECTION = "## MCEM like for like"
 
 
-def section_markdown(results: dict, command: str) -> str:
-    """The "MCEM like for like" section: how it was measured, the table, the verdicts."""
+def svi_heading(overrides=()) -> str:
+    """The sub-heading of one comparison in the section: SVI (and MCEM) at their defaults, or
+    with the ``--set`` overrides of the run (e.g. a cheaper SVI budget)."""
+    if not overrides:
+        return "### SVI at its defaults"
+    return "### SVI with " + ", ".join(f"`{o}`" for o in overrides)
+
+
+def section_markdown(results: dict, command: str, overrides=()) -> str:
+    """The "MCEM like for like" section: how it was measured, then one sub-section (heading
+    :func:`svi_heading`) with the table, the verdicts and the command."""
     from pyro_avss.recipes.results.document import _machine
 
     first = next(iter(results))
     return "\n".join([
         SECTION, "",
-        f"Measured {time.strftime('%Y-%m-%d')} by `cli.py compare-mcem` (not by `cli.py results`, which "
-        "keeps this section as it is) on: " + _machine() + ".",
+        "Measured by `cli.py compare-mcem` (not by `cli.py results`, which keeps this section as it "
+        "is); each sub-section says when and on which machine.",
         "",
         "The published MCEM and our SVI on the same one-talker mixtures, with the same speech models "
         "(the `switching` components: every decoder but the universal one; neither is told the "
@@ -214,41 +223,87 @@ def section_markdown(results: dict, command: str) -> str:
         "the same load. The machine was shared with other jobs, so the RTFs depend on its load; "
         "compare the ratios. SVI separates a batch of mixtures per call (its default, "
         "8; the time is shared out per mixture), MCEM one mixture at a time (it has no batched form);",
-        "* p(true): the switch posterior on the target's speaker over its speech frames.", "",
+        "* p(true): the switch posterior on the target's speaker over its speech frames;",
+        "* one sub-section per SVI budget: its defaults, and cheaper ones (fewer steps, chosen on the "
+        "first split) — the goal is speed *at equal or better SI-SDRi*, so SVI's budget may shrink "
+        "while its SI-SDRi stays at or above MCEM's best.", "",
+        svi_heading(overrides), "",
+        f"Measured {time.strftime('%Y-%m-%d')} on: " + _machine() + ".", "",
         comparison_table(results), "",
         "To reproduce (the model and mixture manifests are those `cli.py results` builds under "
         "`runs/results`; every run is a resumable `evaluate` folder under `--out`, and "
         "`OUT/comparison.md` gets the table):", "", f"```bash\n{command}\n```", ""])
 
 
-def with_section(text: str, section: str) -> str:
-    """``text`` (a markdown document) with its "MCEM like for like" section replaced by
-    ``section``, or ``section`` inserted before "## How to reproduce" (else at the end)."""
+def _parts(section: str) -> tuple[str, list[tuple[str, str]]]:
+    """A section's text before its first sub-section, and its ``(heading, text)`` sub-sections.
+    A section written before there were sub-sections holds one comparison at the defaults."""
+    pieces = re.split(r"^(### .*)$", section, flags=re.M)
+    if len(pieces) == 1:
+        at = section.find("Mixtures per run:")
+        if at < 0:
+            return section, []
+        when = re.search(r"^Measured .*$", section[:at], re.M)
+        stamp = f"\n\n{when.group(0)}" if when else ""
+        return section[:at], [(svi_heading(), f"{stamp}\n\n{section[at:]}")]
+    intro, rest = pieces[0], pieces[1:]
+    return intro, [(rest[i], rest[i + 1]) for i in range(0, len(rest), 2)]
+
+
+def _merged(old: str, new: str) -> str:
+    """``new``'s introduction and sub-section, with ``old``'s sub-sections of other headings kept
+    (the one of the same heading is replaced in place; a new heading goes last)."""
+    intro, (fresh,) = _parts(new)[0], _parts(new)[1]
+    subsections = _parts(old)[1]
+    if any(h == fresh[0] for h, _ in subsections):
+        subsections = [fresh if h == fresh[0] else (h, t) for h, t in subsections]
+    else:
+        subsections.append(fresh)
+    body = "".join(f"{h}{t.rstrip()}\n\n" for h, t in subsections)
+    return intro.rstrip("\n") + "\n\n" + body
+
+
+def _pattern():
+    return re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+
+
+def _inserted(text: str, section: str) -> str:
+    """``text`` with ``section`` put before "## How to reproduce" (else at the end)."""
     section = section.rstrip("\n") + "\n\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        return pattern.sub(lambda _: section, text, count=1)
     at = text.find("\n## How to reproduce")
     if at < 0:
         return text.rstrip("\n") + "\n\n" + section
     return text[:at + 1] + section + text[at + 1:]
 
 
-def write_section(doc, results: dict, command: str) -> Path:
-    """Write the section into the markdown file ``doc`` (made if absent), keeping the rest."""
+def with_section(text: str, section: str) -> str:
+    """``text`` (a markdown document) with the one-comparison ``section`` merged into its "MCEM
+    like for like" section (:func:`_merged`: other sub-sections kept), or inserted before "## How
+    to reproduce" (else at the end)."""
+    found = _pattern().search(text)
+    if not found:
+        return _inserted(text, section)
+    merged = _merged(found.group(0), section).rstrip("\n") + "\n\n"
+    return text[:found.start()] + merged + text[found.end():]
+
+
+def write_section(doc, results: dict, command: str, overrides=()) -> Path:
+    """Write the comparison into the markdown file ``doc`` (made if absent), keeping the rest
+    (and the section's sub-sections of other settings)."""
     doc = Path(doc)
     text = doc.read_text() if doc.exists() else "# Results\n"
-    doc.write_text(with_section(text, section_markdown(results, command)))
+    doc.write_text(with_section(text, section_markdown(results, command, overrides)))
     return doc
 
 
 def carry_section(doc: Path, text: str) -> str:
     """``text`` (a new version of ``doc``) with the "MCEM like for like" section ``doc`` has now,
-    if any: ``cli.py results`` rewrites ``doc`` and does not run this comparison."""
+    every sub-section of it, if any: ``cli.py results`` rewrites ``doc`` and does not run this
+    comparison."""
     doc = Path(doc)
     old = doc.read_text() if doc.exists() else ""
-    found = re.search(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", old, re.S | re.M)
-    return with_section(text, found.group(0)) if found else text
+    found = _pattern().search(old)
+    return _inserted(_pattern().sub("", text, count=1), found.group(0)) if found else text
 
 
 __all__ = ["section_markdown", "with_section", "write_section", "carry_section", "SECTION", "run_comparison", "comparison_table", "best_budget", "run_overrides", "SWITCHES",
