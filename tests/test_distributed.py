@@ -40,6 +40,8 @@ def test_a_failed_rank_stops_the_others_at_once(tmp_path):
     start = time.monotonic()
     assert run_ranks([stubborn, failing], [dict(os.environ)] * 2, grace_s=1) == 3   # killed after the grace
     assert time.monotonic() - start < 20
+    killed = [sys.executable, "-c", "import os, signal, time; time.sleep(0.5); os.kill(os.getpid(), signal.SIGKILL)"]
+    assert run_ranks([[sys.executable, "-c", "pass"], killed], [dict(os.environ)] * 2) == 128 + 9   # not 0
     done = tmp_path / "done"
     slow_ok = [sys.executable, "-c", f"import time; time.sleep(1); open({str(done)!r}, 'w').write('1')"]
     quick_ok = [sys.executable, "-c", "pass"]

@@ -71,8 +71,8 @@ def free_port() -> int:
 
 def launch(nproc: int, argv: list[str]) -> int:
     """Run ``python -m pyro_avss argv`` (``argv`` without ``--nproc``) as ``nproc`` ranks on this
-    machine; returns the largest exit status (:func:`run_ranks`: a failed rank stops the
-    others, Ctrl-C stops every rank)."""
+    machine; returns 0 or the first failed rank's exit status (:func:`run_ranks`: a failed rank
+    stops the others, Ctrl-C stops every rank)."""
     if nproc < 1:
         raise InputError("--nproc", f"must be >= 1, got {nproc}")
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
@@ -89,7 +89,8 @@ def launch(nproc: int, argv: list[str]) -> int:
 
 def run_ranks(commands: list[list[str]], envs: list[dict], poll_s: float = 0.2,
               grace_s: float = 10.0) -> int:
-    """Start one process per command and wait for all; returns the largest exit status.
+    """Start one process per command and wait for all; returns 0, or the exit status of the
+    first rank seen failing (a rank killed by signal N counts as 128 + N, as in a shell).
 
     A rank that fails (non-zero status) stops the others at once (SIGTERM, SIGKILL after
     ``grace_s``): they would otherwise wait for it in the process group until gloo's timeout
@@ -98,7 +99,8 @@ def run_ranks(commands: list[list[str]], envs: list[dict], poll_s: float = 0.2,
     try:
         while True:
             codes = [p.poll() for p in procs]
-            if any(c not in (None, 0) for c in codes) or all(c is not None for c in codes):
+            failed = [c for c in codes if c not in (None, 0)]
+            if failed or all(c is not None for c in codes):
                 break
             time.sleep(poll_s)
     except KeyboardInterrupt:
@@ -108,7 +110,9 @@ def run_ranks(commands: list[list[str]], envs: list[dict], poll_s: float = 0.2,
             p.wait()
         return 130
     _stop(procs, grace_s)
-    return max(p.returncode for p in procs)
+    if not failed:
+        return 0
+    return failed[0] if failed[0] > 0 else 128 - failed[0]
 
 
 def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
