@@ -4,7 +4,8 @@ A command started by ``torchrun --nproc_per_node=N cli.py <command> ...`` finds 
 environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, and ``MASTER_ADDR``/``MASTER_PORT`` for
 the process group); ``cli.py <command> --nproc N`` starts those N processes itself
 (:func:`launch`: the same command line without ``--nproc``, on this machine, with the
-environment torchrun would give them), so both ways run the same code. Processes talk through a
+environment torchrun would give them; the first rank to fail stops the others, as torchrun's
+agent does), so both ways run the same code. Processes talk through a
 ``gloo`` process group (CPU tensors: it works with CUDA models as well, and needs no GPU).
 
 * ``separate`` shares its batches between the ranks (:meth:`Ranks.shard`): every batch of
