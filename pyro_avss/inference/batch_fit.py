@@ -186,8 +186,8 @@ def _fit(build, used: list[int], num_components: int, power, lips, present, mask
     """The SVI loop and the posterior of :func:`fit_batch`, in a param store and random streams
     of its own (:func:`~.pyro_state.isolated_pyro_state`: the caller's are left as they were)
     and without Pyro's argument checks (a bad value shows up as a non-finite loss, which stops
-    the fit; the checks of every distribution at every step cost a third of a short fit), with subnormal
-    floats flushed to zero (:mod:`.subnormals`).
+    the fit; the checks of every distribution at every step cost a third of a short fit), with
+    subnormal floats flushed to zero (:mod:`.subnormals`).
     ``build(components)`` makes the :class:`SeparationModel` over those decoders (indices into
     the model's bank of ``num_components``); ``used`` are the ones to start with. With
     ``prune_threshold > 0`` the components that no source needs are dropped after
