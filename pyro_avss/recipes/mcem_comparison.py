@@ -253,7 +253,7 @@ def _parts(section: str) -> tuple[str, list[tuple[str, str]]]:
 def _merged(old: str, new: str) -> str:
     """``new``'s introduction and sub-section, with ``old``'s sub-sections of other headings kept
     (the one of the same heading is replaced in place; a new heading goes last)."""
-    intro, (fresh,) = _parts(new)[0], _parts(new)[1]
+    intro, (fresh,) = _parts(new)
     subsections = _parts(old)[1]
     if any(h == fresh[0] for h, _ in subsections):
         subsections = [fresh if h == fresh[0] else (h, t) for h, t in subsections]
@@ -306,5 +306,5 @@ def carry_section(doc: Path, text: str) -> str:
     return _inserted(_pattern().sub("", text, count=1), found.group(0)) if found else text
 
 
-__all__ = ["section_markdown", "with_section", "write_section", "carry_section", "SECTION", "run_comparison", "comparison_table", "best_budget", "run_overrides", "SWITCHES",
+__all__ = ["section_markdown", "svi_heading", "with_section", "write_section", "carry_section", "SECTION", "run_comparison", "comparison_table", "best_budget", "run_overrides", "SWITCHES",
            "BUDGETS", "TARGET_SPEEDUP"]
