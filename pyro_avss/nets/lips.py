@@ -47,23 +47,32 @@ class LipProjection(nn.Module):
         return x * present.unsqueeze(-1)
 
     @torch.no_grad()
-    def fit(self, clips: list[tuple[torch.Tensor, torch.Tensor]], max_frames: int = 50000,
-            seed: int = 0) -> "LipProjection":
-        """Fit the principal components on ``[(rois, present), ...]`` of training clips."""
-        rows = [self.centred_pixels(r, p)[torch.as_tensor(p, dtype=torch.bool)] for r, p in clips]
-        data = torch.cat(rows) if rows else torch.zeros(0, self.downsample ** 2)
-        if data.shape[0] < 2:
+    def fit(self, clips) -> "LipProjection":
+        """Fit the principal components on the face frames of ``clips``: an iterable of
+        ``(rois, present)``, one per training clip, read once (a generator keeps one clip in
+        memory at a time). The components are the leading eigenvectors of the scatter matrix
+        ``Σ x xᵀ`` of the clip-centred pixels ``x`` over every face frame (the right singular
+        vectors of the stacked frames), accumulated clip by clip in float64, so the fit uses all
+        frames in memory of ``d⁴`` numbers whatever the size of the corpus. Each component's
+        sign is fixed (its largest entry positive) and its scale is the standard deviation of
+        the frames along it."""
+        pixels = self.downsample ** 2
+        scatter = torch.zeros(pixels, pixels, dtype=torch.float64)
+        count = 0
+        for rois, present in clips:
+            x = self.centred_pixels(rois, present)[torch.as_tensor(present, dtype=torch.bool)].double()
+            scatter += x.T @ x
+            count += x.shape[0]
+        if count < 2:
             raise ValueError("cannot fit the lip projection: fewer than 2 frames with a face")
-        if data.shape[0] > max_frames:
-            gen = torch.Generator().manual_seed(seed)
-            data = data[torch.randperm(data.shape[0], generator=gen)[:max_frames]]
-        data = data.double()
-        _, svals, vt = torch.linalg.svd(data, full_matrices=False)
-        k = min(self.dim, vt.shape[0])
-        comps = torch.zeros(data.shape[1], self.dim, dtype=torch.float64)
-        comps[:, :k] = vt[:k].T
+        values, vectors = torch.linalg.eigh(scatter)                  # ascending
+        k = min(self.dim, count, pixels)
+        top = vectors[:, -k:].flip(-1)
+        top = top * torch.sign(top.gather(0, top.abs().argmax(0, keepdim=True)))
+        comps = torch.zeros(pixels, self.dim, dtype=torch.float64)
+        comps[:, :k] = top
         std = torch.ones(self.dim, dtype=torch.float64)
-        std[:k] = (svals[:k] / (data.shape[0] - 1) ** 0.5).clamp_min(1e-6)
+        std[:k] = (values.flip(-1)[:k].clamp_min(0.0) / (count - 1)).sqrt().clamp_min(1e-6)
         self.components.copy_(comps.float())
         self.scale.copy_(std.float())
         self.fitted.fill_(True)
