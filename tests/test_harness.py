@@ -21,7 +21,7 @@ from pyro_avss.errors import ConfigError, InputError
 from pyro_avss.evaluation import scoring, system_interface, systems
 from pyro_avss.evaluation.harness import evaluate
 from pyro_avss.evaluation.overrides import settings_from_overrides
-from pyro_avss.evaluation.scoring import best_order, true_speaker_mass
+from pyro_avss.evaluation.scoring import best_order, true_speaker_switch
 from pyro_avss.evaluation.metrics import si_sdr
 from pyro_avss.evaluation.results_csv import CSV_COLUMNS, read_results
 from pyro_avss.nets.lips import LipProjection
@@ -244,7 +244,7 @@ def test_true_speaker_mass_counts_speech_frames_only():
     assert 0.3 * T < speech.sum() < 0.7 * T
     post[speech, 1] = 0.9
     post[~speech, 1] = 0.0
-    assert true_speaker_mass(post, ref, 1, CFG) == pytest.approx(0.9)
+    assert true_speaker_switch(post, ref, 1, CFG)[0] == pytest.approx(0.9)       # the mass
 
 
 def test_best_order_matches_estimates_to_references():

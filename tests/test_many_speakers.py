@@ -13,7 +13,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from pyro_avss.audio import StftConfig
-from pyro_avss.evaluation.scoring import true_speaker_identified
+from pyro_avss.evaluation.scoring import true_speaker_switch
 from pyro_avss.inference.batch_fit import fit_batch
 from pyro_avss.inference.screening import kept_components, kept_count, needs_screening
 from pyro_avss.inference.separation import SeparationSettings
@@ -127,8 +127,8 @@ def test_speaker_identified_by_the_posterior_over_speech_frames():
     post = np.zeros((T, 3))
     post[:, 2] = 1.0                                          # component 2 everywhere ...
     post[: T // 2 - 2] = [0.0, 1.0, 0.0]                       # ... except where the speech is
-    assert true_speaker_identified(post, reference, 1, cfg) == 1.0
-    assert true_speaker_identified(post, reference, 2, cfg) == 0.0
+    assert true_speaker_switch(post, reference, 1, cfg)[1] == 1.0            # identified
+    assert true_speaker_switch(post, reference, 2, cfg)[1] == 0.0
 
 
 def test_part_bounds_cut_an_utterance_into_contiguous_parts():

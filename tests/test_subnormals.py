@@ -15,7 +15,7 @@ from pyro_avss.inference.mcem import mcem_separate
 from pyro_avss.inference.separation import separate_recordings
 from pyro_avss.inference.subnormals import flushing_subnormals, subnormals_flushed
 from pyro_avss.settings.mcem import MCEMSettings
-from tests.test_pyro_state import FAST, random_models, recording
+from test_pyro_state import FAST, random_models, recording
 
 pytestmark = pytest.mark.skipif(not torch.set_flush_denormal(False),
                                 reason="this CPU has no flush-to-zero mode for torch to set")
@@ -90,7 +90,7 @@ def test_mcem_runs_with_subnormals_flushed(callers_mode, monkeypatch):
 
 def test_training_runs_with_subnormals_flushed(tmp_path, callers_mode, monkeypatch):
     from pyro_avss.inference import training
-    from tests.test_training import synthetic_rows, tiny_config
+    from test_training import synthetic_rows, tiny_config
 
     seen, loss = [], training.Trainer.loss
 

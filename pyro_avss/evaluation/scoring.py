@@ -43,17 +43,6 @@ def true_speaker_switch(posterior: np.ndarray, reference: np.ndarray, component:
     return float(mean[component]), float(int(mean.argmax()) == component)
 
 
-def true_speaker_mass(posterior: np.ndarray, reference: np.ndarray, component: int, stft_cfg) -> float:
-    """The mass on the true speaker of :func:`true_speaker_switch`."""
-    return true_speaker_switch(posterior, reference, component, stft_cfg)[0]
-
-
-def true_speaker_identified(posterior: np.ndarray, reference: np.ndarray, component: int,
-                            stft_cfg) -> float:
-    """Whether the switch identifies the true speaker, as :func:`true_speaker_switch` says."""
-    return true_speaker_switch(posterior, reference, component, stft_cfg)[1]
-
-
 def best_order(estimates: np.ndarray, references: np.ndarray) -> list[int]:
     """Permutation ``p`` maximising ``Σ_j SI-SDR(estimates[p[j]], references[j])``."""
     J = len(references)
@@ -140,6 +129,5 @@ class Scorer:
         return true_speaker_switch(post[:, j], reference, names.index(speaker), self.stft_cfg)
 
 
-__all__ = ["SPEECH_RANGE_DB", "speech_frames", "true_speaker_switch", "true_speaker_mass", "true_speaker_identified",
-           "best_order", "swapped",
+__all__ = ["SPEECH_RANGE_DB", "speech_frames", "true_speaker_switch", "best_order", "swapped",
            "status_rows", "Scorer"]

@@ -99,8 +99,8 @@ def write_pool_corpus(data_root: Path, out: Path, num_speakers: int = 50, min_se
 def write_test_mixtures(corpus: Path, data_root: Path, out: Path, snr_db: float = 5.0,
                         seed: int = 11) -> dict[str, Path]:
     """``identify.csv``, ``identify_dev.csv``, ``two_talkers.csv`` and ``two_talkers_dev.csv``
-    from the corpus's test and dev parts and the shared data's noise recordings (module docstring); returns their paths by
-    name."""
+    from the corpus's test and dev parts and the shared data's noise recordings (module
+    docstring); returns their paths by name."""
     clips, problems = read_manifest(corpus)
     if problems:
         raise InputError(corpus, f"unusable row: {problems[0]}")
