@@ -286,6 +286,46 @@ def test_oracle_noise_is_told_the_noise_it_was_mixed_with(setup, tmp_path, monke
     assert "one chunk" in read_results(tmp_path / "long" / "results.csv")[0]["error"]
 
 
+def test_time_smoothed_is_a_centred_moving_average_per_bin():
+    from pyro_avss.evaluation.model_systems import time_smoothed
+
+    power = torch.rand(20, 3)
+    smooth = time_smoothed(power, 2)
+    assert smooth.shape == power.shape
+    assert torch.allclose(smooth[7], power[5:10].mean(0))
+    assert torch.allclose(smooth[0], (3 * power[0] + power[1] + power[2]) / 5)   # edge repeated
+    assert torch.equal(time_smoothed(power, 0), power)
+    steady = torch.ones(20, 3) * 4.0
+    assert torch.allclose(time_smoothed(steady, 5), steady)
+
+
+def test_oracle_noise_smooth_is_told_the_noise_averaged_over_a_fifth_of_a_second(setup, tmp_path, monkeypatch):
+    from pyro_avss.audio import stft
+    from pyro_avss.evaluation.model_systems import time_smoothed
+
+    root, _ = setup
+    seen = []
+    original = systems.OracleNoiseSystem.noise_model
+
+    def spy(self, items):
+        factory = original(self, items)
+        seen.append((self.name, items[0], factory().power))
+        return factory
+
+    monkeypatch.setattr(systems.OracleNoiseSystem, "noise_model", spy)
+    evaluate(root / "mix.csv", root / "model.pt", tmp_path, "oracle-noise-smooth", limit=1,
+             overrides=FAST + ["separate.steps=5"], progress=False, examples=0)
+    assert read_results(tmp_path / "results.csv")[0]["status"] == "ok"
+    name, item, known = seen[0]
+    assert name == "oracle-noise-smooth"
+    mixture = stft(torch.as_tensor(item.rendered.mixture), CFG).abs().pow(2)
+    noise = stft(torch.as_tensor(item.rendered.noise), CFG).abs().pow(2) / mixture.mean()
+    half = round(0.2 * CFG.sample_rate / CFG.hop / 2)
+    assert half >= 1
+    assert torch.allclose(known[0], time_smoothed(noise, half), rtol=1e-4, atol=1e-7)
+    assert not torch.allclose(known[0], noise)
+
+
 def test_oracle_latent_decodes_each_clean_source_with_its_speakers_decoder(setup, tmp_path, monkeypatch):
     """oracle-latent asks for source j's variance from its own clean signal and its speaker's
     decoder; given the true powers it is exactly the ideal Wiener filter."""

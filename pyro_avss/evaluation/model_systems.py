@@ -89,17 +89,21 @@ class SVISystem(System):
 
 
 class OracleNoiseSystem(SVISystem):
-    """``switching`` with the true noise's power spectrogram as its noise variance."""
+    """``switching`` with the true noise's power spectrogram as its noise variance; with
+    ``smooth_seconds > 0`` that spectrogram is first averaged over a centred window of about that
+    many seconds in each frequency bin (:func:`time_smoothed`): the noise a model tracking it at
+    that time resolution could know, without the frame-by-frame fluctuation of its periodogram."""
 
-    def __init__(self, ctx):
-        super().__init__(ctx, "oracle-noise", "switching")
+    def __init__(self, ctx, name: str = "oracle-noise", smooth_seconds: float = 0.0):
+        super().__init__(ctx, name, "switching")
         self.batch_size = 1                    # the known noise belongs to one recording
+        self.smooth_seconds = smooth_seconds
 
     def check(self, item):
         super().check(item)
         chunk = self.ctx.separation.chunk_seconds
         if item.audio_s > chunk:
-            raise SystemSkip(f"oracle-noise separates recordings of one chunk only ({item.audio_s:.1f} s "
+            raise SystemSkip(f"{self.name} separates recordings of one chunk only ({item.audio_s:.1f} s "
                              f"> separate.chunk_seconds = {chunk:g} s)")
 
     def noise_model(self, items):
@@ -107,10 +111,23 @@ class OracleNoiseSystem(SVISystem):
         from ..models.noise import KnownNoise
 
         (item,) = items
-        _, scale = normalised_power(item.rendered.mixture, self.ctx.stft)   # the model's units
-        noise, noise_scale = normalised_power(item.rendered.noise, self.ctx.stft)
-        known = (noise * (noise_scale / scale))[None]
+        cfg = self.ctx.stft
+        _, scale = normalised_power(item.rendered.mixture, cfg)   # the model's units
+        noise, noise_scale = normalised_power(item.rendered.noise, cfg)
+        half = round(self.smooth_seconds * cfg.sample_rate / cfg.hop / 2)
+        known = time_smoothed(noise * (noise_scale / scale), half)[None]
         return lambda: KnownNoise(known)
+
+
+def time_smoothed(power: "torch.Tensor", half: int) -> "torch.Tensor":
+    """``(T, F)`` power averaged over frames ``t - half … t + half`` (edges repeated); ``half = 0``
+    returns it unchanged."""
+    import torch
+
+    if half <= 0:
+        return power
+    padded = torch.nn.functional.pad(power.T[:, None], (half, half), mode="replicate")   # (F,1,T+2h)
+    return padded.unfold(-1, 2 * half + 1, 1).mean(-1)[:, 0].T
 
 
 class OracleLatentSystem(System):

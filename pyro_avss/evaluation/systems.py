@@ -22,6 +22,9 @@ estimate per source it handles (:class:`~.system_interface.SystemResult`); the b
 * ``oracle-noise``: ``switching`` told the noise: its noise variance is the power spectrogram of
   the noise that was mixed in (:class:`~pyro_avss.models.noise.KnownNoise`), an upper bound on
   what a better noise model could give with these speech models (recordings of one chunk);
+* ``oracle-noise-smooth``: ``oracle-noise`` with the noise power averaged over 0.2 s in each bin:
+  the bound for a noise model that tracks the noise at that time resolution (the periodogram's
+  own frame-to-frame fluctuation, which no model can know, taken out);
 * ``oracle-latent``: no inference: each source's variance decoded from the encoder's code of its
   clean signal by its speaker's decoder, with the true noise power (:mod:`.oracles`): the
   ceiling of the speech models themselves;
@@ -74,6 +77,7 @@ SYSTEMS: dict[str, Callable[[EvalContext], System]] = {
     "switching": lambda ctx: SVISystem(ctx, "switching", "switching"),
     "bank": lambda ctx: SVISystem(ctx, "bank", "bank"),
     "oracle-noise": OracleNoiseSystem,
+    "oracle-noise-smooth": lambda ctx: OracleNoiseSystem(ctx, "oracle-noise-smooth", smooth_seconds=0.2),
     "oracle-latent": OracleLatentSystem,
     "mcem": lambda ctx: MCEMSystem(ctx, "mcem", "switching"),
     "mcem-oracle": lambda ctx: MCEMSystem(ctx, "mcem-oracle", "oracle"),
