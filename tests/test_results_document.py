@@ -221,3 +221,23 @@ def test_lips_rows_corrupt_the_target_reuse_intact_runs_and_tabulate_the_target(
     text = "\n".join(lips_table(out["1spk"]))
     assert "| system | intact | missing 0.3 | missing 0.6 | noise 0.3 | swap 0.3 |" in text
     assert "| universal model | 8.00 / – | 6.00 / – | 5.00 / – | 6.00 / – | 6.00 / – |" in text
+
+
+def test_preamble_says_when_evaluations_were_resumed_from_an_earlier_invocation():
+    from pyro_avss.recipes.results.document import _preamble
+
+    fresh = " ".join(_preamble({"total_wall_s": 3600.0}, "python cli.py results"))
+    assert "60.0 minutes" in fresh and "resumed" not in fresh
+    resumed = " ".join(_preamble({"total_wall_s": 600.0, "evaluations_found": 40, "evaluations": 52},
+                                 "python cli.py results"))
+    assert "40 of its 52 evaluations" in resumed and "this invocation's only" in resumed
+
+
+def test_evaluation_folders_are_those_holding_results(tmp_path):
+    from pyro_avss.recipes.results.run import _evaluation_folders
+
+    for name, has_results in (("eval_1spk", True), ("eval_2spk", False), ("models", True)):
+        (tmp_path / name).mkdir()
+        if has_results:
+            (tmp_path / name / "results.csv").write_text("id\n")
+    assert [p.name for p in _evaluation_folders(tmp_path)] == ["eval_1spk"]

@@ -65,11 +65,16 @@ def _copy_plots(out_dir: Path, doc: Path) -> None:
 
 def _preamble(facts: dict, command: str) -> list[str]:
     """The title, the command and machine, and what the tuned-on and held-out splits are."""
+    found = facts.get("evaluations_found", 0)
     return ["# Results", "",
             f"Produced by `{command}` in {facts['total_wall_s'] / 60:.1f} minutes on: {_machine()}.",
             "Every number below comes from that run; nothing is edited by hand."
             + (f" Models trained earlier with the same configs were reused ({', '.join(facts['reused'])}); "
-               "their training figures come from their logs." if facts.get("reused") else ""), "",
+               "their training figures come from their logs." if facts.get("reused") else "")
+            + (f" {found} of its {facts.get('evaluations', found)} evaluations were already in the "
+               "output folder from an earlier invocation of the same command; each resumed where it "
+               "had stopped (finished mixtures are not separated again), so the time above is "
+               "this invocation's only." if found else ""), "",
             "**Tuned-on and held-out mixtures.** Every separation setting was chosen on the *tuned-on* "
             f"split: GRID dev targets (10 s1 clips, the 7 s4 clips) and the first dev utterance of each "
             f"LibriSpeech speaker, in the noises {', '.join(TUNED_NOISES)} and babble{BABBLE_TUNED} "
@@ -220,9 +225,11 @@ def _lips_section(lips: dict) -> list[str]:
         "its frames (`missing`: the model is told, `present = 0`), or, for 30 % of its frames, "
         "its mouth regions are replaced by pixel noise (`noise`) or by those of another clip of "
         "the same speaker (`swap`), with `present = 1` (the model is not told); the audio and the "
-        "references are unchanged (`cli.py mix --lips`, `pyro_avss.data.lip_corruption`). Every "
-        "switching row uses the audio-visual speaker bank (s1, s4; no audio-only component "
-        "exists yet); the universal row is the universal audio-visual model alone. The "
+        "references are unchanged (`cli.py mix --lips`, `pyro_avss.data.lip_corruption`). The "
+        "switching rows use the audio-visual speaker bank (s1, s4), the twins rows that bank "
+        "with an audio-only twin of each speaker's decoder in the same latent space "
+        "(`model.audio_only_twins`), to which the switch can hand the frames whose lips mislead; "
+        "the universal row is the universal audio-visual model alone. The "
         "per-frame-gains row (`separate.gain=frame`) checks how much of the loss comes from "
         "the default gain, one per source and chunk, which leaves the speech level from frame "
         "to frame to the lips. Cells: the target's SI-SDRi (dB) / p(true), with two talkers "

@@ -54,6 +54,11 @@ def _evaluate(manifest, model, out, systems, device, overrides=(), limit=None):
                     limit=limit, progress=False)
 
 
+def _evaluation_folders(out_dir: Path) -> list[Path]:
+    """The evaluation folders of ``out_dir`` that hold results (finished or not)."""
+    return [p.parent for p in out_dir.glob("eval_*/results.csv")]
+
+
 def _slug(label: str) -> str:
     """``label`` as a folder name: every character but letters and digits becomes ``_``."""
     return "".join(c if c.isalnum() else "_" for c in label).strip("_")
@@ -70,7 +75,7 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
     out_dir, data_root, doc = Path(out_dir), Path(data_root), Path(doc)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = str(out_dir / "cache")
-    facts: dict = {}
+    facts: dict = {"evaluations_found": len(_evaluation_folders(out_dir))}
 
     def say(text):
         echo(f"[{time.perf_counter() - t_start:6.0f} s] {text}")
@@ -99,6 +104,7 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
         s_mcem[n] = _evaluate(one_csv, spk_model, out_dir / f"eval_mcem_{n}", "mcem", device,
                               overrides=[f"mcem.em_iterations={n}"])
     facts["total_wall_s"] = time.perf_counter() - t_start
+    facts["evaluations"] = len(_evaluation_folders(out_dir))
     say("write the document")
     text = results_document(facts, evals, rows["ablation"], rows["noise"], rows["switch"], s_eq, s_mcem,
                             iters, command, out_dir, doc, rows["memory"], rows["lips"])
