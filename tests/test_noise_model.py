@@ -58,6 +58,26 @@ def test_smooth_noise_separation_is_exact_and_flatter_in_time():
     assert roughness(smooth.noise) < roughness(free.noise)
 
 
+def test_multiplicative_noise_updates_separate_end_to_end(monkeypatch):
+    """``separate.noise_updates=mu`` reads the model at the guide's mean between SVI steps; the
+    guide's plates are sample sites without a mean, which once failed every separation."""
+    calls = []
+    original = NMFNoise.multiplicative_update
+
+    def spy(self, *args):
+        calls.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(NMFNoise, "multiplicative_update", spy)
+    x = noisy(seconds=1.0)
+    out = separate_recordings(random_models(), [(x, [None])],
+                              SeparationSettings(steps=5, tol=0, num_samples=1, noise_smoothness=0,
+                                                 noise_updates="mu"))[0]
+    assert len(calls) == 5                                        # one update after every step
+    assert np.isfinite(out.sources).all()
+    assert np.abs(out.sources.sum(0) + out.noise - x).max() < 1e-4
+
+
 def test_smooth_noise_refuses_multiplicative_updates():
     with pytest.raises(InputError, match="separate.noise_updates"):
         SeparationSettings(noise_smoothness=0.1, noise_updates="mu")

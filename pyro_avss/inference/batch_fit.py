@@ -19,6 +19,7 @@ import torch
 from pyro import poutine
 from pyro.distributions import constraints
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
+from pyro.poutine.util import site_is_subsample
 
 from ..checkpoint import SpeechModels
 from ..errors import InputError, SeparationDiverged
@@ -289,7 +290,7 @@ def explain_fit(sep: SeparationModel, power, lips, present, mask, at_mean: bool 
     args = (power, lips, present, mask)
     guide_trace = poutine.trace(sep.guide).get_trace(*args)
     for name, site in list(guide_trace.nodes.items()):
-        if site["type"] != "sample":
+        if site["type"] != "sample" or site_is_subsample(site):     # a plate's own site has no mean
             continue
         if site["is_observed"]:
             guide_trace.remove_node(name)
