@@ -164,7 +164,9 @@ def test_switch_table_gives_sisdri_and_true_speaker_mass_on_every_split():
             "markov": {n: run(7.0 + i, 0.7) for i, n in enumerate(SWITCH_SPLITS)}}
     text = "\n".join(switch_table(rows))
     assert "| switch prior | 1spk: SI-SDRi / p(true) | 2spk: SI-SDRi / p(true) |" in text
-    assert "| markov | 7.00 / 0.700 | 8.00 / 0.700 | 9.00 / 0.700 | 10.00 / 0.700 | 0.000 / 0.000 | 0.200 |" in text
+    assert "| libri: SI-SDRi / p(true) | libri_held: SI-SDRi / p(true) |" in text
+    assert ("| markov | 7.00 / 0.700 | 8.00 / 0.700 | 9.00 / 0.700 | 10.00 / 0.700 | 11.00 / 0.700 | "
+            "12.00 / 0.700 | 0.000 / 0.000 | 0.200 |") in text
 
 
 def test_lips_rows_corrupt_the_target_reuse_intact_runs_and_tabulate_the_target(tmp_path, monkeypatch):

@@ -204,7 +204,9 @@ def _switch_section(s_switch: dict) -> list[str]:
     return _section(
         "Switch prior: one component per utterance (default), i.i.d. per frame or a sticky "
         "Markov chain per frame",
-        "The switching system with each switch prior, on both splits. `p(true)`: mean switch posterior "
+        "The switching system with each switch prior, on both splits: GRID with its audio-visual "
+        "speaker bank (s1, s4) and LibriSpeech (`libri` columns) with its audio-only bank of 10 "
+        "speakers. `p(true)`: mean switch posterior "
         "on the true speaker's component over speech frames. The Markov chain keeps its component "
         "from one frame to the next with probability ρ = exp(−hop / τ) (`separate.stay_seconds=τ`); "
         "its setting was chosen on the tuned-on split among ρ = 0.98 (`separate.stay_prob`), "

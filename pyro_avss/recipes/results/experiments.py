@@ -64,7 +64,9 @@ SWITCH_ROWS = (
     ("i.i.d. per frame", None, ["separate.switch_prior=iid"]),
     ("sticky Markov per frame, τ = 30 s", None, MARKOV_SWITCH),
 )
-SWITCH_SPLITS = ("1spk", "2spk", "1spk_held", "2spk_held")
+#: the switch-prior table's splits; the LibriSpeech ones are separated with the audio-only
+#: LibriSpeech speaker bank (10 speakers), the others with the GRID audio-visual one
+SWITCH_SPLITS = ("1spk", "2spk", "1spk_held", "2spk_held", "libri", "libri_held")
 
 #: corruptions of the target's lips (:mod:`~pyro_avss.data.lip_corruption`) in the lips-robustness
 #: table, besides intact lips, on the tuned-on splits of one and two talkers

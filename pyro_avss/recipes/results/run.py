@@ -236,7 +236,12 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
     memory = setting_rows(MEMORY_ROWS, MEMORY_SPLITS, manifests, evals,
                           {None: spk_model, "memory": models["memory"]}, out_dir, device)
     say("switch prior: per frame (i.i.d. or sticky Markov) instead of one component per utterance")
-    s_switch = setting_rows(SWITCH_ROWS, SWITCH_SPLITS, manifests, evals, {None: spk_model}, out_dir, device)
+    s_switch = {label: {} for label, _, _ in SWITCH_ROWS}
+    for bank, model in (("grid", spk_model), ("libri", libri_model)):
+        splits = [n for n in SWITCH_SPLITS if n.startswith("libri") == (bank == "libri")]
+        for label, per in setting_rows(SWITCH_ROWS, splits, manifests, evals, {None: model}, out_dir,
+                                       device).items():
+            s_switch[label].update(per)
     say("lips robustness: the target's lips missing or corrupted in part")
     lips = lips_rows(manifests, {None: spk_model, "twins": twins_model(spk_model)}, out_dir, device)
     return {"noise": noise_rows, "ablation": ablation, "memory": memory, "switch": s_switch, "lips": lips}
