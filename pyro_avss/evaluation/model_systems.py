@@ -120,14 +120,15 @@ class OracleNoiseSystem(SVISystem):
 
 
 def time_smoothed(power: "torch.Tensor", half: int) -> "torch.Tensor":
-    """``(T, F)`` power averaged over frames ``t - half … t + half`` (edges repeated); ``half = 0``
-    returns it unchanged."""
+    """``(T, F)`` power averaged over frames ``t - half … t + half`` (edges repeated, the moving
+    average :func:`~.baselines.estimate_noise_psd` uses); ``half = 0`` returns it unchanged."""
     import torch
+    from scipy import ndimage
 
     if half <= 0:
         return power
-    padded = torch.nn.functional.pad(power.T[:, None], (half, half), mode="replicate")   # (F,1,T+2h)
-    return padded.unfold(-1, 2 * half + 1, 1).mean(-1)[:, 0].T
+    smooth = ndimage.uniform_filter1d(power.numpy(), size=2 * half + 1, axis=0, mode="nearest")
+    return torch.from_numpy(smooth)
 
 
 class OracleLatentSystem(System):
