@@ -255,23 +255,30 @@ def test_best_order_matches_estimates_to_references():
     np.testing.assert_allclose(est[order], refs, atol=0.5)
 
 
-def test_oracle_noise_is_told_the_noise_it_was_mixed_with(setup, tmp_path, monkeypatch):
-    root, specs = setup
+def spy_on_known_noise(monkeypatch) -> list:
+    """A list that gets ``(system name, item, known noise power)`` for every noise the oracle-noise
+    systems are told."""
     seen = []
     original = systems.OracleNoiseSystem.noise_model
 
     def spy(self, items):
         factory = original(self, items)
-        seen.append((items[0], factory().power))
+        seen.append((self.name, items[0], factory().power))
         return factory
 
     monkeypatch.setattr(systems.OracleNoiseSystem, "noise_model", spy)
+    return seen
+
+
+def test_oracle_noise_is_told_the_noise_it_was_mixed_with(setup, tmp_path, monkeypatch):
+    root, specs = setup
+    seen = spy_on_known_noise(monkeypatch)
     evaluate(root / "mix.csv", root / "model.pt", tmp_path, "oracle-noise,switching",
              overrides=FAST + ["separate.steps=20"], progress=False, examples=0)
     rows = read_results(tmp_path / "results.csv")
     assert all(r["status"] == "ok" for r in rows)
     assert len(seen) == len(specs)                            # one recording per call
-    item, known = seen[0]
+    _, item, known = seen[0]
     from pyro_avss.audio import stft
 
     mixture = stft(torch.as_tensor(item.rendered.mixture), CFG).abs().pow(2)
@@ -304,15 +311,7 @@ def test_oracle_noise_smooth_is_told_the_noise_averaged_over_a_fifth_of_a_second
     from pyro_avss.evaluation.model_systems import time_smoothed
 
     root, _ = setup
-    seen = []
-    original = systems.OracleNoiseSystem.noise_model
-
-    def spy(self, items):
-        factory = original(self, items)
-        seen.append((self.name, items[0], factory().power))
-        return factory
-
-    monkeypatch.setattr(systems.OracleNoiseSystem, "noise_model", spy)
+    seen = spy_on_known_noise(monkeypatch)
     evaluate(root / "mix.csv", root / "model.pt", tmp_path, "oracle-noise-smooth", limit=1,
              overrides=FAST + ["separate.steps=5"], progress=False, examples=0)
     assert read_results(tmp_path / "results.csv")[0]["status"] == "ok"
