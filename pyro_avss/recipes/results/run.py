@@ -214,14 +214,16 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
                          say) -> dict:
     """The switching system with the settings of every side-by-side table: ``{"noise",
     "ablation", "memory", "switch": {label: {split: summary}}, "lips": see lips_rows}``."""
-    spk_model, libri_model = models["grid"], models["libri"]
+    spk_model = models["grid"]
+
+    def bank(split: str):             # LibriSpeech splits: its audio-only bank; the others: GRID's
+        return models["libri"] if split.startswith("libri") else spk_model
+
     say("noise model and test-time prior weight (switching system, both splits)")
     noise_rows = {"**default**": {n: evals[n] for n in ("1spk", "1spk_held", "libri", "libri_held")}}
     for label, changes, splits in NOISE_SETTINGS:
-        noise_rows[label] = {
-            n: _evaluate(manifests[n], libri_model if n.startswith("libri") else spk_model,
-                         out_dir / f"eval_{n}_{_slug(label)}", "switching", device, changes)
-            for n in splits}
+        noise_rows[label] = {n: _evaluate(manifests[n], bank(n), out_dir / f"eval_{n}_{_slug(label)}",
+                                          "switching", device, changes) for n in splits}
     say("visual-pathway ablation (models and separation settings)")
     ablation = {}
     for name, _, label in ABLATION_MODELS:
@@ -237,9 +239,8 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
                           {None: spk_model, "memory": models["memory"]}, out_dir, device)
     say("switch prior: per frame (i.i.d. or sticky Markov) instead of one component per utterance")
     s_switch = {label: {} for label, _, _ in SWITCH_ROWS}
-    for bank, model in (("grid", spk_model), ("libri", libri_model)):
-        splits = [n for n in SWITCH_SPLITS if n.startswith("libri") == (bank == "libri")]
-        for label, per in setting_rows(SWITCH_ROWS, splits, manifests, evals, {None: model}, out_dir,
+    for n in SWITCH_SPLITS:
+        for label, per in setting_rows(SWITCH_ROWS, [n], manifests, evals, {None: bank(n)}, out_dir,
                                        device).items():
             s_switch[label].update(per)
     say("lips robustness: the target's lips missing or corrupted in part")
