@@ -263,8 +263,8 @@ def _merged(old: str, new: str) -> str:
     return intro.rstrip("\n") + "\n\n" + body
 
 
-def _pattern():
-    return re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+#: the whole "MCEM like for like" section of a markdown document, up to the next "## " heading
+_SECTION_RE = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
 
 
 def _inserted(text: str, section: str) -> str:
@@ -280,7 +280,7 @@ def with_section(text: str, section: str) -> str:
     """``text`` (a markdown document) with the one-comparison ``section`` merged into its "MCEM
     like for like" section (:func:`_merged`: other sub-sections kept), or inserted before "## How
     to reproduce" (else at the end)."""
-    found = _pattern().search(text)
+    found = _SECTION_RE.search(text)
     if not found:
         return _inserted(text, section)
     merged = _merged(found.group(0), section).rstrip("\n") + "\n\n"
@@ -302,8 +302,8 @@ def carry_section(doc: Path, text: str) -> str:
     comparison."""
     doc = Path(doc)
     old = doc.read_text() if doc.exists() else ""
-    found = _pattern().search(old)
-    return _inserted(_pattern().sub("", text, count=1), found.group(0)) if found else text
+    found = _SECTION_RE.search(old)
+    return _inserted(_SECTION_RE.sub("", text, count=1), found.group(0)) if found else text
 
 
 __all__ = ["section_markdown", "svi_heading", "with_section", "write_section", "carry_section", "SECTION", "run_comparison", "comparison_table", "best_budget", "run_overrides", "SWITCHES",
