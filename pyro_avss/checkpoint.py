@@ -4,8 +4,9 @@ A model file is one ``torch.save`` of a dict that holds only tensors and plain P
 it loads with ``torch.load(path, weights_only=True)``: the format version, the resolved training
 config, the STFT and lip-embedding settings, the component (speaker) names and kinds, the
 network sizes, the weights of the encoder, the decoder bank, the lip projection and (format 2)
-the learned temporal lip encoder and the visual prior where the model has them, training facts
-and software versions. Format-1 files (no temporal lip encoder, ``N(0, I)`` prior) still load.
+the learned temporal lip encoder and the visual prior where the model has them, (format 4) the
+noise-robust encoder that starts separation's guide where the model has one, training facts and
+software versions. Format-1 files (no temporal lip encoder, ``N(0, I)`` prior) still load.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from .nets.lips import LipProjection, LipTemporalEncoder
 from .nets.vae import DecoderBank, LatentDynamics, SpeechEncoder, VisualPrior
 
 FORMAT = "pyro_avss-model"
-FORMAT_VERSION = 3          # 3: latent dynamics (written only by models that have them)
+FORMAT_VERSION = 4          # 3: latent dynamics, 4: a noisy encoder (each written only by models
+                            # that have it; others are written as format 2)
 
 
 def software_versions() -> dict:
@@ -47,6 +49,8 @@ class SpeechModels:
     :param prior: the visual prior ``p(z | v)``, or None (``N(0, I)``).
     :param dynamics: the frame-to-frame correlation of the speech prior with memory, or None
         (``z`` independent over frames).
+    :param noisy_encoder: ``q_n(z | x, v)`` for noisy input, distilled from ``encoder``
+        (:mod:`~pyro_avss.inference.noisy_encoder`) to start separation's guide, or None.
     :param stft: STFT settings the model was trained with.
     :param config: the resolved training configuration.
     :param info: training facts (epochs, losses, data) recorded in the file.
@@ -61,6 +65,7 @@ class SpeechModels:
     lip_encoder: LipTemporalEncoder | None = None
     prior: VisualPrior | None = None
     dynamics: LatentDynamics | None = None
+    noisy_encoder: SpeechEncoder | None = None
 
     def __post_init__(self):
         from .models.protocols import LipFrontEnd, check_piece
@@ -79,7 +84,7 @@ class SpeechModels:
         self.encoder.to(device)
         self.decoders.to(device)
         self.lips.to(device)
-        for net in (self.lip_encoder, self.prior, self.dynamics):
+        for net in (self.lip_encoder, self.prior, self.dynamics, self.noisy_encoder):
             if net is not None:
                 net.to(device)
         return self
@@ -87,7 +92,7 @@ class SpeechModels:
     def to_dict(self) -> dict:
         d = self.decoders
         return {
-            "format": FORMAT, "format_version": FORMAT_VERSION if self.dynamics is not None else 2,
+            "format": FORMAT, "format_version": self.format_version,
             "config": self.config, "stft": self.stft.to_dict(),
             "lips": {"dim": self.lips.dim, "downsample": self.lips.downsample},
             "components": [{"name": n, "uses_video": bool(u > 0)} for n, u in
@@ -103,8 +108,15 @@ class SpeechModels:
             "prior": None if self.prior is None else {
                 "hidden": self.prior.hidden, "weights": _cpu(self.prior.state_dict())},
             "dynamics": None if self.dynamics is None else _cpu(self.dynamics.state_dict()),
+            "noisy_encoder": None if self.noisy_encoder is None else _cpu(self.noisy_encoder.state_dict()),
             "info": self.info, "versions": software_versions(),
         }
+
+    @property
+    def format_version(self) -> int:
+        """The oldest format that holds this model: 4 with a noisy encoder, 3 with latent
+        dynamics, else 2 (so older readers still load what they can use)."""
+        return 4 if self.noisy_encoder is not None else 3 if self.dynamics is not None else 2
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -154,8 +166,12 @@ class SpeechModels:
         if data.get("dynamics"):
             dynamics = LatentDynamics(s["latent_dim"])
             dynamics.load_state_dict(data["dynamics"])
+        noisy_encoder = None
+        if data.get("noisy_encoder"):
+            noisy_encoder = SpeechEncoder(s["num_bins"], s["latent_dim"], s["hidden"], s["lip_dim"])
+            noisy_encoder.load_state_dict(data["noisy_encoder"])
         return cls(encoder, decoders, lips, StftConfig(**data["stft"]), data.get("config", {}),
-                   data.get("info", {}), lip_encoder, prior, dynamics)
+                   data.get("info", {}), lip_encoder, prior, dynamics, noisy_encoder)
 
     @classmethod
     def load(cls, path: str | Path, map_location="cpu") -> "SpeechModels":

@@ -150,9 +150,9 @@ def prepare(corpus, out, detector, workers, roi_size):
 # ----------------------------------------------------------------------------------------------
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="NAME|FILE",
-              help="YAML config file, or the name of a packaged one (grid_universal, grid_speakers, "
-                   "grid_speakers_av_ao, grid_switching_unlabelled, librispeech_universal, librispeech_speakers, "
-                   "librispeech_switching_unlabelled, librispeech_pool_speakers after `speaker-pool`); "
+              help="YAML config file, or the name of a packaged one (grid_universal, grid_speakers, grid_speakers_av_ao, "
+                   "grid_switching_unlabelled, grid_noisy_encoder, librispeech_universal, librispeech_speakers, librispeech_"
+                   "switching_unlabelled, librispeech_noisy_encoder, librispeech_pool_speakers after `speaker-pool`); "
                    "paths inside it are relative to the current folder")
 @click.option("--set", "overrides", multiple=True, help=SET_HELP)
 @click.option("--out", required=True, type=OUT_FOLDER, help="output folder")
@@ -162,8 +162,8 @@ def prepare(corpus, out, detector, workers, roi_size):
 @threads_option
 @ranked
 def fit(config_path, overrides, out, device, seed, resume, threads):
-    """Train a speech model (universal, speaker decoders or switching VAE) as configured; with
-    --nproc N (or under torchrun) N processes share every mini-batch (data parallel, gloo)."""
+    """Train a speech model (universal, speaker decoders, switching VAE or noisy encoder) as
+    configured; --nproc N (or torchrun): N processes share each mini-batch (data parallel, gloo)."""
     from pyro_avss.api import fit as run_fit
     from pyro_avss.inference.distributed import Ranks, process_group, rank_threads
 

@@ -66,7 +66,7 @@ BAD = [
     ("separate.lr=0", "separate.lr: must be > 0, got 0.0"),
     ("separate.guide=bogus", "separate.guide: must be auto, meanfield or markov, got 'bogus'"),
     ("train.lr=-1", "train.lr: must be > 0, got -1.0"),
-    ("train.mode=bogus", "train.mode: must be universal, speakers or switching, got 'bogus'"),
+    ("train.mode=bogus", "train.mode: must be universal, speakers, switching or noisy_encoder, got 'bogus'"),
     ("train.mode=speakers", "train.init: mode 'speakers' needs train.init"),
     ("stft.hop=2048", "stft.hop: must be at most stft.n_fft = 1024, got 2048"),
     ("data.max_clips_per_speaker=0", "data.max_clips_per_speaker: must be >= 1, got 0"),

@@ -129,10 +129,22 @@ def separation_model(models: SpeechModels, settings: SeparationSettings, compone
     guide = settings.guide
     if guide == "auto":                    # a guide with memory for a prior with memory
         guide = "markov" if models.dynamics is not None else "meanfield"
-    return SeparationModel(models.encoder, components_view(models, components), switch, noise,
+    return SeparationModel(guide_encoder(models, settings, num_sources), components_view(models, components), switch, noise,
                            allowed=allowed_components(settings, num_sources, components),
                            prior=models.prior, guide_init=guide_init, gain=gain,
                            prior_weight=settings.prior_weight, dynamics=models.dynamics, guide=guide)
+
+
+def guide_encoder(models: SpeechModels, settings: SeparationSettings, num_sources: int = 1):
+    """The encoder that reads the mixture for the guide's start (``separate.guide_encoder``): the
+    model's noisy encoder where ``noisy`` asks for it, or ``auto`` with one source and a model
+    that has one; else its speech encoder. (With several talkers the noisy encoder reads their
+    sum as one voice: on the tuned-on two-talker GRID mixtures it gave 6.91 dB against 7.07.)"""
+    wanted = settings.guide_encoder
+    auto = wanted == "auto" and num_sources == 1 and models.noisy_encoder is not None
+    if wanted == "noisy" or auto:
+        return models.noisy_encoder
+    return models.encoder
 
 
 def noise_start_shape(models: SpeechModels, settings: SeparationSettings, power, lips, present, mask):

@@ -10,7 +10,10 @@ Three modes (``train.mode``), one loop:
   (``TraceEnum_ELBO`` for the i.i.d. prior, ``DiscreteHMM`` for the Markov prior); labels are
   observed where known (``train.labels: observed``) or all hidden (``hidden``), in which case
   the decoders, started from perturbed copies of ``train.init``, discover K clusters, or found
-  per clip before training (``clustered``, :mod:`.clip_clusters`) and then observed.
+  per clip before training (``clustered``, :mod:`.clip_clusters`) and then observed;
+* ``noisy_encoder``: every network of ``train.init`` kept as it is, plus a noise-robust copy of
+  its encoder distilled with noise drawn from an NMF prior (:mod:`.noisy_encoder`; no SVI), which
+  starts separation's guide.
 
 Objective: the negative ELBO of :func:`~pyro_avss.models.generative.speech_model` per frame,
 with the KL term scaled by β rising linearly from ``beta_start`` to 1 over ``warmup_epochs``.
@@ -25,6 +28,7 @@ import logging
 import math
 import random
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -285,6 +289,8 @@ def _train(settings: Settings, out_dir: Path, dev: torch.device, resume: bool, p
     train_rows, dev_rows = select_rows(rows, data)
     if not train_rows:
         raise InputError("data", f"no clips in split {data.train_split!r}")
+    if settings.train.mode == "noisy_encoder":
+        return _distil(settings, train_rows, dev_rows, stft_cfg, out_dir, dev, progress, writes)
     if settings.train.labels == "clustered":      # each clip's cluster becomes its speaker
         train_rows, dev_rows = clustered_rows(train_rows, dev_rows, settings.train, stft_cfg,
                                               out_dir / "clusters.csv" if writes else None)
@@ -317,6 +323,43 @@ def _train(settings: Settings, out_dir: Path, dev: torch.device, resume: bool, p
             models.save(out_dir / "model.pt")
     if log and writes:      # the saved model's epoch marked, the KL warm-up shaded
         learning_curve(log, out_dir / "learning_curve.png", saved=models.info.get("epoch"))
+    return models
+
+
+def _distil(settings: Settings, train_rows: list[dict], dev_rows: list[dict], stft_cfg: StftConfig,
+            out_dir: Path, dev: torch.device, progress: bool, writes: bool) -> SpeechModels:
+    """``train.mode: noisy_encoder``: the model of ``train.init`` with a noisy encoder distilled
+    on these clips (:func:`~.noisy_encoder.distil_noisy_encoder`), written as ``model.pt`` with
+    the per-epoch ``log.csv``."""
+    from .noisy_encoder import NoisePrior, distil_noisy_encoder
+
+    tr = settings.train
+    models = SpeechModels.load(tr.init)
+    if models.stft != stft_cfg:
+        raise InputError(tr.init, f"STFT settings {models.stft} differ from the config's {stft_cfg}")
+    skipped: list = []
+    read = ClipReader(models.lips, stft_cfg, None, models.uses_video)
+    train_set, dev_set = training_sets(tr, train_rows, dev_rows, read, skipped)
+    if writes:
+        _write_start(out_dir, settings, skipped)
+
+    def report(row):
+        if progress:
+            LOG.info(f"epoch {row['epoch']}: train KL {row['train_kl']:.3f}  dev KL {row['dev_kl']:.3f}")
+
+    encoder, log = distil_noisy_encoder(models.to(dev), train_set, dev_set, epochs=tr.epochs,
+                                        batch_size=tr.batch_size, segment_frames=tr.segment_frames,
+                                        lr=tr.lr, patience=tr.patience, seed=tr.seed,
+                                        lip_dropout=tr.lip_dropout, max_batches=tr.max_steps_per_epoch,
+                                        progress=report)
+    models.noisy_encoder = encoder
+    best = min(log, key=lambda r: r["dev_kl"])
+    models.info = {**models.info, "noisy_encoder": {"epochs": len(log), "epoch": best["epoch"],
+                                                    "dev_kl": best["dev_kl"],
+                                                    "noise_prior": asdict(NoisePrior())}}
+    if writes:
+        models.save(out_dir / "model.pt")
+        write_log(log, out_dir / "log.csv")
     return models
 
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 SWITCH_PRIORS = ("iid", "markov", "utterance")      # the names make_switch builds
 GUIDE_INITS = ("encoder", "prior", "product")
 GUIDES = ("meanfield", "markov")
+GUIDE_ENCODERS = ("speech", "noisy")
 GAINS = ("frame", "utterance", "faceless")
 NOISE_STARTS = ("flat", "lips", "auto")
 ENUMERATIONS = ("marginal", "pyro")
@@ -88,6 +89,12 @@ class SeparationSettings(Section, name="separate"):
                                      # encoder (on the mixture) | prior (each source's visual
                                      # prior) | product (of the two; needs p(z|v)) | auto
                                      # (product when the model has a visual prior, else encoder)
+    guide_encoder: str = key("auto", choices=("auto",) + GUIDE_ENCODERS)
+                                     # which encoder reads the mixture for the guide's start:
+                                     # speech (trained on clean speech) | noisy (distilled from it
+                                     # with noise drawn from an NMF prior, train.mode=
+                                     # noisy_encoder) | auto (noisy for one source when the
+                                     # model has one, speech for several)
     guide: str = key("auto", choices=("auto",) + GUIDES)
                                      # meanfield (q(z[t]) independent over frames) | markov (chained
                                      # over frames, one fitted correlation per source and latent
@@ -177,6 +184,10 @@ class SeparationSettings(Section, name="separate"):
         needs_prior = "needs a model trained with a visual prior (model.prior=visual)"
         if self.guide_init not in ("auto", "encoder") and models.prior is None:
             raise SettingError("separate.guide_init", f"{self.guide_init!r} {needs_prior}")
+        if self.guide_encoder == "noisy" and models.noisy_encoder is None:
+            raise SettingError("separate.guide_encoder", "'noisy' needs a model with a noisy encoder "
+                                                         "(made by `cli.py fit` with train.mode="
+                                                         "noisy_encoder)")
         if self.noise_start == "lips" and models.prior is None:
             raise SettingError("separate.noise_start", f"'lips' {needs_prior}")
         return self

@@ -65,8 +65,10 @@ class ModelSettings(Section, name="model"):
 @dataclass
 class TrainSettings(Section, name="train"):
     # universal: one decoder on all speakers; speakers: one decoder per speaker, fine-tuned from
-    # `init` with the encoder frozen; switching: K decoders trained jointly, switch enumerated
-    mode: str = key("universal", choices=("universal", "speakers", "switching"))
+    # `init` with the encoder frozen; switching: K decoders trained jointly, switch enumerated;
+    # noisy_encoder: the model of `init` plus an encoder for noisy input, distilled from its
+    # speech encoder with noise drawn from an NMF prior, that starts separation's guide
+    mode: str = key("universal", choices=("universal", "speakers", "switching", "noisy_encoder"))
     init: str | None = None          # path of a model file to start from (speakers/switching)
     num_components: int | None = key(None, at_least(1))  # K for switching mode (null: number of speakers)
     # switching mode: observed (the speakers of the manifest) | hidden (summed out: the decoders
