@@ -40,6 +40,8 @@ ABLATION_SETTINGS = (
      ["separate.guide_init=encoder", "separate.gain=frame"]),
     ("PCA lips, N(0, I) prior, per-frame gains (the previous system)", "grid_pca_standard",
      ["separate.gain=frame"]),
+    ("noisy encoder start for every source (one talker: its default)", "grid_noisy",
+     ["separate.guide_encoder=noisy"]),
 )
 
 
@@ -99,6 +101,12 @@ NOISE_SETTINGS = (
     ("default, 4× the steps, no early stop, slow rate decay (0.99)",
      ["separate.steps=200", "separate.tol=0", "separate.lr_decay=0.99"], ("1spk", "1spk_held")),
 )
+
+#: the noise-model table's row for the speaker banks with a noisy encoder (train.mode=noisy_encoder,
+#: configs/*_noisy_encoder.yaml), which starts the one-talker guide; its noise prior and SNR range
+#: were set once, before any mixture was separated with it
+NOISY_ENCODER_ROW = ("guide started by the noisy encoder (distilled with noise from an NMF prior)",
+                     _ALL_ONE_TALKER)
 
 
 #: smaller MCEM budgets (EM iterations) run besides the published 100, to compare at equal quality

@@ -21,8 +21,8 @@ from pyro_avss.recipes.results.document import results_document
 from pyro_avss.recipes.results.experiments import (ABLATION_MODELS, ABLATION_SETTINGS, LIP_CORRUPTIONS,
                                                    LIPS_ROWS, LIPS_SPLITS, MCEM_BUDGETS, MEMORY_MODEL,
                                                    MEMORY_ROWS, MEMORY_SPLITS, MULTI_TALKER_SYSTEMS,
-                                                   NOISE_SETTINGS, ONE_TALKER_SYSTEMS, SWITCH_ROWS,
-                                                   SWITCH_SPLITS)
+                                                   NOISE_SETTINGS, NOISY_ENCODER_ROW, ONE_TALKER_SYSTEMS,
+                                                   SWITCH_ROWS, SWITCH_SPLITS)
 
 
 def _fit(config: str, out: Path, overrides: list[str], rows, log: dict, name: str, device: str):
@@ -43,7 +43,7 @@ def _fit(config: str, out: Path, overrides: list[str], rows, log: dict, name: st
     epochs = list(csv.DictReader(open(out / "log.csv")))
     log[name] = {"epochs": len(epochs), "best_dev_loss": models.info.get("dev_loss"),
                  "frames_per_s": float(np.median([float(e["frames_per_s"]) for e in epochs])),
-                 "components": models.component_names}
+                 "components": models.component_names, "noisy_encoder": models.info.get("noisy_encoder")}
     return models
 
 
@@ -143,6 +143,12 @@ def _train_and_score(m: Path, cache_set: list[str], grid_rows, libri_rows, facts
                cache_set + [f"train.init={m / 'libri_universal' / 'model.pt'}"], libri_rows, facts,
                "libri_switching", device)
 
+    say("distil the noisy encoders of the GRID and LibriSpeech speaker banks")
+    for name, config, bank in (("grid_noisy", "grid_noisy_encoder", "grid_speakers"),
+                               ("libri_noisy", "librispeech_noisy_encoder", "libri_speakers")):
+        _fit(f"configs/{config}.yaml", m / name, cache_set + [f"train.init={m / bank / 'model.pt'}"],
+             grid_rows if name == "grid_noisy" else libri_rows, facts, name, device)
+
     say("score speaker decoders and the unlabelled switch")
     grid_dev = [r for r in grid_rows if r["split"] == "dev"]
     libri_dev = [r for r in libri_rows if r["split"] == "dev" and r["speaker"] in lspk.component_names]
@@ -153,7 +159,8 @@ def _train_and_score(m: Path, cache_set: list[str], grid_rows, libri_rows, facts
     facts["clusters_libri_dev"] = switch_clusters(lsw, libri_dev)
 
     say("fit the GRID visual-pathway ablation models (universal + speaker decoders each)")
-    paths = {"grid": str(m / "grid_speakers" / "model.pt"), "libri": str(m / "libri_speakers" / "model.pt")}
+    paths = {"grid": str(m / "grid_speakers" / "model.pt"), "libri": str(m / "libri_speakers" / "model.pt"),
+             "grid_noisy": str(m / "grid_noisy" / "model.pt"), "libri_noisy": str(m / "libri_noisy" / "model.pt")}
     for name, changes, _ in ABLATION_MODELS:
         u = _fit("configs/grid_universal.yaml", m / f"{name}_universal", cache_set + changes, grid_rows,
                  facts, f"{name}_universal", device)
@@ -224,6 +231,9 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
     for label, changes, splits in NOISE_SETTINGS:
         noise_rows[label] = {n: _evaluate(manifests[n], bank(n), out_dir / f"eval_{n}_{_slug(label)}",
                                           "switching", device, changes) for n in splits}
+    label, splits = NOISY_ENCODER_ROW
+    noise_rows[label] = {n: _evaluate(manifests[n], models["libri_noisy" if n.startswith("libri") else "grid_noisy"],
+                                      out_dir / f"eval_{n}_noisy_encoder", "switching", device) for n in splits}
     say("visual-pathway ablation (models and separation settings)")
     ablation = {}
     for name, _, label in ABLATION_MODELS:
