@@ -3,6 +3,8 @@ separation that starts from it, and `fit` in train.mode=noisy_encoder."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from pyro_avss.errors import SettingError
 from pyro_avss.inference.batch_fit import guide_encoder
 from pyro_avss.inference.noisy_encoder import NoisePrior, gaussian_kl
 from pyro_avss.inference.training import fit
+from pyro_avss.nets.vae import VisualPrior
 
 from test_training import synthetic_rows, tiny_config
 
@@ -93,9 +96,11 @@ def test_the_noisy_encoder_round_trips_through_the_model_file(distilled, tmp_pat
 def test_separation_starts_from_the_encoder_the_setting_names(distilled):
     base, noisy, _ = distilled
     settings = load_settings(None, []).separate
-    assert guide_encoder(noisy, settings) is noisy.noisy_encoder          # auto: the noisy one
+    av = replace(noisy, prior=VisualPrior(3, noisy.decoders.latent_dim, 8))     # as if audio-visual
+    assert guide_encoder(av, settings) is av.noisy_encoder                # auto, one talker, AV
+    assert guide_encoder(av, settings, num_sources=2) is av.encoder       # auto, two talkers
+    assert guide_encoder(noisy, settings) is noisy.encoder                # auto, audio only
     assert guide_encoder(base, settings) is base.encoder                  # auto without one
-    assert guide_encoder(noisy, settings, num_sources=2) is noisy.encoder   # auto, two talkers
     speech = load_settings(None, ["separate.guide_encoder=speech"]).separate
     assert guide_encoder(noisy, speech) is noisy.encoder
     wanted = load_settings(None, ["separate.guide_encoder=noisy"]).separate
@@ -122,7 +127,7 @@ def test_separate_cli_uses_the_noisy_encoder(distilled, tmp_path, monkeypatch):
     monkeypatch.setattr(batch_fit, "guide_encoder", spy)
     rng = np.random.default_rng(0)
     sf.write(tmp_path / "mix.wav", (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
-    for setting, expected in (("auto", True), ("speech", False)):
+    for setting, expected in (("noisy", True), ("auto", False), ("speech", False)):   # audio only
         result = CliRunner().invoke(main, ["separate", "--model", str(folder / "noisy" / "model.pt"),
                                            "--mixture", str(tmp_path / "mix.wav"),
                                            "--out", str(tmp_path / setting), "--no-figure",

@@ -93,8 +93,8 @@ class SeparationSettings(Section, name="separate"):
                                      # which encoder reads the mixture for the guide's start:
                                      # speech (trained on clean speech) | noisy (distilled from it
                                      # with noise drawn from an NMF prior, train.mode=
-                                     # noisy_encoder) | auto (noisy for one source when the
-                                     # model has one, speech for several)
+                                     # noisy_encoder) | auto (noisy for one source with an
+                                     # audio-visual model that has one, else speech)
     guide: str = key("auto", choices=("auto",) + GUIDES)
                                      # meanfield (q(z[t]) independent over frames) | markov (chained
                                      # over frames, one fitted correlation per source and latent

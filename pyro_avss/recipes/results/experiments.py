@@ -103,10 +103,11 @@ NOISE_SETTINGS = (
 )
 
 #: the noise-model table's row for the speaker banks with a noisy encoder (train.mode=noisy_encoder,
-#: configs/*_noisy_encoder.yaml), which starts the one-talker guide; its noise prior and SNR range
-#: were set once, before any mixture was separated with it
+#: configs/*_noisy_encoder.yaml) starting the one-talker guide (`separate.guide_encoder=noisy`; its
+#: `auto` uses it with audio-visual banks only); its noise prior and SNR range were set once,
+#: before any mixture was separated with it
 NOISY_ENCODER_ROW = ("guide started by the noisy encoder (distilled with noise from an NMF prior)",
-                     _ALL_ONE_TALKER)
+                     ["separate.guide_encoder=noisy"], _ALL_ONE_TALKER)
 
 
 #: smaller MCEM budgets (EM iterations) run besides the published 100, to compare at equal quality

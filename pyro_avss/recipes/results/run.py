@@ -231,9 +231,10 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
     for label, changes, splits in NOISE_SETTINGS:
         noise_rows[label] = {n: _evaluate(manifests[n], bank(n), out_dir / f"eval_{n}_{_slug(label)}",
                                           "switching", device, changes) for n in splits}
-    label, splits = NOISY_ENCODER_ROW
+    label, changes, splits = NOISY_ENCODER_ROW
     noise_rows[label] = {n: _evaluate(manifests[n], models["libri_noisy" if n.startswith("libri") else "grid_noisy"],
-                                      out_dir / f"eval_{n}_noisy_encoder", "switching", device) for n in splits}
+                                      out_dir / f"eval_{n}_noisy_encoder", "switching", device, changes)
+                         for n in splits}
     say("visual-pathway ablation (models and separation settings)")
     ablation = {}
     for name, _, label in ABLATION_MODELS:
