@@ -140,7 +140,7 @@ def guide_encoder(models: SpeechModels, settings: SeparationSettings, num_source
     model's noisy encoder where ``noisy`` asks for it, or ``auto`` with one source and a model
     that has one and a visual prior (its start is then the product of the two); else its speech
     encoder. Chosen on the tuned-on splits: with several talkers the noisy encoder reads their
-    sum as one voice (two GRID talkers: 6.91 dB against 7.07), and alone, without lips to temper
+    sum as one voice (two GRID talkers: 6.81 dB against 7.07), and alone, without lips to temper
     it, it lost 0.9 dB on LibriSpeech (audio only: 2.14 against 3.06)."""
     wanted = settings.guide_encoder
     auto = (wanted == "auto" and num_sources == 1 and models.noisy_encoder is not None
