@@ -101,13 +101,14 @@ def _training_section(facts: dict) -> list[str]:
         f = facts[key]
         L.append(f"| {key} | {f['epochs']} | {_f(f['best_dev_loss'], 1)} | {f['frames_per_s']:.0f} | "
                  f"{', '.join(f['components'])} |")
-    for key in ("grid_noisy", "libri_noisy"):
-        d = facts.get(key, {}).get("noisy_encoder")
-        if d:
-            L.append(f"- {key}: the speaker bank plus a noisy encoder distilled in {d['epochs']} epochs "
-                     f"(kept: epoch {d['epoch']}, KL to the speech encoder's code of the clean clip "
-                     f"{d['dev_kl']:.2f} nats per frame on the dev clips, "
-                     f"{facts[key]['frames_per_s']:.0f} frames/s)")
+    noisy = [(key, facts[key]["noisy_encoder"]) for key in ("grid_noisy", "libri_noisy")
+             if facts.get(key, {}).get("noisy_encoder")]
+    L += [""] if noisy else []
+    for key, d in noisy:
+        L.append(f"- {key}: the speaker bank plus a noisy encoder distilled in {d['epochs']} epochs "
+                 f"(kept: epoch {d['epoch']}, KL to the speech encoder's code of the clean clip "
+                 f"{d['dev_kl']:.2f} nats per frame on the dev clips, "
+                 f"{facts[key]['frames_per_s']:.0f} frames/s)")
     L += ["", "The default GRID models (`grid_*`) use the learned temporal lip encoder and the visual "
           "prior p(z | v) (`configs/grid_universal.yaml`); the ablation models differ only in "
           "`lips.front_end` and `model.prior`.", "",
