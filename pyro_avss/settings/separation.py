@@ -126,7 +126,10 @@ class SeparationSettings(Section, name="separate"):
                                      # posterior is below this in every frame of every source;
                                      # 0 = never. GRID bank (K = 3), 3-s clips: 0.62x the time
                                      # with one talker, 0.60x with two; SI-SDRi unchanged (tuned
-                                     # split 8.13 / 7.07 dB with and without)
+                                     # split 8.13 / 7.07 dB with and without, batches of 8). One
+                                     # recording per fit: 7.77 against 7.99 without pruning or
+                                     # with prune_after 25 (the true speaker dropped in a few
+                                     # -5 dB mixtures); held-out 6.19 against 6.21: kept at 10
     max_joint_states: int = key(36, at_least(1))
                                      # J sources over K components make K^J joint switch states,
                                      # each a (T, F) mixture variance; above this many a short
