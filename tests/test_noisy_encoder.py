@@ -13,7 +13,7 @@ from pyro_avss.checkpoint import SpeechModels
 from pyro_avss.config import load_settings
 from pyro_avss.errors import SettingError
 from pyro_avss.inference.batch_fit import guide_encoder
-from pyro_avss.inference.noisy_encoder import NoisePrior, gaussian_kl
+from pyro_avss.inference.noisy_encoder import NoisePrior
 from pyro_avss.inference.training import fit
 from pyro_avss.nets.vae import VisualPrior
 
@@ -50,13 +50,6 @@ def test_noisy_inputs_are_mixed_at_the_drawn_snr(snr_db):
     assert float(rest.min()) > -1e-4
     share = (rest * valid).sum((1, 2)) / (valid.sum((1, 2)) * 33)
     assert torch.allclose(share, torch.full((4,), 1 - 1 / (1 + 1 / s)), atol=1e-3)
-
-
-def test_gaussian_kl_matches_torch():
-    p = torch.distributions.Normal(torch.randn(5, 3), torch.rand(5, 3) + 0.2)
-    q = torch.distributions.Normal(torch.randn(5, 3), torch.rand(5, 3) + 0.2)
-    expected = torch.distributions.kl_divergence(p, q).sum(-1)
-    assert torch.allclose(gaussian_kl(p.loc, p.scale, q.loc, q.scale), expected, atol=1e-5)
 
 
 @pytest.fixture(scope="module")

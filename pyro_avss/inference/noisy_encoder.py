@@ -37,7 +37,10 @@ from dataclasses import dataclass
 
 import torch
 
+from torch.distributions import Normal, kl_divergence
+
 from ..models.generative import log_power_features
+from .training_data import lip_context, segment_lips
 
 NOISE_BASES = 6
 
@@ -88,26 +91,13 @@ class NoisePrior:
                 clean / (clean.sum((1, 2), keepdim=True) / frames).clamp_min(1e-12))
 
 
-def gaussian_kl(loc_p, scale_p, loc_q, scale_q) -> torch.Tensor:
-    """``KL(N(loc_p, scale_p²) ‖ N(loc_q, scale_q²))`` summed over the last dimension."""
-    return (torch.log(scale_q / scale_p)
-            + (scale_p ** 2 + (loc_p - loc_q) ** 2) / (2 * scale_q ** 2) - 0.5).sum(-1)
-
-
 class Distillation:
     """The loss of the module docstring for one mini-batch of the training data (``FrameSet``
     batches: ``power``, ``lips``, ``present``, ``mask``, lips with the temporal encoder's context)."""
 
     def __init__(self, models, prior: NoisePrior = NoisePrior()):
         self.teacher, self.lip_encoder, self.prior = models.encoder, models.lip_encoder, prior
-        self.context = self.lip_encoder.context if self.lip_encoder is not None else 0
-
-    def lips(self, batch: dict):
-        lips, present = batch["lips"], batch["present"]
-        if self.lip_encoder is not None:
-            lips = self.lip_encoder(lips, present)
-        c = self.context
-        return (lips[:, c:-c], present[:, c:-c]) if c else (lips, present)
+        self.context = lip_context(self.lip_encoder)
 
     def __call__(self, student, batch: dict, generator: torch.Generator) -> torch.Tensor:
         device = next(self.teacher.parameters()).device
@@ -115,9 +105,9 @@ class Distillation:
         mask = batch["mask"]
         with torch.no_grad():
             noisy, clean = self.prior.noisy(batch["power"], mask, generator)
-            lips, present = self.lips(batch)
-            target = self.teacher(log_power_features(clean), lips, present)
-        kl = gaussian_kl(*target, *student(log_power_features(noisy), lips, present))
+            lips, present = segment_lips(self.lip_encoder, batch["lips"], batch["present"])
+            target = Normal(*self.teacher(log_power_features(clean), lips, present))
+        kl = kl_divergence(target, Normal(*student(log_power_features(noisy), lips, present))).sum(-1)
         valid = mask.to(kl.dtype)
         return (kl * valid).sum() / valid.sum().clamp_min(1.0)
 

@@ -47,7 +47,7 @@ from .distributed_training import (GlobalNoise, barrier, current_ranks, main_ran
 from .pyro_state import isolated_pyro_state
 from .subnormals import subnormals_flushed
 from .streamed_data import StreamedClips, training_sets
-from .training_data import ClipReader, FrameSet, select_rows
+from .training_data import ClipReader, FrameSet, lip_context, segment_lips, select_rows
 from .clip_clusters import clustered_rows
 from .training_models import build_models
 
@@ -102,11 +102,7 @@ class Trainer:
             if not batch["mask"].shape[0]:
                 return sum(p.sum() for g in self.optim.param_groups for p in g["params"]) * 0.0
         m = self.models
-        c = self.lip_context
-        if m.lip_encoder is not None:
-            batch["lips"] = m.lip_encoder(batch["lips"], batch["present"])
-        if c:
-            batch["lips"], batch["present"] = batch["lips"][:, c:-c], batch["present"][:, c:-c]
+        batch["lips"], batch["present"] = segment_lips(m.lip_encoder, batch["lips"], batch["present"])
         objective = self.elbo.differentiable_loss if differentiable else self.elbo.loss
         guide = lambda b: speech_guide(b, m.encoder, None, beta)  # noqa: E731
         return objective(
@@ -116,7 +112,7 @@ class Trainer:
     @property
     def lip_context(self) -> int:
         """Frames of lips needed on each side of a segment (the temporal encoder's reach)."""
-        return self.models.lip_encoder.context if self.models.lip_encoder is not None else 0
+        return lip_context(self.models.lip_encoder)
 
     @torch.no_grad()
     def dev_loss(self) -> float:
@@ -347,16 +343,17 @@ def _distil(settings: Settings, train_rows: list[dict], dev_rows: list[dict], st
         if progress:
             LOG.info(f"epoch {row['epoch']}: train KL {row['train_kl']:.3f}  dev KL {row['dev_kl']:.3f}")
 
+    prior = NoisePrior()
     encoder, log = distil_noisy_encoder(models.to(dev), train_set, dev_set, epochs=tr.epochs,
                                         batch_size=tr.batch_size, segment_frames=tr.segment_frames,
                                         lr=tr.lr, patience=tr.patience, seed=tr.seed,
                                         lip_dropout=tr.lip_dropout, max_batches=tr.max_steps_per_epoch,
-                                        progress=report)
+                                        prior=prior, progress=report)
     models.noisy_encoder = encoder
     best = min(log, key=lambda r: r["dev_kl"])
     models.info = {**models.info, "noisy_encoder": {"epochs": len(log), "epoch": best["epoch"],
                                                     "dev_kl": best["dev_kl"],
-                                                    "noise_prior": asdict(NoisePrior())}}
+                                                    "noise_prior": asdict(prior)}}
     if writes:
         models.save(out_dir / "model.pt")
         write_log(log, out_dir / "log.csv")

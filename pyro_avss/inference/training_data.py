@@ -104,6 +104,21 @@ class Batches:
         return iter(self.items)
 
 
+def lip_context(lip_encoder) -> int:
+    """Frames of lips a batch needs on each side of a segment: the temporal lip encoder's reach,
+    0 without one."""
+    return lip_encoder.context if lip_encoder is not None else 0
+
+
+def segment_lips(lip_encoder, lips: torch.Tensor, present: torch.Tensor):
+    """The lips of a batch (:meth:`FrameSet.batch` with :func:`lip_context` extra frames) as the
+    networks see them: through the temporal lip encoder, then cut to the segment's frames."""
+    if lip_encoder is not None:
+        lips = lip_encoder(lips, present)
+    c = lip_context(lip_encoder)
+    return (lips[:, c:-c], present[:, c:-c]) if c else (lips, present)
+
+
 def clip_segments(frames: int, length: int, generator: torch.Generator) -> list[tuple[int, int]]:
     """``(first frame, valid length)`` of the segments that cover a clip of ``frames`` frames
     once, the first one cut short at a random offset (one draw from ``generator`` when the clip

@@ -144,10 +144,10 @@ def _train_and_score(m: Path, cache_set: list[str], grid_rows, libri_rows, facts
                "libri_switching", device)
 
     say("distil the noisy encoders of the GRID and LibriSpeech speaker banks")
-    for name, config, bank in (("grid_noisy", "grid_noisy_encoder", "grid_speakers"),
-                               ("libri_noisy", "librispeech_noisy_encoder", "libri_speakers")):
+    for name, config, bank, rows in (("grid_noisy", "grid_noisy_encoder", "grid_speakers", grid_rows),
+                                     ("libri_noisy", "librispeech_noisy_encoder", "libri_speakers", libri_rows)):
         _fit(f"configs/{config}.yaml", m / name, cache_set + [f"train.init={m / bank / 'model.pt'}"],
-             grid_rows if name == "grid_noisy" else libri_rows, facts, name, device)
+             rows, facts, name, device)
 
     say("score speaker decoders and the unlabelled switch")
     grid_dev = [r for r in grid_rows if r["split"] == "dev"]
@@ -223,8 +223,8 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
     "ablation", "memory", "switch": {label: {split: summary}}, "lips": see lips_rows}``."""
     spk_model = models["grid"]
 
-    def bank(split: str):             # LibriSpeech splits: its audio-only bank; the others: GRID's
-        return models["libri"] if split.startswith("libri") else spk_model
+    def bank(split: str, variant: str = ""):   # LibriSpeech splits: its audio-only bank; else GRID's
+        return models[("libri" if split.startswith("libri") else "grid") + variant]
 
     say("noise model and test-time prior weight (switching system, both splits)")
     noise_rows = {"**default**": {n: evals[n] for n in ("1spk", "1spk_held", "libri", "libri_held")}}
@@ -232,9 +232,8 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
         noise_rows[label] = {n: _evaluate(manifests[n], bank(n), out_dir / f"eval_{n}_{_slug(label)}",
                                           "switching", device, changes) for n in splits}
     label, changes, splits = NOISY_ENCODER_ROW
-    noise_rows[label] = {n: _evaluate(manifests[n], models["libri_noisy" if n.startswith("libri") else "grid_noisy"],
-                                      out_dir / f"eval_{n}_noisy_encoder", "switching", device, changes)
-                         for n in splits}
+    noise_rows[label] = {n: _evaluate(manifests[n], bank(n, "_noisy"), out_dir / f"eval_{n}_noisy_encoder",
+                                      "switching", device, changes) for n in splits}
     say("visual-pathway ablation (models and separation settings)")
     ablation = {}
     for name, _, label in ABLATION_MODELS:
