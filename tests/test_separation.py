@@ -50,6 +50,22 @@ def test_sources_and_noise_sum_to_the_mixture(J, prior):
     assert np.allclose(out.posterior.sum(-1), 1, atol=1e-4)
 
 
+@pytest.mark.parametrize("lip_dim, chosen", [(0, "iid"), (4, "utterance")])
+def test_the_default_switch_is_per_frame_for_audio_only_banks_and_per_utterance_with_lips(
+        monkeypatch, lip_dim, chosen):
+    import pyro_avss.inference.batch_fit as batch_fit
+
+    built = []
+    make = batch_fit.make_switch
+    monkeypatch.setattr(batch_fit, "make_switch", lambda prior, *a, **k: built.append(prior) or make(prior, *a, **k))
+    models = random_models(lip_dim=lip_dim)
+    settings = SeparationSettings(steps=3, num_samples=1)
+    assert settings.switch_prior == "auto" and settings.switch_prior_for(models) == chosen
+    assert SeparationSettings(switch_prior="markov").switch_prior_for(models) == "markov"   # asked for: kept
+    separate_recordings(models, [(noisy(0.5), [None])], settings)
+    assert built and set(built) == {chosen}
+
+
 @pytest.mark.parametrize("components, per_source", [(None, ((2,), (0,))), ((0, 2), ((0,), (2,)))])
 def test_each_source_can_be_told_its_component(components, per_source):
     x = noisy()

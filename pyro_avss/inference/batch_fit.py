@@ -73,7 +73,7 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
     def build_switch(K: int):
         if make_switch_prior is not None:
             return make_switch_prior(K, J)
-        return make_switch(settings.switch_prior, K, J, enumerate=enumerate_, learn_stay=settings.learn_stay,
+        return make_switch(settings.switch_prior_for(models), K, J, enumerate=enumerate_, learn_stay=settings.learn_stay,
                            stay_prob=settings.stay(models.stft.hop / models.stft.sample_rate))
 
     noise = (make_noise() if make_noise is not None else

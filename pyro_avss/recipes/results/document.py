@@ -213,11 +213,13 @@ def _memory_section(memory: dict) -> list[str]:
 
 def _switch_section(s_switch: dict) -> list[str]:
     return _section(
-        "Switch prior: one component per utterance (default), i.i.d. per frame or a sticky "
-        "Markov chain per frame",
+        "Switch prior: one component per utterance, i.i.d. per frame or a sticky Markov chain "
+        "per frame",
         "The switching system with each switch prior, on both splits: GRID with its audio-visual "
         "speaker bank (s1, s4) and LibriSpeech (`libri` columns) with its audio-only bank of 10 "
-        "speakers. `p(true)`: mean switch posterior "
+        "speakers. The default (`separate.switch_prior=auto`) is one component per utterance for "
+        "a bank that reads lips and i.i.d. per frame for an audio-only one: each chosen on the "
+        "tuned-on splits of its corpus. `p(true)`: mean switch posterior "
         "on the true speaker's component over speech frames. The Markov chain keeps its component "
         "from one frame to the next with probability ρ = exp(−hop / τ) (`separate.stay_seconds=τ`); "
         "its setting was chosen on the tuned-on split among ρ = 0.98 (`separate.stay_prob`), "

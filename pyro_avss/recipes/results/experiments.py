@@ -61,8 +61,10 @@ MULTI_TALKER_SYSTEMS = "mixture,universal,oracle-speaker,switching,oracle-noise,
 #: 0.98 (6.81 dB), the time constants τ = 0.1 (6.76), 0.5 (6.80), 2 (6.82), 30 (6.84) and 600 s
 #: (6.78) and a learnt stay (6.77): all within 0.1 dB, every one below the per-utterance switch
 MARKOV_SWITCH = ["separate.switch_prior=markov", "separate.stay_seconds=30"]
+#: The default (``separate.switch_prior=auto``) is the first row for the GRID bank, which reads
+#: lips, and the second for the audio-only LibriSpeech bank, so every row names its prior.
 SWITCH_ROWS = (
-    ("one component per utterance (default)", None, None),
+    ("one component per utterance", None, ["separate.switch_prior=utterance"]),
     ("i.i.d. per frame", None, ["separate.switch_prior=iid"]),
     ("sticky Markov per frame, τ = 30 s", None, MARKOV_SWITCH),
 )
@@ -76,7 +78,8 @@ LIP_CORRUPTIONS = ("missing:0.3", "missing:0.6", "noise:0.3", "swap:0.3")
 LIPS_SPLITS = ("1spk", "2spk")
 #: (label, model: None for the GRID speaker bank or "twins" for it with audio-only twins
 #: (``model.audio_only_twins``), system, overrides): the rows of the lips-robustness table
-LIPS_ROWS = tuple((label, None, "switching", changes) for label, _, changes in SWITCH_ROWS) + (
+LIPS_ROWS = (("one component per utterance (default)", None, "switching", None),) + tuple(
+    (label, None, "switching", changes) for label, _, changes in SWITCH_ROWS[1:]) + (
     ("one component per utterance, per-frame gains", None, "switching", ["separate.gain=frame"]),
     ("audio-only twins, one component per utterance", "twins", "switching", []),
     ("audio-only twins, sticky Markov per frame, τ = 30 s", "twins", "switching", MARKOV_SWITCH),
