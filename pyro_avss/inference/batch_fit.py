@@ -141,7 +141,8 @@ def guide_encoder(models: SpeechModels, settings: SeparationSettings, num_source
     that has one and a visual prior (its start is then the product of the two); else its speech
     encoder. Chosen on the tuned-on splits: with several talkers the noisy encoder reads their
     sum as one voice (two GRID talkers: 6.81 dB against 7.07), and alone, without lips to temper
-    it, it lost 0.9 dB on LibriSpeech (audio only: 2.14 against 3.06)."""
+    it, it lost on LibriSpeech (audio only: 3.23 against 3.61 dB with the per-frame switch, 2.14
+    against 3.06 with the per-utterance one)."""
     wanted = settings.guide_encoder
     auto = (wanted == "auto" and num_sources == 1 and models.noisy_encoder is not None
             and models.prior is not None)
