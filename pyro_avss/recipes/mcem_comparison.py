@@ -5,7 +5,7 @@ The published MCEM (:mod:`pyro_avss.inference.mcem`) and our SVI separate the sa
 mixtures with the same speech models and **the same switch prior** on both sides:
 
 * per frame: SVI ``separate.switch_prior=iid`` against MCEM ``mcem.switch=iid``;
-* per utterance: SVI ``separate.switch_prior=utterance`` (its default) against MCEM
+* per utterance: SVI ``separate.switch_prior=utterance`` (its default with lips) against MCEM
   ``mcem.switch=utterance``.
 
 One difference stays: SVI's per-frame switch learns its prior ``π`` for each utterance
