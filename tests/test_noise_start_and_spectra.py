@@ -130,6 +130,6 @@ def test_some_bases_smooth_and_the_others_free():
             SeparationSettings(noise_rank=4, noise_smooth_rank=bad)
     x = noisy(seconds=0.5)
     out = separate_recordings(random_models(), [(x, [None])],
-                              SeparationSettings(steps=5, num_samples=1, noise_rank=4, noise_smooth_rank=2,
-                                                 noise_spectral_smoothness=0.1))[0]
+                              SeparationSettings(steps=5, num_samples=1, noise_rank=4, noise_pause_rank=0,
+                                                 noise_smooth_rank=2, noise_spectral_smoothness=0.1))[0]
     assert np.abs(out.sources.sum(0) + out.noise - x).max() < 1e-4

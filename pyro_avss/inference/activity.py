@@ -20,6 +20,13 @@ start of the NMF noise (:class:`~pyro_avss.models.noise.NMFNoise` ``start_shape`
 flat spectrum that the noise must first unlearn where the noise is quiet — and where the speech
 model takes the noise for speech meanwhile. An utterance with too few silent frames, or whose
 lips hardly change their expected level (someone who talks throughout), keeps the flat start.
+
+*Pauses* (:func:`pause_frames`) are the silent frames, with a stricter threshold, at least
+``margin`` frames away from any frame that is not silent: a closed mouth inside a word (the
+/m/ of "me" is voiced behind closed lips) is not a pause, and neither are the edges of one,
+where a word starts or ends. The noise bases learnt from them (:func:`pause_noise_bases`, an
+Itakura–Saito NMF of the mixture there) hold this recording's noise and no speech; the NMF noise
+keeps them fixed (:class:`~pyro_avss.models.noise.NMFNoise` ``pauses``).
 """
 
 from __future__ import annotations
@@ -67,3 +74,36 @@ def lip_noise_shape(prior, decoders, power: torch.Tensor, lips: torch.Tensor, pr
     shape = shape.clamp_min(floor)
     shape = shape / shape.mean(-1, keepdim=True)
     return torch.where(count >= min_frames, shape, torch.ones_like(shape))
+
+
+@torch.no_grad()
+def pause_frames(silent: torch.Tensor, mask: torch.Tensor, margin: int) -> torch.Tensor:
+    """``(B, T)`` bool: the ``silent (B, T)`` frames at least ``margin`` frames from any valid
+    frame that is not silent (an erosion of the silent runs by ``margin`` on each side)."""
+    if margin <= 0:
+        return silent & mask
+    speaking = (mask & ~silent).to(torch.float32)[:, None]                       # (B,1,T)
+    near = torch.nn.functional.max_pool1d(speaking, 2 * margin + 1, stride=1, padding=margin)[:, 0]
+    return silent & mask & (near < 0.5)
+
+
+@torch.no_grad()
+def pause_noise_bases(power: torch.Tensor, pauses: torch.Tensor, rank: int, seed: int = 0,
+                      min_frames: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pause bases of each utterance: an IS-NMF (:func:`~pyro_avss.models.noise.fit_is_nmf`)
+    of ``power (B,T,F)`` over its ``pauses (B,T)``, as ``W (B, F, rank)`` and the mean activation
+    of each basis ``(B, rank)``. An utterance with fewer than ``min_frames`` pause frames gets flat
+    bases at a hundredth of its mean power (a white floor), so its learnt bases model its noise
+    alone. Each utterance is fitted from the same seeded start, whatever its batch."""
+    from ..models.noise import fit_is_nmf
+
+    B, T, F = power.shape
+    bases, levels = power.new_empty(B, F, rank), power.new_empty(B, rank)
+    for b in range(B):
+        frames = power[b][pauses[b]]                                              # (n, F)
+        if frames.shape[0] < min_frames:
+            bases[b], levels[b] = 1.0, 0.01 * float(power[b].mean()) / rank
+            continue
+        W, H = fit_is_nmf(frames.T, rank, seed)
+        bases[b], levels[b] = W, H.mean(-1)
+    return bases, levels

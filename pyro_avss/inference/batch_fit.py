@@ -80,7 +80,8 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
              NMFNoise(settings.noise_rank, settings.seed, settings.noise_init_level,
                       settings.noise_smoothness,
                       noise_start_shape(models, settings, power, lips, present, mask),
-                      settings.noise_spectral_smoothness, settings.noise_smooth_rank))
+                      settings.noise_spectral_smoothness, settings.noise_smooth_rank,
+                      noise_pauses(models, settings, power, lips, present, mask)))
 
     def build(components: list[int]) -> SeparationModel:
         sep = separation_model(models, settings, components, build_switch(len(components)), noise, J)
@@ -165,6 +166,21 @@ def noise_start_shape(models: SpeechModels, settings: SeparationSettings, power,
 
     return lip_noise_shape(models.prior, components_view(models, settings.components), power, lips,
                            present, mask)
+
+
+def noise_pauses(models: SpeechModels, settings: SeparationSettings, power, lips, present, mask):
+    """The NMF noise's pause bases and their levels (``separate.noise_pause_rank`` of them, learnt
+    from the frames where the lips say nobody speaks, :mod:`.activity`), or None where the model
+    has no visual prior, the recordings no video, or the setting is 0."""
+    rank = settings.noise_pause_rank
+    if rank == 0 or models.prior is None or not bool((present > 0.5).any()):
+        return None
+    from .activity import lip_speech_level, pause_frames, pause_noise_bases, silent_frames
+
+    level = lip_speech_level(models.prior, components_view(models, settings.components), lips, present)
+    silent = silent_frames(level, present, mask, settings.noise_pause_threshold)
+    margin = round(settings.noise_pause_margin * models.stft.sample_rate / models.stft.hop)
+    return pause_noise_bases(power, pause_frames(silent, mask, margin), rank, settings.seed)
 
 
 def allowed_components(settings: SeparationSettings, J: int, used: list[int]):

@@ -40,7 +40,20 @@ too (MAP-fitted)::
 A harmonic comb changes by several nats between neighbouring bins (31 Hz apart); the broad
 spectra of most noises, and of babble, which blurs many voices' harmonics, change slowly. Noises
 that are harmonic themselves (animals, machines with a pitch) need free bases, so only the first
-``smooth_rank`` of the R bases are smooth and the others stay free.
+``smooth_rank`` of the learnt bases are smooth and the others stay free.
+
+*Bases from the pauses* (``pause_bases``, ``(B, F, R_p)``). Where the lips say that nobody speaks
+(:func:`~pyro_avss.inference.activity.pause_frames`), the mixture is noise alone, so bases
+learnt there by an Itakura–Saito NMF of the mixture (:func:`fit_is_nmf`) hold this recording's
+noise spectra, fine structure included (the harmonics of hens or sheep), and no speech. They
+are held fixed during the fit; only their activations are fitted, like the others'::
+
+    W = [ W_pause | W_learnt ],    W_pause fixed,    H over all R_p + R_learnt bases
+
+so the noise can still follow its level through the speech, but the spectra it can give are
+those of the pauses plus the ``R_learnt = R - R_p`` learnt ones (which started loud and flat, as
+above). An utterance with too few pause frames gets flat pause bases (a white floor), and its
+learnt bases then model its noise alone.
 """
 
 from __future__ import annotations
@@ -56,6 +69,34 @@ def noise_floor(power: torch.Tensor, mask: torch.Tensor, quantile: float = 0.2) 
     """``(B, T, F)`` power, ``(B, T)`` mask -> ``(B, F)`` per-bin quantile over valid frames."""
     filled = power.masked_fill(~mask[..., None], float("nan"))
     return torch.nanquantile(filled, quantile, dim=-2).clamp_min(1e-10)
+
+
+def is_update(W: torch.Tensor, H: torch.Tensor, a: torch.Tensor, b: torch.Tensor):
+    """One Itakura–Saito multiplicative update of ``W (..., F, R)`` then ``H (..., R, T)``
+    (exponent ½), with ``a = E[|X|²/V²]`` and ``b = E[1/V]`` as ``(..., F, T)``::
+
+        W ← W ⊙ [ (a Hᵀ) / (b Hᵀ) ]^½,    H ← H ⊙ [ (Wᵀ a) / (Wᵀ b) ]^½
+
+    (for a plain NMF of ``V``, ``a = V / (WH)²`` and ``b = 1 / (WH)``)."""
+    W = W * ((a @ H.transpose(-1, -2)) / (b @ H.transpose(-1, -2)).clamp_min(1e-30)).sqrt()
+    H = H * ((W.transpose(-1, -2) @ a) / (W.transpose(-1, -2) @ b).clamp_min(1e-30)).sqrt()
+    return W, H
+
+
+@torch.no_grad()
+def fit_is_nmf(V: torch.Tensor, rank: int, seed: int = 0, iterations: int = 200):
+    """An Itakura–Saito NMF ``V ≈ W H`` of a power spectrogram ``V (F, n)`` (positive) by
+    multiplicative updates (:func:`is_update`) from a seeded random start at ``V``'s mean level;
+    returns ``W (F, rank)`` and ``H (rank, n)``."""
+    V = V.clamp_min(1e-10)
+    gen = torch.Generator().manual_seed(seed)
+    W = (torch.rand(V.shape[0], rank, generator=gen) + 0.1).to(V)
+    H = (torch.rand(rank, V.shape[1], generator=gen) + 0.1).to(V)
+    W = W * (V.mean() / (W @ H).mean())
+    for _ in range(iterations):
+        A = W @ H
+        W, H = is_update(W, H, V / A ** 2, 1 / A)
+    return W.clamp_min(1e-10), H.clamp_min(1e-10)
 
 
 class LogRandomWalk(TorchDistribution):
@@ -86,43 +127,70 @@ class LogRandomWalk(TorchDistribution):
 
 class NMFNoise:
     """Non-negative matrix factorisation noise variance ``W H`` of rank ``rank``; with
-    ``smoothness > 0`` the log activations are a latent random walk (module docstring)."""
+    ``smoothness > 0`` the log activations are a latent random walk, with ``pauses = (bases,
+    level)`` (``(B, F, R_p)`` and ``(B, R_p)``: :func:`fit_is_nmf` of each utterance's pause
+    frames and their mean activations) the first ``R_p`` of the ``rank`` bases are those, held
+    fixed, and their activations start at ``level`` (module docstring)."""
 
     def __init__(self, rank: int = 8, seed: int = 0, init_level: float = 6.0, smoothness: float = 0.0,
                  start_shape: torch.Tensor | None = None, spectral_smoothness: float = 0.0,
-                 smooth_rank: int | None = None):
+                 smooth_rank: int | None = None, pauses: tuple | None = None):
         if rank < 1 or not init_level > 0 or not smoothness >= 0 or not spectral_smoothness >= 0:
             raise ValueError(f"NMF noise needs rank >= 1, init_level > 0 and smoothnesses >= 0, got "
                              f"{rank}, {init_level}, {smoothness} and {spectral_smoothness}")
         if start_shape is not None and not bool((start_shape > 0).all()):
             raise ValueError("the noise start shape must be positive")
+        self.pauses = pauses
+        self.pause_rank = 0 if pauses is None else pauses[0].shape[-1]
+        if not 0 <= self.pause_rank <= rank:
+            raise ValueError(f"{self.pause_rank} pause bases for a noise of rank {rank}")
         self.rank, self.seed, self.init_level, self.smoothness = rank, seed, init_level, smoothness
+        self.learnt = rank - self.pause_rank                   # the bases fitted by SVI
         self.start_shape = start_shape
         self.spectral_smoothness = spectral_smoothness
-        smooth_rank = rank if smooth_rank is None else smooth_rank
-        if not 0 <= smooth_rank <= rank:
-            raise ValueError(f"smooth_rank must be in [0, {rank}], got {smooth_rank}")
+        smooth_rank = self.learnt if smooth_rank is None else smooth_rank
+        if not 0 <= smooth_rank <= self.learnt:
+            raise ValueError(f"smooth_rank must be in [0, {self.learnt}] (the learnt bases), got {smooth_rank}")
         self.smooth_rank = smooth_rank if spectral_smoothness > 0 else 0   # the first ones are smooth
         if smoothness > 0 or self.smooth_rank > 0:
             self.guide = self._smooth_guide          # the noise then has latent variables
 
     def init_params(self, power, mask):
-        """Random ``W (B,F,R)``, ``H (B,R,T)`` with ``E[W H] = init_level`` (module docstring).
+        """Random learnt bases ``W (B,F,R_learnt)`` and activations ``H (B,R,T)`` with ``E[W H] =
+        init_level`` over the learnt bases (module docstring); the pause bases' activations start
+        at their level.
 
         Every utterance gets the same draw, taken frame by frame, so an utterance's start does not
         depend on its batch neighbours nor on how far the batch pads it: a clip separated in a
         batch starts where it starts alone."""
         B, T, F = power.shape
+        R = self.learnt
         gen = torch.Generator().manual_seed(self.seed)
-        W = torch.rand(F, self.rank, generator=gen) * (2 * self.init_level / self.rank)
-        H = torch.rand(T, self.rank, generator=gen).T * 2             # frame-major: prefix-stable
-        W, H = W.to(power).expand(B, F, self.rank), H.to(power).expand(B, self.rank, T)
+        W = torch.rand(F, R, generator=gen) * (2 * self.init_level / max(R, 1))
+        H = torch.rand(T, R, generator=gen).T * 2                     # frame-major: prefix-stable
+        W, H = W.to(power).expand(B, F, R), H.to(power).expand(B, R, T)
         if self.start_shape is not None:                              # (B, F), mean one over F
             W = W * self.start_shape.to(power)[..., None]
+        if self.pauses is not None:
+            H = torch.cat([self.pauses[1].to(power)[..., None].expand(B, self.pause_rank, T), H], -2)
         return W.clamp_min(1e-6), H.clamp_min(1e-6)
 
+    def bases(self, power: torch.Tensor, lazy) -> torch.Tensor:
+        """``W (B, F, R)``: the pause bases (fixed), then the learnt ones — the spectrally smooth
+        (``noise_log_W``, a latent random walk) and the free (``noise_W``, a parameter)."""
+        B, T, F = power.shape
+        Rs = self.smooth_rank
+        parts = [] if self.pauses is None else [self.pauses[0].to(power)]
+        if Rs:
+            parts.append(pyro.sample("noise_log_W", LogRandomWalk(self.spectral_smoothness,
+                                                                  (B, Rs, F))).exp().transpose(-1, -2))
+        if Rs < self.learnt:
+            parts.append(pyro.param("noise_W", lambda: lazy(0)[..., Rs:], constraint=constraints.positive))
+        return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+
     def log_variance(self, power: torch.Tensor, mask: torch.Tensor, plates=None) -> torch.Tensor:
-        """Register ``noise_W (B,F,R)`` and ``noise_H (B,R,T)``; return ``log(WH)ᵀ (B,T,F)``."""
+        """Register the learnt bases (:meth:`bases`) and ``noise_H (B,R,T)``; return ``log(WH)ᵀ
+        (B,T,F)``."""
         init = None
 
         def lazy(i):
@@ -131,15 +199,7 @@ class NMFNoise:
                 init = self.init_params(power, mask)
             return init[i]
 
-        B, T, F = power.shape
-        Rs = self.smooth_rank
-        parts = []
-        if Rs:
-            parts.append(pyro.sample("noise_log_W", LogRandomWalk(self.spectral_smoothness,
-                                                                  (B, Rs, F))).exp().transpose(-1, -2))
-        if Rs < self.rank:
-            parts.append(pyro.param("noise_W", lambda: lazy(0)[..., Rs:], constraint=constraints.positive))
-        W = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+        W = self.bases(power, lazy)
         if self.smoothness > 0:
             H = pyro.sample("noise_log_H", LogRandomWalk(self.smoothness, (power.shape[0], self.rank,
                                                                            power.shape[1]), mask)).exp()
@@ -168,7 +228,8 @@ class NMFNoise:
 
     @torch.no_grad()
     def multiplicative_update(self, inv_var: torch.Tensor, power_inv_var2: torch.Tensor) -> None:
-        """One Itakura–Saito multiplicative update of ``W`` then ``H`` (exponent ½), in place.
+        """One Itakura–Saito multiplicative update of ``W`` then ``H`` (exponent ½), in place (the
+        pause bases, if any, are held).
 
         With ``E[1/V]`` = ``inv_var`` and ``E[|X|²/V²]`` = ``power_inv_var2`` (both ``(B,T,F)``,
         expectations over the switch posterior, zero on padded frames) and ``V = speech + WH``:
@@ -177,10 +238,10 @@ class NMFNoise:
         """
         if self.smoothness > 0 or self.smooth_rank > 0:
             raise ValueError("multiplicative NMF updates need smoothness = 0 and no smooth bases")
-        W, H = pyro.param("noise_W"), pyro.param("noise_H")
-        a, b = power_inv_var2.transpose(-1, -2), inv_var.transpose(-1, -2)          # (B,F,T)
-        W = W * ((a @ H.transpose(-1, -2)) / (b @ H.transpose(-1, -2)).clamp_min(1e-30)).sqrt()
-        H = H * ((W.transpose(-1, -2) @ a) / (W.transpose(-1, -2) @ b).clamp_min(1e-30)).sqrt()
+        W = pyro.param("noise_W") if self.pauses is None else torch.cat([self.pauses[0], pyro.param("noise_W")], -1)
+        W, H = is_update(W, pyro.param("noise_H"), power_inv_var2.transpose(-1, -2),
+                         inv_var.transpose(-1, -2))                                  # (B,F,T)
+        W = W[..., self.pause_rank:]                             # the pause bases stay as they are
         pyro.param("noise_W").unconstrained().data.copy_(W.clamp_min(1e-12).log())
         pyro.param("noise_H").unconstrained().data.copy_(H.clamp_min(1e-12).log())
 

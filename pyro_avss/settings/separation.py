@@ -75,10 +75,27 @@ class SeparationSettings(Section, name="separate"):
                                      # (babble 3.5 -> 6.0); held-out: 6.16 -> 5.99 (sheep and
                                      # hens, harmonic noises, lose 0.5-1 dB), so 0 stays
     noise_smooth_rank: int | None = None
-                                     # how many of the noise_rank bases are spectrally smooth
-                                     # (the others are free); null = all of them. With σ_f 0.15
+                                     # how many of the learnt noise bases (those not from the
+                                     # pauses) are spectrally smooth (the others are free);
+                                     # null = all of them. Without pause bases, with σ_f 0.15
                                      # and 4 of 8: GRID tuned 8.53, held-out 6.59 (default 8.13
                                      # / 6.16), LibriSpeech 3.16 / 0.64 (default 3.10 / 1.24)
+    noise_pause_rank: int = key(4, at_least(0))
+                                     # how many of the noise_rank bases are learnt before the fit
+                                     # from the pauses (the frames where every source's lips say
+                                     # nobody speaks, inference.activity.pause_frames) and held
+                                     # fixed; 0 = none. Needs a visual prior and videos (else
+                                     # every basis is learnt). GRID one talker, tuned split: 0 ->
+                                     # 8.36, 4 -> 8.82, 8 (no learnt basis) -> 7.20 dB;
+                                     # held-out 5.67 -> 7.12 (hens 3.7 -> 6.1, sheep 6.9 ->
+                                     # 12.2); two talkers tuned 7.36 -> 7.16, held-out 6.51 -> 6.78
+    noise_pause_threshold: float = key(0.1, within(0, 1, "()"))
+                                     # a pause frame's lips predict a speech level in the lowest
+                                     # this share of the utterance's range (0.2 let the voiced
+                                     # closures of /m/ in: 8.08 dB at 0.2 and margin 0 s)
+    noise_pause_margin: float = key(0.08, at_least(0))
+                                     # ... and it is this many seconds from any frame that is not
+                                     # silent (0.08 s = 5 frames at a 16 ms hop; 0 s: 8.64 dB)
     steps: int = key(50, at_least(1))
                                      # SVI iteration cap; 100 or 200 steps without early stop give
                                      # 8.18 or 8.20 dB against 8.13 (tuned one talker): the
@@ -158,9 +175,13 @@ class SeparationSettings(Section, name="separate"):
 
     def check(self) -> None:
         """The keys that depend on each other: the noise model's, the switch's, the chunks'."""
-        if self.noise_smooth_rank is not None and not 0 <= self.noise_smooth_rank <= self.noise_rank:
-            raise SettingError("separate.noise_smooth_rank", f"must be in [0, noise_rank = {self.noise_rank}] "
-                                                             f"or null, got {self.noise_smooth_rank}")
+        if self.noise_pause_rank > self.noise_rank:
+            raise SettingError("separate.noise_pause_rank", f"must be at most noise_rank = {self.noise_rank}, "
+                                                            f"got {self.noise_pause_rank}")
+        learnt = self.noise_rank - self.noise_pause_rank
+        if self.noise_smooth_rank is not None and not 0 <= self.noise_smooth_rank <= learnt:
+            raise SettingError("separate.noise_smooth_rank", f"must be in [0, noise_rank - noise_pause_rank "
+                                                             f"= {learnt}] or null, got {self.noise_smooth_rank}")
         if self.noise_spectral_smoothness > 0 and self.noise_updates == "mu":
             raise SettingError("separate.noise_updates", "mu needs separate.noise_spectral_smoothness=0")
         if self.noise_smoothness > 0 and self.noise_updates == "mu":

@@ -147,7 +147,9 @@ def _speaker_sections(evals: dict, facts: dict, noise_rows: dict) -> list[str]:
     L += ["", "## Noise model and test-time prior weight (switching system)", "",
           "SI-SDRi (dB) and PESQ-WB. The default NMF noise has a log-space random walk prior on its "
           "activations (`separate.noise_smoothness=0.1` nats per frame, free activations with 0) and "
-          "weights the speech prior 3× at test time (`separate.prior_weight=3`); both were chosen on "
+          "weights the speech prior 3× at test time (`separate.prior_weight=3`); where the bank reads "
+          "lips, 4 of its 8 bases are learnt before the fit from the pauses — the frames where the lips "
+          "say nobody speaks — and held fixed (`separate.noise_pause_rank=4`); all were chosen on "
           "the tuned-on noises. The 4×-step rows check that quality does not hang on stopping early. "
           "The noisy-encoder row separates with the same speaker banks plus an encoder distilled from "
           "the speech encoder on their clean training clips with noise drawn from an NMF prior "
