@@ -7,6 +7,7 @@ import torch
 
 from pyro_avss.errors import InputError
 from pyro_avss.inference.activity import pause_frames, pause_noise_bases
+from pyro_avss.inference.batch_fit import noise_pauses
 from pyro_avss.inference.separation import SeparationSettings, fit_batch
 from pyro_avss.models.noise import NMFNoise, fit_is_nmf
 
@@ -79,7 +80,7 @@ def test_nmf_noise_holds_its_pause_bases_and_learns_the_rest():
         NMFNoise(rank=1, pauses=(pause, level))
 
 
-def test_separation_uses_pause_bases_only_with_lips_and_a_visual_prior():
+def test_separation_uses_pause_bases_with_a_visual_prior_only():
     B, T, J = 1, 40, 1
     power, mask = torch.rand(B, T, F) + 0.1, torch.ones(B, T, dtype=torch.bool)
     lips, present = torch.randn(B, T, J, DV), torch.ones(B, T, J)
@@ -89,9 +90,12 @@ def test_separation_uses_pause_bases_only_with_lips_and_a_visual_prior():
     assert fit.params["noise_log_H_map"].shape == (B, 6, T)
     assert torch.allclose(fit.masks.sum(2), torch.ones(B, T, F), atol=1e-4)
     faceless = fit_batch(_models(), power, lips, torch.zeros(B, T, J), mask, settings)
-    assert faceless.params["noise_W"].shape == (B, F, 6)         # no video: every basis learnt
+    assert faceless.params["noise_W"].shape == (B, F, 4)         # no video: flat pause bases
+    bases, level = noise_pauses(_models(), settings, power, lips, torch.zeros(B, T, J), mask)
+    assert torch.equal(bases, torch.ones(B, F, 2))
+    assert torch.allclose(level, torch.full((B, 2), 0.01 * float(power.mean()) / 2))
     no_prior = fit_batch(_models(prior=False), power, lips, present, mask, settings)
-    assert no_prior.params["noise_W"].shape == (B, F, 6)
+    assert no_prior.params["noise_W"].shape == (B, F, 6)         # audio-visual bank without p(z|v)
     audio = fit_batch(random_models(), torch.rand(B, T, 513) + 0.1, torch.zeros(B, T, J, 0),
                       torch.zeros(B, T, J), mask, settings)
     assert audio.params["noise_W"].shape == (B, 513, 6)

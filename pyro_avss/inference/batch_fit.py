@@ -171,9 +171,12 @@ def noise_start_shape(models: SpeechModels, settings: SeparationSettings, power,
 def noise_pauses(models: SpeechModels, settings: SeparationSettings, power, lips, present, mask):
     """The NMF noise's pause bases and their levels (``separate.noise_pause_rank`` of them, learnt
     from the frames where the lips say nobody speaks, :mod:`.activity`), or None where the model
-    has no visual prior, the recordings no video, or the setting is 0."""
+    has no visual prior or the setting is 0. A recording without video, or without pauses, gets
+    flat bases (:func:`~.activity.pause_noise_bases`), so that a bank that reads lips gives every
+    recording the same number of learnt bases and a recording is separated alike alone or in any
+    batch."""
     rank = settings.noise_pause_rank
-    if rank == 0 or models.prior is None or not bool((present > 0.5).any()):
+    if rank == 0 or models.prior is None:
         return None
     from .activity import lip_speech_level, pause_frames, pause_noise_bases, silent_frames
 

@@ -84,8 +84,9 @@ class SeparationSettings(Section, name="separate"):
                                      # how many of the noise_rank bases are learnt before the fit
                                      # from the pauses (the frames where every source's lips say
                                      # nobody speaks, inference.activity.pause_frames) and held
-                                     # fixed; 0 = none. Needs a visual prior and videos (else
-                                     # every basis is learnt). GRID one talker, tuned split: 0 ->
+                                     # fixed; 0 = none. Needs a visual prior (else every basis
+                                     # is learnt); a recording without video or pauses gets flat
+                                     # ones (a white floor). GRID one talker, tuned split: 0 ->
                                      # 8.36, 4 -> 8.82, 8 (no learnt basis) -> 7.20 dB;
                                      # held-out 5.67 -> 7.12 (hens 3.7 -> 6.1, sheep 6.9 ->
                                      # 12.2); two talkers tuned 7.36 -> 7.16, held-out 6.51 -> 6.78
