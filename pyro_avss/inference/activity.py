@@ -79,9 +79,8 @@ def lip_noise_shape(prior, decoders, power: torch.Tensor, lips: torch.Tensor, pr
 @torch.no_grad()
 def pause_frames(silent: torch.Tensor, mask: torch.Tensor, margin: int) -> torch.Tensor:
     """``(B, T)`` bool: the ``silent (B, T)`` frames at least ``margin`` frames from any valid
-    frame that is not silent (an erosion of the silent runs by ``margin`` on each side)."""
-    if margin <= 0:
-        return silent & mask
+    frame that is not silent (an erosion of the silent runs by ``margin`` on each side; ``margin
+    = 0`` keeps every valid silent frame)."""
     speaking = (mask & ~silent).to(torch.float32)[:, None]                       # (B,1,T)
     near = torch.nn.functional.max_pool1d(speaking, 2 * margin + 1, stride=1, padding=margin)[:, 0]
     return silent & mask & (near < 0.5)

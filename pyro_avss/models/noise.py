@@ -178,7 +178,7 @@ class NMFNoise:
     def bases(self, power: torch.Tensor, lazy) -> torch.Tensor:
         """``W (B, F, R)``: the pause bases (fixed), then the learnt ones — the spectrally smooth
         (``noise_log_W``, a latent random walk) and the free (``noise_W``, a parameter)."""
-        B, T, F = power.shape
+        B, _, F = power.shape
         Rs = self.smooth_rank
         parts = [] if self.pauses is None else [self.pauses[0].to(power)]
         if Rs:
