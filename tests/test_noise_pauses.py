@@ -118,6 +118,24 @@ def test_pause_settings_are_checked_against_the_noise_rank():
     with pytest.raises(InputError, match="separate.noise_smooth_rank.*= 4"):
         SeparationSettings(noise_rank=8, noise_pause_rank=4, noise_smooth_rank=5)
     SeparationSettings(noise_rank=8, noise_pause_rank=0, noise_smooth_rank=8)
-    for key, bad in (("noise_pause_rank", -1), ("noise_pause_threshold", 1.0), ("noise_pause_margin", -0.1)):
+    for key, bad in (("noise_pause_rank", -1), ("noise_pause_threshold", 1.0), ("noise_pause_margin", -0.1),
+                     ("noise_pause_smoothness", 0.0)):
         with pytest.raises(InputError, match=f"separate.{key}"):
             SeparationSettings(**{key: bad})
+
+
+def test_the_pause_bases_activations_walk_with_their_own_step():
+    """``separate.noise_pause_smoothness``: the pause bases' log activations step by their own
+    σ, the learnt ones' by ``noise_smoothness``; unset, both by ``noise_smoothness``."""
+    from pyro_avss.models.noise import LogRandomWalk
+
+    pauses = (torch.rand(1, F, 3) + 0.1, torch.ones(1, 3))
+    noise = NMFNoise(rank=5, smoothness=0.1, pauses=pauses, pause_smoothness=0.02)
+    assert noise.step_scales().flatten().tolist() == pytest.approx([0.02] * 3 + [0.1] * 2)
+    assert NMFNoise(rank=5, smoothness=0.1, pauses=pauses).step_scales().flatten().tolist() == \
+        pytest.approx([0.1] * 5)
+    u = torch.randn(1, 5, 20)
+    walk = LogRandomWalk(noise.step_scales(), (1, 5, 20))
+    expected = sum(torch.distributions.Normal(0.0, s).log_prob(u[0, r].diff()).sum()
+                   for r, s in enumerate([0.02] * 3 + [0.1] * 2))
+    assert float(walk.log_prob(u)) == pytest.approx(float(expected), rel=1e-5)

@@ -81,7 +81,8 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
                       settings.noise_smoothness,
                       noise_start_shape(models, settings, power, lips, present, mask),
                       settings.noise_spectral_smoothness, settings.noise_smooth_rank,
-                      noise_pauses(models, settings, power, lips, present, mask)))
+                      noise_pauses(models, settings, power, lips, present, mask),
+                      settings.noise_pause_smoothness))
 
     def build(components: list[int]) -> SeparationModel:
         sep = separation_model(models, settings, components, build_switch(len(components)), noise, J)

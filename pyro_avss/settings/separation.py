@@ -90,6 +90,13 @@ class SeparationSettings(Section, name="separate"):
                                      # 8.36, 4 -> 8.82, 8 (no learnt basis) -> 7.20 dB;
                                      # held-out 5.67 -> 7.12 (hens 3.7 -> 6.1, sheep 6.9 ->
                                      # 12.2); two talkers tuned 7.36 -> 7.16, held-out 6.51 -> 6.78
+    noise_pause_smoothness: float | None = key(None, above(0))
+                                     # σ of the pause bases' log-activation random walk (nats/
+                                     # frame; null = noise_smoothness). GRID one talker, tuned
+                                     # split: 0.02 -> 8.92, 0.05 -> 8.96, null (0.1) -> 8.82,
+                                     # 0.2 -> 8.81 dB; but 0.05 lowers PESQ-WB (tuned 1.52 ->
+                                     # 1.50, held-out 1.48 -> 1.46 for 7.12 -> 7.20 dB) and
+                                     # loses 0.24 dB with corrupted lips, so null stays
     noise_pause_threshold: float = key(0.1, within(0, 1, "()"))
                                      # a pause frame's lips predict a speech level in the lowest
                                      # this share of the utterance's range (0.2 let the voiced

@@ -98,6 +98,8 @@ NOISE_SETTINGS = (
      ["separate.noise_start=lips"], ("1spk", "1spk_held")),
     ("no noise bases from the pauses (all 8 learnt; the previous default)",
      ["separate.noise_pause_rank=0"], ("1spk", "1spk_held")),
+    ("pause bases' activations slower than the learnt ones' (σ 0.05 nats per frame, not 0.1)",
+     ["separate.noise_pause_smoothness=0.05"], ("1spk", "1spk_held")),
     ("learnt noise bases spectrally smooth (σ_f = 0.15 nats per bin; the pause bases keep their own)",
      ["separate.noise_spectral_smoothness=0.15"], _ALL_ONE_TALKER),
     ("no pause bases, 4 of the 8 noise bases spectrally smooth (σ_f = 0.15), 4 free",
