@@ -173,3 +173,17 @@ def test_a_corrupt_training_state_is_one_line_on_resume(tmp_path):
     (run / "state.pt").write_bytes(b"not a torch file")
     with pytest.raises(InputError, match=r"state.pt: cannot resume from this training state"):
         fit(tiny_config("train.epochs=1"), run, rows=rows, progress=False, resume=True)
+
+
+def test_a_dev_loss_that_runs_away_is_reported():
+    from pyro_avss.inference.training import overfitting_notice
+
+    def log(devs, warmup=1):
+        return [{"epoch": i + 1, "beta": 0.5 if i < warmup else 1.0, "dev_loss": d}
+                for i, d in enumerate(devs)]
+
+    ran_away = overfitting_notice(log([-500.0, -1700.0, -1783.0, -900.0, 33252.0]))
+    assert "-1783.0 (epoch 3" in ran_away and "33252.0 (epoch 5)" in ran_away
+    assert overfitting_notice(log([-500.0, -3600.0, -3628.0, -3533.0])) is None    # a few per cent
+    assert overfitting_notice(log([-100.0, 500.0], warmup=2)) is None              # warm-up only
+    assert overfitting_notice([]) is None

@@ -110,8 +110,8 @@ def _fit_models(corpus, workdir: Path, sizes: dict, device: str, rows: list[dict
               "data.detector=roi", "train.segment_frames=32", "train.batch_size=32",
               "train.patience=40",
               # the per-frame PCA lips and the N(0, I) prior: on this small synthetic corpus the
-              # learned temporal lips and the visual prior separated far worse (switching SI-SDRi
-              # -4.3 dB against the mixture), a failure not yet understood (see the README limits)
+              # learned temporal lips overfit (the dev loss runs away after epoch ~15) and, with
+              # the visual prior, separate worse than the mixture (see the README limits)
               "lips.front_end=pca", "model.prior=standard"]
     fit(load_config(None, common + [f"train.epochs={sizes['universal_epochs']}",
                                     "train.warmup_epochs=3", "train.lr=3e-3"]),
