@@ -78,7 +78,8 @@ def demo(workdir, small, force, device, quiet):
 @threads_option
 def results(out, data_root, doc, device, threads):
     """Train everything from the real corpora, evaluate all systems (MCEM included) on
-    deterministic GRID dev mixtures and write docs/results.md (about an hour on 2 CPU cores)."""
+    deterministic GRID dev mixtures and write docs/results.md (about 3 hours on 2 CPU cores from
+    scratch, models ~35 minutes of it; a second invocation resumes where the first stopped)."""
     from pyro_avss.recipes.results.run import run_results
 
     command = "python cli.py results" + "".join(
