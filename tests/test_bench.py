@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
+from pyro_avss.errors import InputError
 from pyro_avss.recipes.bench import (BASE, COLUMNS, FULL_GRID, BenchConfig, grid_configs,
-                                        make_mixtures, run_bench)
+                                        make_mixtures, parse_point, run_bench)
 
 FAST = ("separate.steps=2", "separate.num_samples=1")
 
@@ -53,3 +54,23 @@ def test_a_failing_configuration_is_recorded(tmp_path):
     rows = run_bench(tmp_path, devices="cpu", grid={"components": (1,)},
                      overrides=("separate.nope=1",), progress=False, timeout_s=120)
     assert len(rows) == 1 and "worker failed" in rows[0]["error"] and "nope" in rows[0]["error"]
+
+
+def test_points_name_configurations_the_one_factor_grid_lacks():
+    assert parse_point("components=4,sources=2") == {**BASE, "components": 4, "sources": 2}
+    assert parse_point("length_s=1.5") == {**BASE, "length_s": 1.5}
+    assert parse_point("") == BASE
+    for bad in ("K=4", "components=0", "components=two", "sources"):
+        with pytest.raises(InputError, match="--point"):
+            parse_point(bad)
+    one_factor = grid_configs(FULL_GRID, ["cpu"])
+    assert not any(c.components == 4 and c.sources == 2 for c in one_factor)
+
+
+def test_bench_measures_the_points_asked_for(tmp_path):
+    rows = run_bench(tmp_path, devices="cpu", points=[parse_point("components=3,sources=2,length_s=1")],
+                     threads=1, overrides=FAST, progress=False, timeout_s=120)
+    assert len(rows) == 1 and rows[0]["error"] == ""
+    assert (rows[0]["components"], rows[0]["sources"], rows[0]["length_s"]) == (3, 2, 1.0)
+    with pytest.raises(InputError, match="--banks"):
+        run_bench(tmp_path, devices="cpu", points=[BASE], banks=True, progress=False)

@@ -14,16 +14,22 @@ recordings B separated in one call, device):
 * ``cuda_peak_mb``: ``torch.cuda.max_memory_allocated`` during the call (CUDA only).
 
 Models have random weights of the real size (F = 513, D = 16, H = 128, lip embedding 24 with a
-projection fitted on random mouth images, unless audio-only): speed does not depend on the
-weights. The number of SVI steps is fixed (``tol = 0``, all ``separate.steps`` run) unless
-overridden, so times are comparable between configurations and are an upper bound for real
-models (which usually stop earlier). Audio: GRID sentences of speakers s1/s4 concatenated to
-length, plus real noise looped to length, mixed at 0 dB, when the shared data folder exists;
-otherwise synthetic harmonic "voices" and white noise (the ``audio`` column says which).
+projection fitted on random mouth images, unless audio-only). The cost of a step does not depend
+on the weights, but how many components survive pruning (``separate.prune_threshold``, after
+``separate.prune_after`` steps) does: random decoders are about equally poor, so more of them
+survive than of a trained bank (K = 4, J = 1: two of four here, where a trained bank with the
+target's speaker in it keeps one). The number of SVI steps is fixed (``tol = 0``, all
+``separate.steps`` run) unless overridden, so times are comparable between configurations and
+are an upper bound for real models (which may stop earlier). Audio: GRID sentences of speakers
+s1/s4 concatenated to length, plus real noise looped to length, mixed at 0 dB, when the shared
+data folder exists; otherwise synthetic harmonic "voices" and white noise (the ``audio`` column
+says which).
 
 The default grid varies one factor at a time around L = 3 s, K = 2, J = 1, B = 1:
 L ∈ {1, 3, 10, 30} s, K ∈ {1, 2, 4, 8}, J ∈ {1, 2, 3}, B ∈ {1, 4, 8}; ``--quick`` uses a small
-grid. ``--long-minutes M`` adds one J = 1 recording of M minutes (default chunking) to check peak
+grid, and ``--point components=4,sources=2`` (repeatable) measures just the configurations named
+(e.g. K = 4 with J = 2, which the one-factor grid never visits). ``--long-minutes M`` adds one
+J = 1 recording of M minutes (default chunking) to check peak
 memory on long inputs.
 """
 
@@ -69,6 +75,29 @@ class BenchConfig:
     overrides: tuple = ()
     data: str = str(DEFAULT_DATA)
     seed: int = 0
+
+
+def parse_point(text: str) -> dict:
+    """``"components=4,sources=2"`` -> ``{**BASE, "components": 4, "sources": 2}``: one
+    configuration of ``cli.py bench --point``, the factors not named at their :data:`BASE`
+    value. An unknown factor or a value that is not a positive number is refused."""
+    from pyro_avss.errors import InputError
+
+    point = dict(BASE)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in BASE:
+            raise InputError("--point", f"{item!r}: expected FACTOR=VALUE with FACTOR one of {', '.join(BASE)}")
+        kind = type(BASE[name])
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if number is None or not number > 0:
+            raise InputError("--point", f"{item!r}: {name} must be a positive {kind.__name__}")
+        point[name] = number
+    return point
 
 
 def grid_configs(grid: dict, devices: list[str], **common) -> list[BenchConfig]:
@@ -304,19 +333,29 @@ def run_bench(out_dir: str | Path, *, quick: bool = False, devices: str = "auto"
               long_minutes: float | None = None, long_components: int = 2,
               threads: int | None = None, overrides=(), audio_only: bool = False,
               grid: dict | None = None, data: str | Path | None = None, banks: bool = False,
-              progress: bool = True, timeout_s: float | None = None) -> list[dict]:
+              points: list[dict] | None = None, progress: bool = True,
+              timeout_s: float | None = None) -> list[dict]:
     """Measure every configuration (each in its own subprocess); write ``bench.csv`` and
-    ``bench.png`` into ``out_dir``. ``grid`` overrides the (quick or full) grid; ``banks``
+    ``bench.png`` into ``out_dir``. ``grid`` overrides the (quick or full) grid, which varies
+    one factor at a time; ``points`` (from :func:`parse_point`) measures exactly those
+    configurations instead, e.g. K = 4 with J = 2, which no one-factor grid contains; ``banks``
     measures the audio-only banks of many speakers instead (:data:`BANK_COMPONENTS` x
     :data:`BANK_SOURCES`)."""
     from tqdm import tqdm
 
+    if banks and points:
+        from pyro_avss.errors import InputError
+
+        raise InputError("--point", "measures chosen configurations of the grid; --banks measures the "
+                                    "banks instead: give one of them")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     common = {"threads": threads, "overrides": tuple(overrides), "audio_only": audio_only,
               "data": str(data if data is not None else DEFAULT_DATA)}
     dev_list = resolve_devices(devices)
     configs = grid_configs(grid or (QUICK_GRID if quick else FULL_GRID), dev_list, **common)
+    if points:
+        configs = [BenchConfig(**p, device=d, **common) for d in dev_list for p in points]
     if banks:
         configs = [BenchConfig(BASE["length_s"], K, J, 1, device=d, kind="bank", **{**common, "audio_only": True})
                    for d in dev_list for K in BANK_COMPONENTS for J in BANK_SOURCES]
@@ -337,7 +376,7 @@ def _worker(argv: list[str]) -> None:
     print(json.dumps(measure(BenchConfig(**data))), flush=True)
 
 
-__all__ = ["BenchConfig", "grid_configs", "measure", "run_isolated", "run_bench", "make_mixtures",
+__all__ = ["BenchConfig", "grid_configs", "parse_point", "measure", "run_isolated", "run_bench", "make_mixtures",
            "make_models", "BASE", "FULL_GRID", "QUICK_GRID", "BANK_COMPONENTS", "BANK_SOURCES", "COLUMNS"]
 
 

@@ -30,16 +30,21 @@ from pyro_avss.cli import FAILURES, OUT_FOLDER, _csv_list, fail, set_threads, th
               help="shared data folder with grid/ and noise/ (default: ../shared/data; synthetic audio if absent)")
 @click.option("--banks", is_flag=True, help="instead of the grid: audio-only banks of K = 2, 11, 50 speakers "
                                             "with J = 1 and 2 sources (3-s clips)")
+@click.option("--point", "points", multiple=True, metavar="FACTOR=VALUE,...",
+              help="instead of the grid: this configuration (repeatable), e.g. components=4,sources=2; "
+                   "factors not named take the base values (length_s=3, components=2, sources=1, batch=1)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def bench(out, quick, device, long_minutes, long_components, threads, overrides, audio_only, data, banks, quiet):
+def bench(out, quick, device, long_minutes, long_components, threads, overrides, audio_only, data, banks,
+          points, quiet):
     """Real-time factor and peak memory of separation versus length, K, J and batch size;
     writes OUT/bench.csv and OUT/bench.png (each configuration runs in its own process)."""
-    from pyro_avss.recipes.bench import run_bench
+    from pyro_avss.recipes.bench import parse_point, run_bench
 
     try:
         rows = run_bench(out, quick=quick, devices=device, long_minutes=long_minutes,
                          long_components=long_components, threads=threads, overrides=overrides,
-                         audio_only=audio_only, data=data, banks=banks, progress=not quiet)
+                         audio_only=audio_only, data=data, banks=banks, progress=not quiet,
+                         points=[parse_point(p) for p in points])
     except FAILURES as exc:
         fail(exc)
     failed = [r for r in rows if r.get("error")]
