@@ -244,3 +244,30 @@ def test_evaluation_folders_are_those_holding_results(tmp_path):
         if has_results:
             (tmp_path / name / "results.csv").write_text("id\n")
     assert [p.name for p in _evaluation_folders(tmp_path)] == ["eval_1spk"]
+
+
+def test_unlabelled_rows_separate_each_split_with_its_corpus_banks(tmp_path, monkeypatch):
+    """The unlabelled banks' rows: the default row reuses the main evaluation, the other runs the
+    bank of found speakers of the split's own corpus; the table shows both on every split."""
+    import pyro_avss.recipes.results.run as run
+    from pyro_avss.recipes.results.experiments import UNLABELLED_ROWS, UNLABELLED_SPLITS
+    from pyro_avss.recipes.results.tables import unlabelled_table
+
+    calls = []
+
+    def fake_evaluate(manifest, model, out, systems, device, overrides=None):
+        calls.append((manifest, model, systems))
+        return {"systems": {"switching": summary(6.0, 0.1)}}
+
+    monkeypatch.setattr(run, "_evaluate", fake_evaluate)
+    manifests = {n: f"{n}.csv" for n in UNLABELLED_SPLITS}
+    evals = {n: {"systems": {"switching": summary(7.0, 0.1)}} for n in UNLABELLED_SPLITS}
+    models = {"grid": "g.pt", "grid_switching": "gs.pt", "libri": "l.pt", "libri_switching": "ls.pt"}
+    rows = run.unlabelled_rows(manifests, evals, models, tmp_path, "cpu")
+    assert calls == [("1spk.csv", "gs.pt", "switching"), ("1spk_held.csv", "gs.pt", "switching"),
+                     ("libri.csv", "ls.pt", "switching"), ("libri_held.csv", "ls.pt", "switching")]
+    default, found = (label for label, _, _ in UNLABELLED_ROWS)
+    assert rows[default] == evals
+    text = "\n".join(unlabelled_table(rows))
+    assert f"| {found} | 6.00 / 1.20 | 6.00 / 1.20 | 6.00 / 1.20 | 6.00 / 1.20 |" in text
+    assert f"| {default} | 7.00 / 1.20 |" in text

@@ -68,6 +68,14 @@ SWITCH_ROWS = (
     ("i.i.d. per frame", None, ["separate.switch_prior=iid"]),
     ("sticky Markov per frame, τ = 30 s", None, MARKOV_SWITCH),
 )
+#: (label, model: None for the labelled speaker bank of the split's corpus or "switching" for the
+#: bank trained on the speakers found without labels, overrides): the unlabelled banks in
+#: separation, against the labelled ones, on one talker of each corpus
+UNLABELLED_ROWS = (
+    ("speaker labels (the default banks)", None, None),
+    ("speakers found without labels (`train.labels: clustered`)", "switching", []),
+)
+UNLABELLED_SPLITS = ("1spk", "1spk_held", "libri", "libri_held")
 #: the switch-prior table's splits; the LibriSpeech ones are separated with the audio-only
 #: LibriSpeech speaker bank (10 speakers), the others with the GRID audio-visual one
 SWITCH_SPLITS = ("1spk", "2spk", "1spk_held", "2spk_held", "libri", "libri_held")

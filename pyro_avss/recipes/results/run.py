@@ -22,7 +22,8 @@ from pyro_avss.recipes.results.experiments import (ABLATION_MODELS, ABLATION_SET
                                                    LIPS_ROWS, LIPS_SPLITS, MCEM_BUDGETS, MEMORY_MODEL,
                                                    MEMORY_ROWS, MEMORY_SPLITS, MULTI_TALKER_SYSTEMS,
                                                    NOISE_SETTINGS, NOISY_ENCODER_ROW, ONE_TALKER_SYSTEMS,
-                                                   SWITCH_ROWS, SWITCH_SPLITS)
+                                                   SWITCH_ROWS, SWITCH_SPLITS, UNLABELLED_ROWS,
+                                                   UNLABELLED_SPLITS)
 
 
 def _fit(config: str, out: Path, overrides: list[str], rows, log: dict, name: str, device: str):
@@ -107,7 +108,7 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
     facts["evaluations"] = len(_evaluation_folders(out_dir))
     say("write the document")
     text = results_document(facts, evals, rows["ablation"], rows["noise"], rows["switch"], s_eq, s_mcem,
-                            iters, command, out_dir, doc, rows["memory"], rows["lips"])
+                            iters, command, out_dir, doc, rows["memory"], rows["lips"], rows["unlabelled"])
     doc.parent.mkdir(parents=True, exist_ok=True)
     from pyro_avss.recipes.mcem_comparison import carry_section     # from cli.py compare-mcem
 
@@ -121,7 +122,8 @@ def _train_and_score(m: Path, cache_set: list[str], grid_rows, libri_rows, facts
                      say) -> dict:
     """Fit (or reuse) every model of the run under ``m`` and score, into ``facts``, the speaker
     decoders on every dev speaker and the unlabelled switch's clusters. Returns the model files
-    the evaluations use: ``"grid"`` and ``"libri"`` (the speaker decoders), ``"memory"`` (the
+    the evaluations use: ``"grid"`` and ``"libri"`` (the speaker decoders), ``"grid_switching"`` and
+    ``"libri_switching"`` (the banks of speakers found without labels), ``"memory"`` (the
     prior with memory) and one per :data:`ABLATION_MODELS` name."""
     from pyro_avss.evaluation.speaker_models import component_scores, speaker_table, switch_clusters
 
@@ -160,7 +162,9 @@ def _train_and_score(m: Path, cache_set: list[str], grid_rows, libri_rows, facts
 
     say("fit the GRID visual-pathway ablation models (universal + speaker decoders each)")
     paths = {"grid": str(m / "grid_speakers" / "model.pt"), "libri": str(m / "libri_speakers" / "model.pt"),
-             "grid_noisy": str(m / "grid_noisy" / "model.pt"), "libri_noisy": str(m / "libri_noisy" / "model.pt")}
+             "grid_noisy": str(m / "grid_noisy" / "model.pt"), "libri_noisy": str(m / "libri_noisy" / "model.pt"),
+             "grid_switching": str(m / "grid_switching" / "model.pt"),
+             "libri_switching": str(m / "libri_switching" / "model.pt")}
     for name, changes, _ in ABLATION_MODELS:
         u = _fit("configs/grid_universal.yaml", m / f"{name}_universal", cache_set + changes, grid_rows,
                  facts, f"{name}_universal", device)
@@ -253,9 +257,12 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
         for label, per in setting_rows(SWITCH_ROWS, [n], manifests, evals, {None: bank(n)}, out_dir,
                                        device).items():
             s_switch[label].update(per)
+    say("the banks of speakers found without labels, in separation (one talker)")
+    unlabelled = unlabelled_rows(manifests, evals, models, out_dir, device)
     say("lips robustness: the target's lips missing or corrupted in part")
     lips = lips_rows(manifests, {None: spk_model, "twins": twins_model(spk_model)}, out_dir, device)
-    return {"noise": noise_rows, "ablation": ablation, "memory": memory, "switch": s_switch, "lips": lips}
+    return {"noise": noise_rows, "ablation": ablation, "memory": memory, "switch": s_switch, "lips": lips,
+            "unlabelled": unlabelled}
 
 
 def setting_rows(rows, splits, manifests: dict, evals: dict, models: dict, out_dir: Path,
@@ -271,6 +278,19 @@ def setting_rows(rows, splits, manifests: dict, evals: dict, models: dict, out_d
             continue
         out[label] = {n: _evaluate(manifests[n], models[which], out_dir / f"eval_{n}_{_slug(label)}",
                                    "switching", device, changes) for n in splits}
+    return out
+
+
+def unlabelled_rows(manifests: dict, evals: dict, models: dict, out_dir: Path, device: str) -> dict:
+    """:data:`UNLABELLED_ROWS` on :data:`UNLABELLED_SPLITS`, each split with its corpus's banks
+    (``models["grid"]`` / ``["grid_switching"]``, or the ``libri`` ones for LibriSpeech splits):
+    ``{label: {split: summary}}``."""
+    out = {label: {} for label, _, _ in UNLABELLED_ROWS}
+    for n in UNLABELLED_SPLITS:
+        corpus = "libri" if n.startswith("libri") else "grid"
+        banks = {None: models[corpus], "switching": models[f"{corpus}_switching"]}
+        for label, per in setting_rows(UNLABELLED_ROWS, [n], manifests, evals, banks, out_dir, device).items():
+            out[label].update(per)
     return out
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pyro_avss.recipes.results.experiments import MEMORY_SPLITS, SWITCH_SPLITS
+from pyro_avss.recipes.results.experiments import MEMORY_SPLITS, SWITCH_SPLITS, UNLABELLED_SPLITS
 
 
 def _f(v, d=2):
@@ -37,6 +37,14 @@ def memory_table(memory: dict) -> list[str]:
         f"{_f(sw['1spk_held']['mean']['pesq_wb'])} / {_f(sw['1spk_held']['mean']['stoi'], 3)}",
         f"{_f(sw['2spk']['mean']['swapped'], 3)} / {_f(sw['2spk_held']['mean']['swapped'], 3)}",
         _f(sw["1spk"]["mean"]["rtf"], 3)])
+
+
+def unlabelled_table(rows: dict) -> list[str]:
+    """Markdown: one row per speaker bank (labelled, found without labels); SI-SDRi / PESQ-WB
+    on each split of :data:`UNLABELLED_SPLITS`."""
+    head = ["speaker bank"] + [f"{n}: SI-SDRi / PESQ-WB" for n in UNLABELLED_SPLITS]
+    return _split_table(rows, UNLABELLED_SPLITS, head, lambda sw: [
+        f"{_f(sw[n]['mean']['si_sdri'])} / {_f(sw[n]['mean']['pesq_wb'])}" for n in UNLABELLED_SPLITS])
 
 
 def switch_table(switch: dict) -> list[str]:
