@@ -353,9 +353,10 @@ def run_bench(out_dir: str | Path, *, quick: bool = False, devices: str = "auto"
     common = {"threads": threads, "overrides": tuple(overrides), "audio_only": audio_only,
               "data": str(data if data is not None else DEFAULT_DATA)}
     dev_list = resolve_devices(devices)
-    configs = grid_configs(grid or (QUICK_GRID if quick else FULL_GRID), dev_list, **common)
     if points:
         configs = [BenchConfig(**p, device=d, **common) for d in dev_list for p in points]
+    else:
+        configs = grid_configs(grid or (QUICK_GRID if quick else FULL_GRID), dev_list, **common)
     if banks:
         configs = [BenchConfig(BASE["length_s"], K, J, 1, device=d, kind="bank", **{**common, "audio_only": True})
                    for d in dev_list for K in BANK_COMPONENTS for J in BANK_SOURCES]

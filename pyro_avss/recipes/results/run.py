@@ -227,8 +227,8 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
     "ablation", "memory", "switch": {label: {split: summary}}, "lips": see lips_rows}``."""
     spk_model = models["grid"]
 
-    def bank(split: str, variant: str = ""):   # LibriSpeech splits: its audio-only bank; else GRID's
-        return models[("libri" if split.startswith("libri") else "grid") + variant]
+    def bank(split: str, variant: str = ""):
+        return corpus_bank(models, split, variant)
 
     say("noise model and test-time prior weight (switching system, both splits)")
     noise_rows = {"**default**": {n: evals[n] for n in ("1spk", "1spk_held", "libri", "libri_held")}}
@@ -250,13 +250,10 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
                                         "switching", device, changes) for n in ("1spk", "2spk")}
     say("speech prior with memory against the frame-wise prior (both splits)")
     memory = setting_rows(MEMORY_ROWS, MEMORY_SPLITS, manifests, evals,
-                          {None: spk_model, "memory": models["memory"]}, out_dir, device)
+                          lambda n: {None: spk_model, "memory": models["memory"]}, out_dir, device)
     say("switch prior: per frame (i.i.d. or sticky Markov) instead of one component per utterance")
-    s_switch = {label: {} for label, _, _ in SWITCH_ROWS}
-    for n in SWITCH_SPLITS:
-        for label, per in setting_rows(SWITCH_ROWS, [n], manifests, evals, {None: bank(n)}, out_dir,
-                                       device).items():
-            s_switch[label].update(per)
+    s_switch = setting_rows(SWITCH_ROWS, SWITCH_SPLITS, manifests, evals, lambda n: {None: bank(n)},
+                            out_dir, device)
     say("the banks of speakers found without labels, in separation (one talker)")
     unlabelled = unlabelled_rows(manifests, evals, models, out_dir, device)
     say("lips robustness: the target's lips missing or corrupted in part")
@@ -265,19 +262,23 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
             "unlabelled": unlabelled}
 
 
-def setting_rows(rows, splits, manifests: dict, evals: dict, models: dict, out_dir: Path,
+def corpus_bank(models: dict, split: str, variant: str = ""):
+    """The model of ``models`` for ``split``'s corpus: ``models["libri" + variant]`` for a
+    LibriSpeech split (its audio-only bank), else ``models["grid" + variant]``."""
+    return models[("libri" if split.startswith("libri") else "grid") + variant]
+
+
+def setting_rows(rows, splits, manifests: dict, evals: dict, models_for, out_dir: Path,
                  device: str) -> dict:
     """The switching system of every ``(label, model, overrides)`` row (:data:`MEMORY_ROWS`,
-    :data:`SWITCH_ROWS`) on ``splits``: ``{label: {split: summary}}``. ``model`` is a key of
-    ``models`` (None: the default model); overrides None: the default system itself, whose
-    summaries ``evals`` already holds (not run again)."""
+    :data:`SWITCH_ROWS`, :data:`UNLABELLED_ROWS`) on ``splits``: ``{label: {split: summary}}``.
+    ``model`` is a key of ``models_for(split)`` (None: the split's default model); overrides
+    None: the default system itself, whose summaries ``evals`` already holds (not run again)."""
     out = {}
     for label, which, changes in rows:
-        if changes is None:
-            out[label] = {n: evals[n] for n in splits}
-            continue
-        out[label] = {n: _evaluate(manifests[n], models[which], out_dir / f"eval_{n}_{_slug(label)}",
-                                   "switching", device, changes) for n in splits}
+        out[label] = {n: evals[n] if changes is None else
+                      _evaluate(manifests[n], models_for(n)[which], out_dir / f"eval_{n}_{_slug(label)}",
+                                "switching", device, changes) for n in splits}
     return out
 
 
@@ -285,13 +286,9 @@ def unlabelled_rows(manifests: dict, evals: dict, models: dict, out_dir: Path, d
     """:data:`UNLABELLED_ROWS` on :data:`UNLABELLED_SPLITS`, each split with its corpus's banks
     (``models["grid"]`` / ``["grid_switching"]``, or the ``libri`` ones for LibriSpeech splits):
     ``{label: {split: summary}}``."""
-    out = {label: {} for label, _, _ in UNLABELLED_ROWS}
-    for n in UNLABELLED_SPLITS:
-        corpus = "libri" if n.startswith("libri") else "grid"
-        banks = {None: models[corpus], "switching": models[f"{corpus}_switching"]}
-        for label, per in setting_rows(UNLABELLED_ROWS, [n], manifests, evals, banks, out_dir, device).items():
-            out[label].update(per)
-    return out
+    return setting_rows(UNLABELLED_ROWS, UNLABELLED_SPLITS, manifests, evals,
+                        lambda n: {None: corpus_bank(models, n), "switching": corpus_bank(models, n, "_switching")},
+                        out_dir, device)
 
 
 def twins_model(model: str | Path) -> Path:
