@@ -300,23 +300,28 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """RTF (top) and peak RSS (bottom) against each factor, one line per device."""
+    """RTF (top) and peak RSS (bottom) against each factor, one line per device, through the
+    configurations whose other factors are at :data:`BASE` (the one-factor grid's lines); no
+    figure when no factor has such a line (e.g. ``--point`` configurations off the base)."""
     from pyro_avss.plots import plt
 
     ok = [r for r in rows if not r.get("error") and r["kind"] == "grid"]
-    factors = [f for f in FULL_GRID if len({r[f] for r in ok}) > 1]
-    if not factors:
-        return
-    fig, axes = plt.subplots(2, len(factors), figsize=(3.6 * len(factors), 6), squeeze=False)
-    for c, factor in enumerate(factors):
+    lines = {}                                           # factor -> {device: [(x, rtf, rss)]}
+    for factor in FULL_GRID:
         others = [f for f in FULL_GRID if f != factor]
         for device in dict.fromkeys(r["device"] for r in ok):
             pts = sorted((r[factor], r["rtf"], r["peak_rss_mb"]) for r in ok if r["device"] == device
                          and all(r[o] == BASE[o] for o in others))
-            if pts:
-                x, rtf, mem = zip(*pts)
-                axes[0, c].plot(x, rtf, marker="o", label=device)
-                axes[1, c].plot(x, mem, marker="o", label=device)
+            if len(pts) > 1:
+                lines.setdefault(factor, {})[device] = pts
+    if not lines:
+        return
+    fig, axes = plt.subplots(2, len(lines), figsize=(3.6 * len(lines), 6), squeeze=False)
+    for c, (factor, per_device) in enumerate(lines.items()):
+        for device, pts in per_device.items():
+            x, rtf, mem = zip(*pts)
+            axes[0, c].plot(x, rtf, marker="o", label=device)
+            axes[1, c].plot(x, mem, marker="o", label=device)
         axes[0, c].set_title(f"vary {factor}", fontsize=9)
         axes[1, c].set_xlabel(factor)
         for r in (0, 1):
@@ -336,7 +341,7 @@ def run_bench(out_dir: str | Path, *, quick: bool = False, devices: str = "auto"
               points: list[dict] | None = None, progress: bool = True,
               timeout_s: float | None = None) -> list[dict]:
     """Measure every configuration (each in its own subprocess); write ``bench.csv`` and
-    ``bench.png`` into ``out_dir``. ``grid`` overrides the (quick or full) grid, which varies
+    ``bench.png`` (:func:`plot`) into ``out_dir``. ``grid`` overrides the (quick or full) grid, which varies
     one factor at a time; ``points`` (from :func:`parse_point`) measures exactly those
     configurations instead, e.g. K = 4 with J = 2, which no one-factor grid contains; ``banks``
     measures the audio-only banks of many speakers instead (:data:`BANK_COMPONENTS` x
