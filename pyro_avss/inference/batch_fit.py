@@ -26,12 +26,15 @@ from ..errors import InputError, SeparationDiverged
 from ..models.generative import MAX_PLATE_NESTING, SeparationModel
 from ..models.noise import NMFNoise
 from ..models.switch import STAY_PARAM, joint_states, make_switch
+from .guide_restart import restart_guide, source_power_estimates
 from .optim import DecayingAdam, frozen
 from .pyro_state import forked_rng, isolated_pyro_state
 from .screening import frame_scores, kept_components, kept_count, needs_screening, same_inputs, screening_settings
 from .subnormals import subnormals_flushed
 from ..settings.separation import SeparationSettings
 
+
+SETTLE_STEPS = 20       # no early stop before this many steps (nor within half of it after a restart)
 
 # ---------------------------------------------------------------------------------------------
 # one batch of chunks
@@ -96,6 +99,9 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
             used = [k for k in used if any(k in own for own in settings.source_components)]
         if needs_screening(settings, len(used), J):
             used = screened_components(models, power, lips, present, mask, settings, used, make_noise)
+        if settings.restart_at > 0 and make_guide is not None:
+            raise InputError("separate.restart_at", "restarts the model's own guide; with a guide of "
+                                                    "your own (make_guide) set it to 0")
         return _fit(build, used, models.decoders.num_components, power, lips, present, mask, settings)
 
 
@@ -228,7 +234,10 @@ def _fit(build, used: list[int], num_components: int, power, lips, present, mask
     ``build(components)`` makes the :class:`SeparationModel` over those decoders (indices into
     the model's bank of ``num_components``); ``used`` are the ones to start with. With
     ``prune_threshold > 0`` the components that no source needs are dropped after
-    ``prune_after`` steps (:func:`components_to_keep`) and SVI goes on with the smaller model."""
+    ``prune_after`` steps (:func:`components_to_keep`) and SVI goes on with the smaller model.
+    With ``restart_at > 0`` the guide is restarted once, after that many steps, from each
+    source's own estimate (:mod:`.guide_restart`); the loss is not tested for convergence in the
+    :data:`SETTLE_STEPS` steps after."""
     with isolated_pyro_state(settings.seed, power.device) as store, pyro.validation_enabled(False), \
             subnormals_flushed():
         sep = build(used)
@@ -236,6 +245,7 @@ def _fit(build, used: list[int], num_components: int, power, lips, present, mask
         svi = _svi(sep, optim)
         frames = float(mask.sum())
         ema, steps = None, 0
+        settle = max(SETTLE_STEPS, settings.restart_at + SETTLE_STEPS // 2)
         for steps in range(1, settings.steps + 1):
             with warnings.catch_warnings():            # a NaN loss is the SeparationDiverged below
                 warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
@@ -251,11 +261,15 @@ def _fit(build, used: list[int], num_components: int, power, lips, present, mask
                     used = [used[k] for k in keep]
                     sep = build(used)
                     svi = _svi(sep, optim)
+            if steps == settings.restart_at:
+                masks, _ = posterior_masks(sep, power, lips, present, mask, settings.num_samples)
+                restart_guide(sep, optim, power, lips, present, source_power_estimates(masks, power))
+                ema = None                              # the loss starts a new descent
             if ema is None:
                 ema = loss
                 continue
             new = 0.8 * ema + 0.2 * loss
-            if steps >= 20 and abs(new - ema) <= settings.tol * abs(ema):
+            if steps >= settle and abs(new - ema) <= settings.tol * abs(ema):
                 break
             ema = new
         masks, post = posterior_masks(sep, power, lips, present, mask, settings.num_samples)

@@ -45,9 +45,9 @@ def needs_screening(settings: SeparationSettings, num_components: int, num_sourc
 
 def screening_settings(settings: SeparationSettings, used: list[int]) -> SeparationSettings:
     """The settings of one source's screening fit: the i.i.d. switch over ``used``, ``screen_steps``
-    steps without early stop or pruning, one ``z`` draw for the posterior."""
+    steps without early stop, pruning or the guide's restart, one ``z`` draw for the posterior."""
     return replace(settings, switch_prior="iid", learn_stay=False, enumeration="marginal",
-                   steps=settings.screen_steps, tol=0.0, prune_threshold=0.0, num_samples=1,
+                   steps=settings.screen_steps, tol=0.0, prune_threshold=0.0, restart_at=0, num_samples=1,
                    components=tuple(used), source_components=None)
 
 

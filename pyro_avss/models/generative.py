@@ -42,7 +42,9 @@ lips (``guide_init = "encoder"``), from source j's visual prior (``"prior"``: ea
 from its own lips, not from a mixture they all share), or from their product (``"product"``:
 the precision-weighted combination of the two Gaussians). With ``guide = "markov"`` the guide is
 structured: the same per-frame means and scales, chained over frames by a fitted correlation
-(:mod:`.markov`). The gains are per frame
+(:mod:`.markov`). The fit may restart that guide once from the encoder applied to each source's
+own estimate (:meth:`SeparationModel.initial_guide` with ``sources``, driven by
+:mod:`pyro_avss.inference.guide_restart`). The gains are per frame
 (``gain = "frame"``) or one per source and chunk (``"utterance"``: the decoders, trained on
 per-utterance normalised speech, then carry the frame-to-frame level, so a source cannot take
 over another's frames by raising its gain there), or (``"faceless"``) one per source and chunk
@@ -290,14 +292,19 @@ class SeparationModel:
                             constraint=constraints.positive)
         return gain * torch.where(present > 0.5, torch.ones_like(factor), factor)
 
-    def initial_guide(self, power, lips, present):
+    def initial_guide(self, power, lips, present, sources=None):
         """Starting ``(loc, scale)`` ``(B,T,J,D)`` of ``q(z)`` (``guide_init``): the encoder on
         the mixture and each source's lips, each source's visual prior, or their product
-        ``N(μ, σ²)`` with ``σ⁻² = σ_e⁻² + σ_p⁻²`` and ``μ = σ² (μ_e σ_e⁻² + μ_p σ_p⁻²)``."""
+        ``N(μ, σ²)`` with ``σ⁻² = σ_e⁻² + σ_p⁻²`` and ``μ = σ² (μ_e σ_e⁻² + μ_p σ_p⁻²)``.
+
+        ``sources (B,T,J,F)``, power spectrograms of each source's estimate, replace the mixture
+        as the encoder's input: source j's encoder reads its own estimate instead of the
+        mixture all sources share (the guide's restart, :mod:`pyro_avss.inference.guide_restart`)."""
         with torch.no_grad():
             if self.guide_init == "prior":
                 return self.visual_prior(lips, present)
-            features = log_power_features(power)[..., None, :].expand(*lips.shape[:-1], -1)
+            features = (log_power_features(power)[..., None, :].expand(*lips.shape[:-1], -1)
+                        if sources is None else log_power_features(sources))
             loc, scale = self.encoder(features, lips, present)
             if self.guide_init == "encoder":
                 return loc, scale

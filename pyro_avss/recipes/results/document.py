@@ -207,12 +207,16 @@ def _ablation_section(evals: dict, ablation: dict) -> list[str]:
 
 def _memory_section(memory: dict) -> list[str]:
     return _section(
-        "Speech prior with memory (switching system, tuned-on and held-out splits)",
+        "Speech prior with memory, and the guide's restart (switching system, tuned-on and "
+        "held-out splits)",
         "The frame-wise prior draws every frame's `z` independently from the visual prior; the "
         "prior with memory (`model.memory=markov`, trained as the default GRID models otherwise) "
         "chains the same per-frame means and scales over frames with a learnt correlation per "
         "latent dimension. The Markov guide (`separate.guide=markov`) chains the test-time "
-        "`q(z)` likewise, with one fitted correlation per source and dimension.",
+        "`q(z)` likewise, with one fitted correlation per source and dimension. The restarted "
+        "guide (`separate.restart_at=20`) is set, after 20 SVI steps, to the encoder's code of "
+        "each source's own Wiener estimate (with its lips, times the visual prior) instead of the "
+        "mixture all sources start from, and Adam starts again for it.",
         memory_table(memory))
 
 

@@ -1,0 +1,54 @@
+"""Restarting the separation guide from each source's own estimate, once, part-way through SVI.
+
+At the start of a fit every source's ``q(z_j)`` comes from the encoder applied to the *mixture*
+(with source j's lips, and the visual prior where the model has one): with several talkers the
+sources start alike, and SVI, whose rate decays, settles near that start. Started instead at the
+encoder's code of each *clean* source, the same fit ends far better (GRID two talkers, tuned-on
+split: 8.27 dB against 7.16 with the NMF noise, 9.43 against 7.06 with the true noise), so the
+fit is held back by where it starts, not by what it optimises.
+
+The restart uses what the fit has learnt by step ``separate.restart_at``. Source j's posterior
+expected power under the Wiener filter is, with ``m_j`` its posterior-mean mask,
+
+    E[|S_j|² | X] = m_j |X|² + m_j (1 - m_j) (λ_total - |X|²)  ≈  m_j |X|²
+
+(equal where the model's total variance explains the observed power). The encoder reads that
+estimate with source j's lips, the guide's start rule (``guide_init``) is applied to it instead
+of the mixture — so the product with the visual prior stays — and ``q(z)``'s means and scales
+are set there. Their optimiser state is dropped, so Adam starts again for them at the first
+rate: the restarted guide moves as freely as the first one did. The gains, the noise and the
+switch keep their values and their optimiser state.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models.generative import SeparationModel
+
+GUIDE_PARAMS = ("z_loc", "z_scale")
+
+
+def source_power_estimates(masks: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
+    """``(B,T,J,F)``: ``m_j |X|²``, each source's posterior expected power (module docstring),
+    from the Wiener masks ``(B,T,J+1,F)`` (sources, then the noise) and the mixture's power."""
+    return masks[:, :, :-1] * power[:, :, None]
+
+
+@torch.no_grad()
+def restart_guide(sep: SeparationModel, optim, power, lips, present, sources) -> None:
+    """Set ``q(z)``'s ``z_loc`` and ``z_scale`` to the start ``sep.initial_guide`` gives for
+    the sources' power estimates ``sources (B,T,J,F)``, in the current param store, and forget
+    their optimiser state (``optim``, a ``pyro.optim.PyroOptim``)."""
+    import pyro
+
+    store = pyro.get_param_store()
+    missing = [name for name in GUIDE_PARAMS if name not in store]
+    if missing:
+        raise KeyError(f"the guide has no parameter {missing[0]!r} to restart (a guide of your own?)")
+    start = sep.initial_guide(power, lips, present, sources=sources)
+    for name, value in zip(GUIDE_PARAMS, start):
+        old = store[name].unconstrained()
+        store[name] = value.to(old)            # keeps the parameter's constraint
+        optim.optim_objs.pop(old, None)        # Adam starts again for it, at the first rate
+        optim.grad_clip.pop(old, None)
