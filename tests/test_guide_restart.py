@@ -45,7 +45,7 @@ def test_source_estimates_are_the_masks_share_of_the_mixture_power():
     assert torch.allclose(est.sum(2) + masks[:, :, -1] * power, power, atol=1e-6)
 
 
-def test_restart_starts_each_source_from_its_own_estimate_and_forgets_its_moments():
+def test_restart_multiplies_the_fit_by_each_sources_own_estimate_and_forgets_its_moments():
     m = _models()
     power, lips, present, mask = _inputs()
     sep = SeparationModel(m.encoder, m.decoders, make_switch("utterance", 2, J), NMFNoise(4, 0),
@@ -57,43 +57,47 @@ def test_restart_starts_each_source_from_its_own_estimate_and_forgets_its_moment
         gain_state = optim.optim_objs[store["gain"].unconstrained()]
         old_loc = store["z_loc"].unconstrained()
         assert old_loc in optim.optim_objs
-        restart_guide(sep, optim, power, lips, present, sources)
-        loc, scale = sep.initial_guide(power, lips, present, sources=sources)
-        assert torch.allclose(store["z_loc"], loc) and torch.allclose(store["z_scale"], scale)
+        fitted_loc, fitted_scale = store["z_loc"].detach().clone(), store["z_scale"].detach().clone()
+        restart_guide(sep, optim, lips, present, sources)
+        loc, scale = sep.restarted_guide(sources, lips, present)
+        precision = fitted_scale.pow(-2) + scale.pow(-2)              # the product of the two
+        assert torch.allclose(store["z_scale"], precision.rsqrt())
+        assert torch.allclose(store["z_loc"], (fitted_loc * fitted_scale.pow(-2) + loc * scale.pow(-2)) / precision)
+        assert torch.all(store["z_scale"] < torch.minimum(fitted_scale, scale))
         assert old_loc not in optim.optim_objs                        # Adam starts again for z
         assert optim.optim_objs[store["gain"].unconstrained()] is gain_state   # the rest goes on
         moved = sources.clone()
         moved[:, :, 1] *= 3.0                                         # source 2's estimate only
-        other_loc, _ = sep.initial_guide(power, lips, present, sources=moved)
+        other_loc, _ = sep.restarted_guide(moved, lips, present)
         assert torch.allclose(other_loc[:, :, 0], loc[:, :, 0])
         assert not torch.allclose(other_loc[:, :, 1], loc[:, :, 1])
         with pytest.raises(KeyError, match="z_loc"):
             del store["z_loc"]
-            restart_guide(sep, optim, power, lips, present, sources)
+            restart_guide(sep, optim, lips, present, sources)
+
+
+def _fit(restart_at, J_min=2, lips_sources=J, **kw):
+    m = _models()
+    power, lips, present, mask = _inputs()
+    settings = SeparationSettings(steps=4, num_samples=2, tol=0.0, restart_at=restart_at, restart_sources=J_min)
+    return fit_batch(m, power, lips[:, :, :lips_sources], present[:, :, :lips_sources], mask, settings, **kw)
 
 
 def test_fit_batch_restarts_once_at_the_step_asked_for():
-    m = _models()
-    power, lips, present, mask = _inputs()
-    base = SeparationSettings(steps=4, num_samples=2, tol=0.0)
-    never = fit_batch(m, power, lips, present, mask, base)
-    restarted = fit_batch(m, power, lips, present, mask, SeparationSettings(steps=4, num_samples=2, tol=0.0,
-                                                                            restart_at=2))
-    too_late = fit_batch(m, power, lips, present, mask, SeparationSettings(steps=4, num_samples=2, tol=0.0,
-                                                                           restart_at=9))
+    never, restarted, too_late = _fit(0), _fit(2), _fit(9)
     assert restarted.steps == never.steps == 4
     assert not torch.allclose(restarted.masks, never.masks)
     assert torch.equal(too_late.masks, never.masks)                   # a fit that never gets there
     assert torch.allclose(restarted.masks.sum(2), torch.ones(B, T, F), atol=1e-4)
 
 
-def test_restart_refuses_what_it_cannot_restart():
-    m = _models()
-    power, lips, present, mask = _inputs()
-    with pytest.raises(InputError, match="separate.restart_at"):
-        SeparationSettings(restart_at=5, guide_init="prior")
+def test_restart_only_in_fits_of_enough_sources_with_the_models_own_guide():
+    one_source = _fit(2, lips_sources=1)
+    assert torch.equal(one_source.masks, _fit(0, lips_sources=1).masks)       # restart_sources = 2
+    assert not torch.equal(_fit(2, J_min=1, lips_sources=1).masks, one_source.masks)
+    own_guide = _fit(2, make_guide=lambda sep: sep.guide)                      # not restarted
+    assert torch.equal(own_guide.masks, _fit(0, make_guide=lambda sep: sep.guide).masks)
     with pytest.raises(InputError, match="separate.restart_at"):
         SeparationSettings(restart_at=-1)
-    settings = SeparationSettings(steps=3, num_samples=1, restart_at=2)
-    with pytest.raises(InputError, match="separate.restart_at"):
-        fit_batch(m, power, lips, present, mask, settings, make_guide=lambda sep: sep.guide)
+    with pytest.raises(InputError, match="separate.restart_sources"):
+        SeparationSettings(restart_sources=0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyro
@@ -66,7 +66,8 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
     :class:`SeparationModel` ``sep`` with any callable of the model's signature (see
     ``docs/extending.md``): masks and posteriors come from replaying the model at the guide's
     draws (:func:`explain_fit`), so neither needs particular parameter or site names beyond
-    the model's own sites (``z``, and a noise model's latent ones)."""
+    the model's own sites (``z``, and a noise model's latent ones); a guide of your own is not
+    restarted (``separate.restart_at``)."""
     settings.check_model(models)
     J = lips.shape[-2]
     used = (list(settings.components) if settings.components is not None
@@ -99,10 +100,9 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
             used = [k for k in used if any(k in own for own in settings.source_components)]
         if needs_screening(settings, len(used), J):
             used = screened_components(models, power, lips, present, mask, settings, used, make_noise)
-        if settings.restart_at > 0 and make_guide is not None:
-            raise InputError("separate.restart_at", "restarts the model's own guide; with a guide of "
-                                                    "your own (make_guide) set it to 0")
-        return _fit(build, used, models.decoders.num_components, power, lips, present, mask, settings)
+        restart = make_guide is None and J >= settings.restart_sources   # the model's own guide only
+        return _fit(build, used, models.decoders.num_components, power, lips, present, mask,
+                    replace(settings, restart_at=settings.restart_at if restart else 0))
 
 
 def screened_components(models: SpeechModels, power, lips, present, mask, settings: SeparationSettings,
@@ -235,7 +235,8 @@ def _fit(build, used: list[int], num_components: int, power, lips, present, mask
     the model's bank of ``num_components``); ``used`` are the ones to start with. With
     ``prune_threshold > 0`` the components that no source needs are dropped after
     ``prune_after`` steps (:func:`components_to_keep`) and SVI goes on with the smaller model.
-    With ``restart_at > 0`` the guide is restarted once, after that many steps, from each
+    With ``restart_at > 0`` (``fit_batch`` sets it to 0 for fits of fewer than
+    ``restart_sources`` sources and for guides of the caller's own) the guide is restarted once, after that many steps, from each
     source's own estimate (:mod:`.guide_restart`); the loss is not tested for convergence in the
     :data:`SETTLE_STEPS` steps after."""
     with isolated_pyro_state(settings.seed, power.device) as store, pyro.validation_enabled(False), \
@@ -263,7 +264,7 @@ def _fit(build, used: list[int], num_components: int, power, lips, present, mask
                     svi = _svi(sep, optim)
             if steps == settings.restart_at:
                 masks, _ = posterior_masks(sep, power, lips, present, mask, settings.num_samples)
-                restart_guide(sep, optim, power, lips, present, source_power_estimates(masks, power))
+                restart_guide(sep, optim, lips, present, source_power_estimates(masks, power))
                 ema = None                              # the loss starts a new descent
             if ema is None:
                 ema = loss

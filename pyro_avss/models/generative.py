@@ -43,7 +43,7 @@ from its own lips, not from a mixture they all share), or from their product (``
 the precision-weighted combination of the two Gaussians). With ``guide = "markov"`` the guide is
 structured: the same per-frame means and scales, chained over frames by a fitted correlation
 (:mod:`.markov`). The fit may restart that guide once from the encoder applied to each source's
-own estimate (:meth:`SeparationModel.initial_guide` with ``sources``, driven by
+own estimate (:meth:`SeparationModel.restarted_guide`, driven by
 :mod:`pyro_avss.inference.guide_restart`). The gains are per frame
 (``gain = "frame"``) or one per source and chunk (``"utterance"``: the decoders, trained on
 per-utterance normalised speech, then carry the frame-to-frame level, so a source cannot take
@@ -78,6 +78,13 @@ MAX_PLATE_NESTING = 2
 def log_power_features(power: torch.Tensor) -> torch.Tensor:
     """Encoder input: ``log(|X|² + 1e-8)`` of a per-utterance normalised power spectrogram."""
     return torch.log(power + 1e-8)
+
+
+def gaussian_product(loc_a, scale_a, loc_b, scale_b):
+    """The normalised product of two diagonal Gaussians, ``N(μ, σ²)`` with
+    ``σ⁻² = σ_a⁻² + σ_b⁻²`` and ``μ = σ² (μ_a σ_a⁻² + μ_b σ_b⁻²)``: ``(loc, scale)``."""
+    w_a, w_b = scale_a.pow(-2), scale_b.pow(-2)
+    return (loc_a * w_a + loc_b * w_b) / (w_a + w_b), (w_a + w_b).rsqrt()
 
 
 def label_log_mask(labels: torch.Tensor, num_components: int) -> torch.Tensor:
@@ -292,25 +299,31 @@ class SeparationModel:
                             constraint=constraints.positive)
         return gain * torch.where(present > 0.5, torch.ones_like(factor), factor)
 
-    def initial_guide(self, power, lips, present, sources=None):
+    def initial_guide(self, power, lips, present):
         """Starting ``(loc, scale)`` ``(B,T,J,D)`` of ``q(z)`` (``guide_init``): the encoder on
         the mixture and each source's lips, each source's visual prior, or their product
-        ``N(μ, σ²)`` with ``σ⁻² = σ_e⁻² + σ_p⁻²`` and ``μ = σ² (μ_e σ_e⁻² + μ_p σ_p⁻²)``.
-
-        ``sources (B,T,J,F)``, power spectrograms of each source's estimate, replace the mixture
-        as the encoder's input: source j's encoder reads its own estimate instead of the
-        mixture all sources share (the guide's restart, :mod:`pyro_avss.inference.guide_restart`)."""
+        (:meth:`encoded_start`)."""
         with torch.no_grad():
             if self.guide_init == "prior":
                 return self.visual_prior(lips, present)
-            features = (log_power_features(power)[..., None, :].expand(*lips.shape[:-1], -1)
-                        if sources is None else log_power_features(sources))
-            loc, scale = self.encoder(features, lips, present)
-            if self.guide_init == "encoder":
-                return loc, scale
-            p_loc, p_scale = self.visual_prior(lips, present)
-            w_e, w_p = scale.pow(-2), p_scale.pow(-2)
-            return (loc * w_e + p_loc * w_p) / (w_e + w_p), (w_e + w_p).rsqrt()
+            features = log_power_features(power)[..., None, :].expand(*lips.shape[:-1], -1)
+            return self.encoded_start(features, lips, present, self.guide_init == "product")
+
+    def restarted_guide(self, sources, lips, present):
+        """``(loc, scale)`` ``(B,T,J,D)`` of ``q(z)`` restarted from ``sources (B,T,J,F)``, power
+        spectrograms of each source's estimate: source j's encoder reads its own estimate instead
+        of the mixture all sources share, times the visual prior where the model has one
+        (:mod:`pyro_avss.inference.guide_restart`)."""
+        with torch.no_grad():
+            return self.encoded_start(log_power_features(sources), lips, present, self.prior is not None)
+
+    def encoded_start(self, features, lips, present, times_prior: bool):
+        """The encoder's Gaussian for ``features (B,T,J,F)`` and each source's lips, or with
+        ``times_prior`` its product with the visual prior (:func:`gaussian_product`)."""
+        loc, scale = self.encoder(features, lips, present)
+        if not times_prior:
+            return loc, scale
+        return gaussian_product(loc, scale, *self.visual_prior(lips, present))
 
     def guide(self, power, lips, present, mask):
         B, T, _ = power.shape

@@ -22,16 +22,19 @@ ABLATION_MODELS = (
 MEMORY_MODEL = ("grid_memory", ["model.memory=markov"])
 
 #: (label, model: "memory" or None for the default, separation overrides): the prior-with-memory
-#: rows and the guide's restart (`separate.restart_at`; step 20 chosen on the two-talker tuned-on
-#: split among 15, 20 and 25), on both splits of one and two talkers (the first is the default
+#: rows and the guide's restart (`separate.restart_at`, by default at step 20 in fits of two
+#: sources or more: chosen on the two-talker tuned-on split among 15, 20 and 25, and on the
+#: one-talker tuned-on split), on both splits of one and two talkers (the first is the default
 #: system itself)
 MEMORY_ROWS = (
     ("frame-wise prior, mean-field guide (default)", None, None),
     ("frame-wise prior, Markov guide", None, ["separate.guide=markov"]),
     ("prior with memory, Markov guide", "memory", []),
     ("prior with memory, mean-field guide", "memory", ["separate.guide=meanfield"]),
-    ("frame-wise prior, mean-field guide restarted at step 20 from each source's estimate", None,
-     ["separate.restart_at=20"]),
+    ("frame-wise prior, mean-field guide, never restarted (the previous default)", None,
+     ["separate.restart_at=0"]),
+    ("frame-wise prior, mean-field guide, restarted with one talker too", None,
+     ["separate.restart_sources=1"]),
 )
 MEMORY_SPLITS = ("1spk", "1spk_held", "2spk", "2spk_held")
 
