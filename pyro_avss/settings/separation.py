@@ -114,21 +114,22 @@ class SeparationSettings(Section, name="separate"):
     lr_decay: float = key(0.95, within(0, 1, "(]"))
                                      # ... multiplied by this after every step (0.4 -> 0.03 at 50)
     num_samples: int = key(8, at_least(1))       # z samples for the Wiener filter
-    restart_at: int = key(20, at_least(0))
+    restart_at: int = key(0, at_least(0))
                                      # after this many steps, restart q(z) at its product with
                                      # the encoder's code of each source's own Wiener estimate,
                                      # Adam afresh for it (pyro_avss.inference.guide_restart);
                                      # 0 = never. GRID two talkers, step 20: tuned-on 7.16 ->
                                      # 7.83 dB (seed 1: 7.24 -> 7.78), held-out 6.78 -> 6.94,
-                                     # three talkers 5.31 -> 5.54, 3 % more time. The re-encoded
-                                     # code alone, without the product: at step 15 / 20 / 25
-                                     # 7.78 / 7.83 / 7.56 tuned-on (Adam's state kept: 7.64 /
-                                     # 7.36 at 15 / 25)
+                                     # three talkers 5.31 -> 5.54, about the same time. Not the
+                                     # default: with the target's lips missing on 30 / 60 % of
+                                     # frames it loses 1.4 / 2.2 dB (3.69 -> 2.28, -1.29 ->
+                                     # -3.47). The re-encoded code alone, without the product:
+                                     # at step 15 / 20 / 25 7.78 / 7.83 / 7.56 tuned-on (Adam's
+                                     # state kept: 7.64 / 7.36 at 15 / 25)
     restart_sources: int = key(2, at_least(1))
                                      # ... in fits of at least this many sources (and with the
                                      # model's own guide, not a make_guide's): one talker
-                                     # gained 0.10 dB tuned-on (8.92) and lost 0.10 held-out
-                                     # (7.02 against 7.12) with the re-encoded code alone
+                                     # 8.93 / 7.01 dB tuned-on / held-out against 8.82 / 7.12
     guide_init: str = key("auto", choices=("auto",) + GUIDE_INITS)
                                      # encoder (on the mixture) | prior (each source's visual
                                      # prior) | product (of the two; needs p(z|v)) | auto

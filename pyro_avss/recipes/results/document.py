@@ -163,9 +163,7 @@ def _speaker_sections(evals: dict, facts: dict, noise_rows: dict) -> list[str]:
           "## Two speakers + noise (s1 + s4, each with its own video, SNR 0 and 5 dB, SIR 0 dB)", "",
           "Every target with a dev clip of the other speaker at equal level; both sources scored "
           "(n = sources). Swap rate: share of sources whose estimate is closer (SI-SDR) to the other "
-          "talker than to its own. Every fit of two sources or more restarts its guide after 20 "
-          "steps from each source's own estimate (`separate.restart_at`; the speech-prior "
-          "section has the rows without it).", "", "Tuned-on split:", ""]
+          "talker than to its own.", "", "Tuned-on split:", ""]
     L += _system_table(evals["2spk"], by_snr=False)
     L += ["", "Held-out split:", ""]
     L += _system_table(evals["2spk_held"], by_snr=False)
@@ -215,12 +213,11 @@ def _memory_section(memory: dict) -> list[str]:
         "prior with memory (`model.memory=markov`, trained as the default GRID models otherwise) "
         "chains the same per-frame means and scales over frames with a learnt correlation per "
         "latent dimension. The Markov guide (`separate.guide=markov`) chains the test-time "
-        "`q(z)` likewise, with one fitted correlation per source and dimension. By default a fit "
-        "of two sources or more restarts its guide after 20 SVI steps (`separate.restart_at`, "
-        "`separate.restart_sources`): `q(z)` is multiplied by the encoder's code of each "
-        "source's own Wiener estimate (with its lips, times the visual prior), where it started "
-        "from the mixture all sources share, and Adam starts again for it; the last two rows "
-        "remove the restart and extend it to one talker.",
+        "`q(z)` likewise, with one fitted correlation per source and dimension. The restarted "
+        "guide (an option, `separate.restart_at=20`; `separate.restart_sources=1` extends it to "
+        "one talker, as in its row here) is multiplied, after 20 SVI steps, by the encoder's "
+        "code of each source's own Wiener estimate (with its lips, times the visual prior), "
+        "where it started from the mixture all sources share, and Adam starts again for it.",
         memory_table(memory))
 
 
