@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from pyro_avss import quick_exit
-from pyro_avss.errors import PyroAvssError
+from pyro_avss.errors import PyroAvssError, TrainingDiverged
 from pyro_avss.inference.distributed import ranked
 from pyro_avss.log import log_to_console
 
@@ -172,6 +172,9 @@ def fit(config_path, overrides, out, device, seed, resume, threads):
         set_threads(rank_threads(threads, ranks))
         with process_group(ranks):
             models = run_fit(config_path, out, list(overrides), device, resume=resume, seed=seed)
+    except TrainingDiverged as exc:         # it started: --out holds the last good model (status 1)
+        click.echo(f"error: {' '.join(str(exc).split())}", err=True)
+        sys.exit(1)
     except FAILURES as exc:
         fail(exc)
     if ranks.main:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -187,3 +188,33 @@ def test_a_dev_loss_that_runs_away_is_reported():
     assert overfitting_notice(log([-500.0, -3600.0, -3628.0, -3533.0])) is None    # a few per cent
     assert overfitting_notice(log([-100.0, 500.0], warmup=2)) is None              # warm-up only
     assert overfitting_notice([]) is None
+
+
+def test_fit_command_reports_a_diverged_run_in_one_line_with_status_1(tmp_path, monkeypatch):
+    """A run that started and diverged is not a command that could not start (status 2): it
+    ends with status 1 and one ``error:`` line, without autograd's warning about reading a
+    tensor that requires grad."""
+    import csv as csv_module
+
+    from click.testing import CliRunner
+
+    from pyro_avss.cli import main
+    from pyro_avss.inference import training
+
+    rows = synthetic_rows(tmp_path)
+    manifest = tmp_path / "corpus.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv_module.DictWriter(f, fieldnames=["id", "speaker", "split", "audio"])
+        writer.writeheader()
+        writer.writerows({k: r[k] for k in ("id", "speaker", "split", "audio")} for r in rows)
+    nan = torch.tensor(math.nan, requires_grad=True)
+    monkeypatch.setattr(training.Trainer, "loss", lambda self, batch, beta, differentiable=True: nan * 1.0)
+    sets = [f"data.corpora=[{manifest}]", f"data.cache={tmp_path / 'cache'}", "model.use_video=false",
+            "model.hidden=16", "model.latent_dim=4", "train.epochs=1", "train.batch_size=8",
+            "train.segment_frames=8"]
+    result = CliRunner().invoke(main, ["fit", "--out", str(tmp_path / "out"), "--device", "cpu",
+                                       *[a for s in sets for a in ("--set", s)]])
+    progress = re.compile(r"\d+/\d+ \[")                          # tqdm bars of the preparation
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not progress.search(line)]
+    assert result.exit_code == 1, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: loss became nan at epoch 1"), lines

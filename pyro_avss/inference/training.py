@@ -191,8 +191,9 @@ class Trainer:
             for i, batch in enumerate(bar):
                 loss = self.loss(batch, beta)
                 if not torch.isfinite(loss):
+                    loss = loss.detach()            # read without autograd's warning
                     raise TrainingDiverged(
-                        f"loss became {float(loss)} at epoch {self.epoch + 1}, step {i + 1}; the last "
+                        f"loss became {loss.item()} at epoch {self.epoch + 1}, step {i + 1}; the last "
                         f"good model and state are in {self.out_dir} (try a lower train.lr)")
                 params = [p for g in self.optim.param_groups for p in g["params"]]
                 self.optim.zero_grad()
