@@ -61,9 +61,9 @@ and the system's (a folder that cannot be written, a full disk), which name thei
 
 
 def fail(exc: Exception) -> None:
-    """Say ``exc`` in one ``error:`` line on stderr and exit with status 2."""
+    """Say ``exc`` in one ``error:`` line on stderr; exit with status 2 (could not start), 1 for a diverged run."""
     click.echo(f"error: {' '.join(str(exc).split())}", err=True)
-    sys.exit(2)
+    sys.exit(1 if isinstance(exc, TrainingDiverged) else 2)
 
 
 RECIPE_COMMANDS = ("bench", "compare-mcem", "demo", "results", "speaker-pool")
@@ -172,9 +172,6 @@ def fit(config_path, overrides, out, device, seed, resume, threads):
         set_threads(rank_threads(threads, ranks))
         with process_group(ranks):
             models = run_fit(config_path, out, list(overrides), device, resume=resume, seed=seed)
-    except TrainingDiverged as exc:         # it started: --out holds the last good model (status 1)
-        click.echo(f"error: {' '.join(str(exc).split())}", err=True)
-        sys.exit(1)
     except FAILURES as exc:
         fail(exc)
     if ranks.main:
