@@ -27,7 +27,7 @@ from ..models.generative import MAX_PLATE_NESTING, SeparationModel
 from ..models.noise import NMFNoise
 from ..models.switch import STAY_PARAM, joint_states, make_switch
 from .guide_restart import restart_guide, source_power_estimates
-from .optim import DecayingAdam, frozen
+from .optim import DecayingAdam, forget_parameter, frozen
 from .pyro_state import forked_rng, isolated_pyro_state
 from .screening import frame_scores, kept_components, kept_count, needs_screening, same_inputs, screening_settings
 from .subnormals import subnormals_flushed
@@ -310,8 +310,7 @@ def restrict_switch_prior(optim, keep: list[int]) -> None:
         return
     old = store["switch_pi"]
     pi = old.detach()[..., keep]
-    adam = optim.optim_objs.pop(old.unconstrained(), None)
-    optim.grad_clip.pop(old.unconstrained(), None)
+    adam = forget_parameter(optim, old.unconstrained())
     state = None if adam is None else adam.state_dict()
     del store["switch_pi"]
     store.setdefault("switch_pi", pi / pi.sum(-1, keepdim=True), constraint=constraints.simplex)

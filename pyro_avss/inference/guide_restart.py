@@ -34,9 +34,11 @@ without a face.
 
 from __future__ import annotations
 
+import pyro
 import torch
 
 from ..models.generative import SeparationModel, gaussian_product
+from .optim import forget_parameter
 
 GUIDE_PARAMS = ("z_loc", "z_scale")
 
@@ -53,8 +55,6 @@ def restart_guide(sep: SeparationModel, optim, lips, present, sources) -> None:
     with :meth:`~pyro_avss.models.generative.SeparationModel.restarted_guide` of the sources'
     power estimates ``sources (B,T,J,F)``, and forget their optimiser state (``optim``, a
     ``pyro.optim.PyroOptim``)."""
-    import pyro
-
     store = pyro.get_param_store()
     missing = [name for name in GUIDE_PARAMS if name not in store]
     if missing:
@@ -64,5 +64,4 @@ def restart_guide(sep: SeparationModel, optim, lips, present, sources) -> None:
     for name, value in zip(GUIDE_PARAMS, start):
         old = store[name].unconstrained()
         store[name] = value.to(old)            # keeps the parameter's constraint
-        optim.optim_objs.pop(old, None)        # Adam starts again for it, at the first rate
-        optim.grad_clip.pop(old, None)
+        forget_parameter(optim, old)           # Adam starts again for it, at the first rate

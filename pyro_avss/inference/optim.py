@@ -52,6 +52,14 @@ class DecayingAdam:
         self.lr, self.state = state["lr"], dict(state["state"])
 
 
+def forget_parameter(optim, unconstrained: torch.Tensor):
+    """Drop what the ``pyro.optim.PyroOptim`` ``optim`` keeps for one parameter (its own optimiser
+    and gradient clip, keyed by the unconstrained tensor), so that a parameter replaced in the
+    param store starts afresh; returns the dropped optimiser (None if it had none yet)."""
+    optim.grad_clip.pop(unconstrained, None)
+    return optim.optim_objs.pop(unconstrained, None)
+
+
 @contextlib.contextmanager
 def frozen(*modules: torch.nn.Module):
     """Turn off the gradients of ``modules``' weights meanwhile (and restore them after): SVI at
