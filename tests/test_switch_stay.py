@@ -129,3 +129,18 @@ def test_separation_fits_and_reports_the_stay_per_source():
     fixed = separate_recordings(random_models(), [(x, [None])],
                                 SeparationSettings(steps=2, num_samples=1, switch_prior="markov"))[0]
     assert fixed.switch_stay is None
+
+
+@pytest.mark.parametrize("K", [3, 6])
+@pytest.mark.parametrize("tau", [30.0, 3000.0])
+def test_two_source_posteriors_sum_to_one_for_a_sticky_chain_in_float32(K, tau):
+    """Two sources, a sticky chain (τ = 30 s / 3000 s at a 16 ms hop) and frame log-likelihoods
+    hundreds of nats apart, as between speakers' decoders: the posteriors of the float32
+    recursion summed to 0.0–0.07 instead of 1 before it ran in float64."""
+    g = torch.Generator().manual_seed(0)
+    B, T, J = 2, 400, 2
+    loglik = torch.randn(B, T, K ** J, generator=g) * 300.0 - 5000.0
+    switch = MarkovSwitch(K, J, learn_prior=False, stay_prob=math.exp(-0.016 / tau))
+    post = switch.posterior(loglik, torch.ones(B, T, dtype=torch.bool), torch.full((B, J, K), 1.0 / K))
+    assert post.dtype == torch.float32
+    assert torch.allclose(post.sum(-1), torch.ones(B, T), atol=1e-3)
