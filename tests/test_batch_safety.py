@@ -229,7 +229,7 @@ def test_sigint_during_a_batch_then_skip_existing_completes_it(tmp_path):
     (["--set", "separate.overlap_seconds=20"], "separate.overlap_seconds: must be in [0, chunk_seconds / 2"),
     (["--set", "separate.batch_size=0"], "separate.batch_size: must be >= 1, got 0"),
     (["--set", "separate.noise_rank=0"], "separate.noise_rank: must be >= 1, got 0"),
-    (["--set", "separate.switch_prior=bogus"], "separate.switch_prior: must be auto, iid, markov or utterance"),
+    (["--set", "separate.switch_prior=bogus"], "separate.switch_prior: must be auto, iid, markov, utterance or speaker"),
     (["--set", "separate.lr=.nan"], "separate.lr must be a finite number"),
     (["--video", "."], "--video: .: give one video file per source, not a folder or glob"),
     (["--force", "--skip-existing"], "choose one: replace or keep existing outputs"),

@@ -298,7 +298,7 @@ FOUND = [
     ("fit", ["train.max_steps_per_epoch=x"], 2,          # typed like every key (issue 15)
      "error: --set: train.max_steps_per_epoch must be int, got 'x'"),
     ("separate", ["separate.switch_prior=bogus"], 2,
-     "error: separate.switch_prior: must be auto, iid, markov or utterance, got 'bogus'"),
+     "error: separate.switch_prior: must be auto, iid, markov, utterance or speaker, got 'bogus'"),
     ("evaluate", ["mcem.bogus=1"], 2, "error: --set: unknown config key 'mcem.bogus' (keys under mcem: "),
     ("fit", ["model.prior=bogus"], 2,
      "error: model.prior: must be standard or visual, got 'bogus'"),

@@ -39,7 +39,7 @@ def noisy(seconds=1.0, seed=0):
     return (speech + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
 
 
-@pytest.mark.parametrize("J,prior", [(1, "iid"), (2, "markov"), (2, "iid"), (2, "utterance")])
+@pytest.mark.parametrize("J,prior", [(1, "iid"), (2, "markov"), (2, "iid"), (2, "utterance"), (2, "speaker")])
 def test_sources_and_noise_sum_to_the_mixture(J, prior):
     x = noisy()
     out = separate_recordings(random_models(), [(x, [None] * J)],

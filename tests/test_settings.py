@@ -59,7 +59,7 @@ def test_yaml_round_trip(tmp_path):
 
 
 BAD = [
-    ("separate.switch_prior=bogus", "separate.switch_prior: must be auto, iid, markov or utterance, got 'bogus'"),
+    ("separate.switch_prior=bogus", "separate.switch_prior: must be auto, iid, markov, utterance or speaker, got 'bogus'"),
     ("separate.stay_prob=1", "separate.stay_prob: must be in (0, 1), got 1.0"),
     ("separate.steps=0", "separate.steps: must be >= 1, got 0"),
     ("separate.num_samples=0", "separate.num_samples: must be >= 1, got 0"),
@@ -120,7 +120,7 @@ def test_separate_refuses_a_bad_choice_before_reading_the_model(tmp_path):
                                        str(tmp_path / "none.wav"), "--out", str(tmp_path / "out"),
                                        "--set", "separate.switch_prior=bogus"])
     assert result.exit_code == 2
-    assert result.stderr == "error: separate.switch_prior: must be auto, iid, markov or utterance, got 'bogus'\n"
+    assert result.stderr == "error: separate.switch_prior: must be auto, iid, markov, utterance or speaker, got 'bogus'\n"
     assert not (tmp_path / "out").exists()
 
 

@@ -74,11 +74,14 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
             else list(range(models.decoders.num_components)))
     enumerate_ = settings.enumeration == "pyro"
 
-    def build_switch(K: int):
+    def build_switch(components: list[int]):
         if make_switch_prior is not None:
-            return make_switch_prior(K, J)
-        return make_switch(settings.switch_prior_for(models), K, J, enumerate=enumerate_, learn_stay=settings.learn_stay,
-                           stay_prob=settings.stay(models.stft.hop / models.stft.sample_rate))
+            return make_switch_prior(len(components), J)
+        speakers, share = models.decoders.speakers(), settings.audio_only_share
+        weights = [share if models.decoders.uses_video[c] < 0.5 else 1.0 - share for c in components]
+        return make_switch(settings.switch_prior_for(models), len(components), J, enumerate=enumerate_,
+                           learn_stay=settings.learn_stay, speakers=[speakers[c] for c in components],
+                           weights=weights, stay_prob=settings.stay(models.stft.hop / models.stft.sample_rate))
 
     noise = (make_noise() if make_noise is not None else
              NMFNoise(settings.noise_rank, settings.seed, settings.noise_init_level,
@@ -89,7 +92,7 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
                       settings.noise_pause_smoothness))
 
     def build(components: list[int]) -> SeparationModel:
-        sep = separation_model(models, settings, components, build_switch(len(components)), noise, J)
+        sep = separation_model(models, settings, components, build_switch(components), noise, J)
         if make_guide is not None:
             sep.guide = make_guide(sep)
         return sep

@@ -54,12 +54,13 @@ from ..settings.separation import SWITCH_PRIORS    # the names make_switch build
 from .likelihood import ObservedPower
 from .markov_switch import (DEFAULT_STAY, STAY_PARAM, MarkovSwitch, ShiftedDiscreteHMM,
                             stay_from_seconds)
+from .speaker_switch import SpeakerSwitch
 from .switch_prior import (EXCLUDED, SwitchPrior, joint_states, state_log_mask,
                            zero_padded_frames)
 
 # the switch priors' names in one place (several modules import them from here)
 __all__ = ["DEFAULT_STAY", "EXCLUDED", "IIDSwitch", "MarkovSwitch", "STAY_PARAM", "SWITCH_PRIORS",
-           "ShiftedDiscreteHMM", "SwitchPrior", "UtteranceSwitch", "joint_states", "make_switch",
+           "ShiftedDiscreteHMM", "SpeakerSwitch", "SwitchPrior", "UtteranceSwitch", "joint_states", "make_switch",
            "state_log_mask", "stay_from_seconds", "zero_padded_frames"]
 
 
@@ -152,13 +153,24 @@ class UtteranceSwitch(SwitchPrior):
 
 
 def make_switch(prior: str, num_components: int, num_sources: int = 1, *, learn_prior=True,
-                stay_prob=DEFAULT_STAY, enumerate=False, learn_stay=False) -> SwitchPrior:
-    """Build a switch prior by name (``"iid"``, ``"markov"`` or ``"utterance"``; the utterance
-    switch always has a uniform π; ``stay_prob`` and ``learn_stay`` are the Markov switch's)."""
+                stay_prob=DEFAULT_STAY, enumerate=False, learn_stay=False, speakers=None,
+                weights=None) -> SwitchPrior:
+    """Build a switch prior by name (``"iid"``, ``"markov"``, ``"utterance"`` or ``"speaker"``;
+    the utterance and speaker switches always have a uniform π; ``stay_prob`` and ``learn_stay``
+    are the Markov and speaker switches'; ``speakers``, the speaker of each component, the
+    speaker switch's groups: by default each component is a speaker of its own; ``weights``,
+    each component's prior weight within its speaker: by default equal)."""
     if prior == "iid":
         return IIDSwitch(num_components, num_sources, learn_prior, enumerate=enumerate)
     if prior == "markov":
         return MarkovSwitch(num_components, num_sources, learn_prior, stay_prob, learn_stay, enumerate)
     if prior == "utterance":
         return UtteranceSwitch(num_components, num_sources, enumerate=enumerate)
-    raise ValueError(f"unknown switch prior {prior!r} (use 'iid', 'markov' or 'utterance')")
+    if prior == "speaker":
+        speakers = list(range(num_components)) if speakers is None else list(speakers)
+        if len(speakers) != num_components:
+            raise ValueError(f"{len(speakers)} speakers given for {num_components} components")
+        if enumerate:
+            raise ValueError("the speaker switch has no enumerated form: use separate.enumeration=marginal")
+        return SpeakerSwitch(speakers, num_sources, stay_prob, learn_stay, weights)
+    raise ValueError(f"unknown switch prior {prior!r} (use one of {', '.join(map(repr, SWITCH_PRIORS))})")

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 LOGVAR_MIN, LOGVAR_MAX = -20.0, 15.0
+TWIN_SUFFIX = "-ao"         # the name of an audio-only twin: its component's, plus this
 
 
 def _uniform_(tensor: torch.Tensor, fan_in: int) -> torch.Tensor:
@@ -127,6 +128,11 @@ class DecoderBank(nn.Module):
             "uses_video": bool(self.uses_video[k] > 0), "name": self.names[k],
         }
 
+    def speakers(self) -> list[str]:
+        """The speaker of each component: its name, less the audio-only twin's suffix (a twin
+        models the same person as the component it copies)."""
+        return [n[:-len(TWIN_SUFFIX)] if n.endswith(TWIN_SUFFIX) else n for n in self.names]
+
     def with_audio_only_twins(self) -> "DecoderBank":
         """This bank plus an audio-only twin of every audio-visual component: the same weights
         with the lips ignored (``uses_video`` False), named ``<name>-ao``. A component trained
@@ -134,7 +140,7 @@ class DecoderBank(nn.Module):
         audio-only model of the same speaker in the same latent space — the component a
         per-frame switch can hand the frames whose lips are missing or wrong."""
         parts = [self.component_state(k) for k in range(self.num_components)]
-        twins = [dict(p, uses_video=False, name=f"{p['name']}-ao") for p in parts if p["uses_video"]]
+        twins = [dict(p, uses_video=False, name=p["name"] + TWIN_SUFFIX) for p in parts if p["uses_video"]]
         bank = DecoderBank.from_components(parts + twins, self.num_bins, self.latent_dim, self.hidden,
                                            self.lip_dim)
         return bank.to(self.w_z.device)

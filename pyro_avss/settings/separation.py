@@ -20,7 +20,7 @@ from .training import DEFAULT_STAY
 if TYPE_CHECKING:
     from ..checkpoint import SpeechModels
 
-SWITCH_PRIORS = ("iid", "markov", "utterance")      # the names make_switch builds
+SWITCH_PRIORS = ("iid", "markov", "utterance", "speaker")      # the names make_switch builds
 GUIDE_INITS = ("encoder", "prior", "product")
 GUIDES = ("meanfield", "markov")
 GUIDE_ENCODERS = ("speech", "noisy")
@@ -36,6 +36,9 @@ class SeparationSettings(Section, name="separate"):
 
     switch_prior: str = key("auto", choices=("auto",) + SWITCH_PRIORS)
                                      # utterance (one component per source and chunk) | iid | markov
+                                     # | speaker (one speaker per source and chunk, a sticky chain
+                                     # over its decoders per frame: a twins bank's audio-visual and
+                                     # audio-only ones; pyro_avss/models/speaker_switch.py)
                                      # | auto: utterance for a bank with lips, iid for an audio-only
                                      # one (switch_prior_for). Tuned splits, SI-SDRi: GRID (lips)
                                      # one / two talkers utterance 8.13 / 7.07, iid 7.95 / 5.68,
@@ -51,8 +54,12 @@ class SeparationSettings(Section, name="separate"):
                                      # Tuned split (mean of one and two talkers): ρ 0.98 6.81, τ 0.1
                                      # / 0.5 / 2 / 30 / 600 s 6.76 / 6.80 / 6.82 / 6.84 / 6.78 dB
     learn_stay: bool = False         # true: ρ (started as above) is fitted per source and chunk by
-                                     # SVI with the rest (its logit a pyro.param); markov only.
+                                     # SVI with the rest (its logit a pyro.param); markov, speaker.
                                      # From 0.98 it fell to 0.92 (one talker) / 0.88 (two): 6.77 dB
+    audio_only_share: float = key(0.5, within(0, 1, "()"))
+                                     # speaker switch: the prior share of a speaker's frames that
+                                     # go to its audio-only decoders (twins), the rest to its
+                                     # audio-visual ones; a speaker with one kind only ignores it
     noise_rank: int = key(8, at_least(1))
     noise_init_level: float = key(6.0, above(0))
                                      # initial E[noise variance] / mean mixture power (flat spectrum)
@@ -214,9 +221,12 @@ class SeparationSettings(Section, name="separate"):
         if self.stay_prob is not None and self.stay_seconds is not None:
             raise SettingError("separate.stay_seconds", f"and separate.stay_prob = {self.stay_prob} both set "
                                                         "the Markov switch's stay: give one of them")
-        if self.learn_stay and self.switch_prior != "markov":
+        if self.learn_stay and self.switch_prior not in ("markov", "speaker"):
             raise SettingError("separate.learn_stay", f"learns the Markov switch's stay: needs "
-                                                      f"separate.switch_prior=markov, got {self.switch_prior!r}")
+                                                      f"separate.switch_prior=markov or speaker, got {self.switch_prior!r}")
+        if self.switch_prior == "speaker" and self.enumeration == "pyro":
+            raise SettingError("separate.enumeration", "pyro: the speaker switch has no enumerated form "
+                                                       "(use marginal)")
         if not 0 <= self.overlap_seconds <= self.chunk_seconds / 2:
             raise SettingError("separate.overlap_seconds", f"must be in [0, chunk_seconds / 2 = "
                                                            f"{self.chunk_seconds / 2:g}], got {self.overlap_seconds}")

@@ -99,6 +99,8 @@ LIPS_ROWS = (("one component per utterance (default)", None, "switching", None),
     ("one component per utterance, guide restarted at step 20 (two talkers)", None, "switching", GUIDE_RESTART),
     ("audio-only twins, one component per utterance", "twins", "switching", []),
     ("audio-only twins, sticky Markov per frame, τ = 30 s", "twins", "switching", MARKOV_SWITCH),
+    ("audio-only twins, one speaker per utterance, sticky chain over its two decoders, τ = 30 s", "twins",
+     "switching", ["separate.switch_prior=speaker", "separate.stay_seconds=30"]),
     ("universal model", None, "universal", None))
 
 #: (label, separation overrides, splits): the noise-model rows, each against the default
