@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -192,6 +193,24 @@ def test_resuming_with_other_settings_warns(setup, tmp_path):
         evaluate(root / "mix.csv", None, tmp_path, "mixture", limit=1, progress=False,
                  overrides=["separate.steps=3"])
     assert len(read_results(tmp_path / "results.csv")) == 1
+
+
+def test_a_key_added_since_the_first_run_at_its_default_does_not_warn(setup, tmp_path):
+    """A folder written before a separation key existed resumes quietly while that key is at
+    its default (the behaviour of before), and warns once it is not."""
+    root, _ = setup
+    evaluate(root / "mix.csv", None, tmp_path, "mixture", limit=1, progress=False)
+    stored = json.loads((tmp_path / "settings.json").read_text())
+    del stored["separation"]["audio_only_share"]                 # as written before the key existed
+    (tmp_path / "settings.json").write_text(json.dumps(stored))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate(root / "mix.csv", None, tmp_path, "mixture", limit=1, progress=False)
+    del stored["separation"]["restart_at"]
+    (tmp_path / "settings.json").write_text(json.dumps(stored))
+    with pytest.warns(UserWarning, match="other separation settings"):
+        evaluate(root / "mix.csv", None, tmp_path, "mixture", limit=1, progress=False,
+                 overrides=["separate.restart_at=20"])
 
 
 def test_unknown_system_and_missing_model_are_clear_errors(setup, tmp_path):

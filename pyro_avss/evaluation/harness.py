@@ -112,7 +112,8 @@ def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path
 
     csv_path = out_dir / RESULTS_CSV
     _check_settings(out_dir / "settings.json", {"model": str(model) if model else None,
-                                                 "separation": asdict(separation), "mcem": asdict(mcem)})
+                                                 "separation": asdict(separation), "mcem": asdict(mcem)},
+                    {"separation": asdict(type(separation)()), "mcem": asdict(type(mcem)())})
     done = _finished_pairs(csv_path)
     todo = {s.name: [sp for sp in specs if (sp.id, s.name) not in done] for s in built}
     detector = (models.config.get("data", {}).get("detector", "auto") if models else "auto")
@@ -175,20 +176,29 @@ def _write_summaries(out_dir: Path, rows: list[dict], names: list[str], meta: di
     return summary, comparison
 
 
-def _check_settings(path: Path, current: dict) -> None:
+def _check_settings(path: Path, current: dict, defaults: dict) -> None:
     """Remember the settings of the first run in ``path``; warn when a resumed run differs
-    (its finished rows are kept, so they would mix two settings)."""
+    (its finished rows are kept, so they would mix two settings). A key the first run did not
+    know yet (added since) counts as its value in ``defaults`` (section -> key -> value): a new
+    key's default keeps the behaviour from before it existed."""
     import json
     import warnings
 
-    current = json.loads(json.dumps(current, default=str))
+    def plain(value):
+        return json.loads(json.dumps(value, default=str))
+
+    current = plain(current)
     if path.exists():
         try:
             before = json.loads(path.read_text())
         except ValueError:
             before = None
+        if isinstance(before, dict):
+            for section, keys in plain(defaults).items():
+                if isinstance(before.get(section), dict):
+                    before[section] = {**keys, **before[section]}
         if before is not None and before != current:
-            changed = [k for k in current if before.get(k) != current[k]]
+            changed = [k for k in current if not isinstance(before, dict) or before.get(k) != current[k]]
             warnings.warn(f"{path.parent}: resuming with other {', '.join(changed)} settings than "
                           "the finished rows were computed with (they are kept; use a new --out "
                           "to recompute everything)", stacklevel=3)
