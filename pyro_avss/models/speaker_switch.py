@@ -147,7 +147,10 @@ class SpeakerSwitch(MarkovSwitch):
         hmm = ShiftedDiscreteHMM(loglik.new_zeros(self.within.shape[0]),
                                  self.tuple_chain_logits(B, T, loglik.device), dist.Unit(per_tuple))
         log_z = hmm.log_prob(per_tuple.new_empty(per_tuple.shape[:-1] + (0,)))       # (..,B,Γ)
-        return (log_z + self.tuple_logits(loglik.device)).logsumexp(-1)
+        # the sum over tuples in float64: its gradient, exp(log Z_γ - log Z), would otherwise
+        # carry log Z's float32 rounding (~0.001 nat at 10⁴ nats) and the posteriors sum to 1 - 2e-4
+        total = (log_z.double() + self.tuple_logits(loglik.device).double()).logsumexp(-1)
+        return total.to(loglik.dtype)
 
     def observe_mixture(self, log_var, power, mask, time_plate=None, allowed=None):
         """Observe the utterance ``x (B, 1, T, F)`` as one site (inside the utt plate only): a
