@@ -131,6 +131,19 @@ def test_speaker_identified_by_the_posterior_over_speech_frames():
     assert true_speaker_switch(post, reference, 2, cfg)[1] == 0.0
 
 
+def test_the_identified_speaker_explains_all_speech_frames_together_not_the_most_of_them():
+    """Component 0 wins 6 of 10 speech frames and has the larger mean posterior, but is all but
+    ruled out in the other 4, where component 1 explains the frames; component 1 is never far
+    behind: the utterance-level decision is 1."""
+    cfg = StftConfig()
+    reference = np.sin(np.arange(cfg.hop * 9) * 0.3).astype(np.float32)    # 10 frames, all speech
+    post = np.array([[0.9, 0.1]] * 6 + [[1e-12, 1.0]] * 4)
+    assert post[:, 0].mean() > post[:, 1].mean()
+    mass, identified = true_speaker_switch(post, reference, 1, cfg)
+    assert identified == 1.0 and mass == pytest.approx(0.46)
+    assert true_speaker_switch(post, reference, 0, cfg)[1] == 0.0
+
+
 def test_part_bounds_cut_an_utterance_into_contiguous_parts():
     parts = part_bounds(16000 * 12, 16000, 2.0, 3.0)
     assert parts == {"train": (0, 16000 * 7), "dev": (16000 * 7, 16000 * 9), "test": (16000 * 9, 16000 * 12)}

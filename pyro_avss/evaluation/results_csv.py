@@ -17,7 +17,8 @@
   ``target_speaker`` over the speech frames of that source (frames whose clean energy is within
   40 dB of its loudest frame); empty when the system has no switch or no such component;
 * ``switch_identified``: 1 when, over the same frames, the true speaker's component has the
-  largest mean posterior of all K (the switch identifies the speaker), else 0; empty as above;
+  largest summed log posterior of all K (the one component that best explains them all: the
+  switch identifies the speaker; :func:`~.scoring.true_speaker_switch`), else 0; empty as above;
 * ``swapped`` (J ≥ 2): 1 when the estimate of a source has a higher SI-SDR against another
   source's reference than against its own (it holds the wrong talker), else 0; its mean is the
   swap rate;

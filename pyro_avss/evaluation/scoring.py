@@ -26,11 +26,25 @@ def speech_frames(reference: np.ndarray, stft_cfg, range_db: float = SPEECH_RANG
     return (energy >= energy.max() * 10.0 ** (-range_db / 10.0)).numpy()
 
 
+#: floor of a posterior before its log (float32 posteriors underflow to 0 for components far
+#: behind the best in a frame; the floor keeps such a frame's vote finite)
+POSTERIOR_FLOOR = 1e-30
+
+
 def true_speaker_switch(posterior: np.ndarray, reference: np.ndarray, component: int,
                         stft_cfg) -> tuple[float, float]:
     """Over the speech frames of ``reference``: the mean ``posterior[t, component]`` (the mass on
-    the true speaker) and 1.0 when ``component`` has the largest mean posterior of all K (the
-    switch identifies the speaker), else 0.0; both NaN without speech frames.
+    the true speaker) and 1.0 when ``component`` is the speaker the switch identifies, else 0.0;
+    both NaN without speech frames.
+
+    The identified speaker is ``argmax_k Σ_t log p(m[t] = k | x)`` over the speech frames (the
+    posterior floored at :data:`POSTERIOR_FLOOR`): the one component that best explains all of
+    them together, the utterance-level decision at the fitted model. For a per-frame switch
+    this equals ``argmax_k Σ_t ℓ[t, k] + T log π_k`` (the per-frame normalisers are common to
+    every k); for the per-utterance switch it is its own posterior's argmax. The argmax of the
+    mean posterior (which component wins most frames) identified fewer speakers among 50
+    LibriSpeech pool speakers: 60 % against 78 % / 72 % on their dev / test parts, one talker at
+    5 dB, the same fits (2026-12-06).
 
     :param posterior: ``(T, K)`` switch posterior of one source.
     """
@@ -39,8 +53,9 @@ def true_speaker_switch(posterior: np.ndarray, reference: np.ndarray, component:
     speech = speech[:T]
     if not speech.any():
         return math.nan, math.nan
-    mean = posterior[:T][speech].mean(0)
-    return float(mean[component]), float(int(mean.argmax()) == component)
+    frames = posterior[:T][speech]
+    votes = np.log(np.maximum(frames, POSTERIOR_FLOOR)).sum(0)
+    return float(frames.mean(0)[component]), float(int(votes.argmax()) == component)
 
 
 def best_order(estimates: np.ndarray, references: np.ndarray) -> list[int]:
@@ -129,5 +144,5 @@ class Scorer:
         return true_speaker_switch(post[:, j], reference, names.index(speaker), self.stft_cfg)
 
 
-__all__ = ["SPEECH_RANGE_DB", "speech_frames", "true_speaker_switch", "best_order", "swapped",
+__all__ = ["POSTERIOR_FLOOR", "SPEECH_RANGE_DB", "speech_frames", "true_speaker_switch", "best_order", "swapped",
            "status_rows", "Scorer"]
