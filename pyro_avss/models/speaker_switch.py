@@ -70,6 +70,8 @@ class SpeakerSwitch(MarkovSwitch):
     :param stay_prob: ``ρ``, the probability of keeping the same decoder from one frame to the
         next (with ``learn_stay``: its start).
     :param learn_stay: fit the stay logit per utterance and source (``switch_stay_logit``).
+    :param weights: each component's prior weight ``w`` within its speaker (positive; normalised
+        per speaker): where the chain starts and what it redraws from. Default: equal.
     """
 
     def __init__(self, groups, num_sources=1, stay_prob=DEFAULT_STAY, learn_stay=False, weights=None):
