@@ -140,14 +140,21 @@ class SpeakerSwitch(MarkovSwitch):
             ok = ok & (state_log_mask(allowed).to(device)[self.state.to(device)] == 0)
         return torch.where(ok.any(-1), -self.J * math.log(len(self.members)), EXCLUDED)
 
+    def tuple_hmms(self, emission, batch: int, frames: int, device, allowed=None,
+                   utt_dim: bool = False) -> ShiftedDiscreteHMM:
+        """One :class:`ShiftedDiscreteHMM` per group tuple (batch dims ``B``, the utt plate's
+        singleton dim with ``utt_dim``, then Γ), ``emission`` over each tuple's states."""
+        chain = self.tuple_chain_logits(batch, frames, device, allowed)
+        return ShiftedDiscreteHMM(chain.new_zeros(chain.shape[-1]), chain[:, None] if utt_dim else chain,
+                                  emission)
+
     def _chain_log_z(self, loglik: torch.Tensor, pi=None) -> torch.Tensor:
         """``log p(x | z)`` for per-state log-likelihoods ``(..., B, T, S)`` already zero in
         padded frames -> ``(..., B)``."""
         B, T = loglik.shape[-3:-1]
         per_tuple = loglik[..., self.state.to(loglik.device)]                         # (..,B,T,Γ,N)
         per_tuple = per_tuple.masked_fill(~self.valid.to(loglik.device), 0.0).movedim(-3, -2)
-        hmm = ShiftedDiscreteHMM(loglik.new_zeros(self.within.shape[0]),
-                                 self.tuple_chain_logits(B, T, loglik.device), dist.Unit(per_tuple))
+        hmm = self.tuple_hmms(dist.Unit(per_tuple), B, T, loglik.device)
         log_z = hmm.log_prob(per_tuple.new_empty(per_tuple.shape[:-1] + (0,)))       # (..,B,Γ)
         # the sum over tuples in float64: its gradient, exp(log Z_γ - log Z), would otherwise
         # carry log Z's float32 rounding (~0.001 nat at 10⁴ nats) and the posteriors sum to 1 - 2e-4
@@ -161,8 +168,7 @@ class SpeakerSwitch(MarkovSwitch):
         B, T = log_var.shape[-4:-2]
         log_var, power = zero_padded_frames(log_var, power, mask)
         per_tuple = log_var[..., self.state.to(log_var.device), :].movedim(-4, -3)   # (..,B,Γ,T,N,F)
-        hmm = ShiftedDiscreteHMM(log_var.new_zeros(self.within.shape[0]),
-                                 self.tuple_chain_logits(B, T, log_var.device, allowed)[:, None],
-                                 ObservedPower(per_tuple[..., None, :, :, :, :]).to_event(1))
+        hmm = self.tuple_hmms(ObservedPower(per_tuple[..., None, :, :, :, :]).to_event(1), B, T,
+                              log_var.device, allowed, utt_dim=True)
         logits = self.tuple_logits(log_var.device, allowed).expand(B, 1, -1)
         pyro.sample("x", dist.MixtureSameFamily(dist.Categorical(logits=logits), hmm), obs=power[:, None])
