@@ -23,8 +23,8 @@ from .nets.lips import LipProjection, LipTemporalEncoder
 from .nets.vae import DecoderBank, LatentDynamics, SpeechEncoder, VisualPrior
 
 FORMAT = "pyro_avss-model"
-FORMAT_VERSION = 4          # 3: latent dynamics, 4: a noisy encoder (each written only by models
-                            # that have it; others are written as format 2)
+FORMAT_VERSION = 5          # 3: latent dynamics, 4: a noisy encoder, 5: a mouth gate (each
+                            # written only by models that have it; others are written as format 2)
 
 
 def software_versions() -> dict:
@@ -114,8 +114,10 @@ class SpeechModels:
 
     @property
     def format_version(self) -> int:
-        """The oldest format that holds this model: 4 with a noisy encoder, 3 with latent
-        dynamics, else 2 (so older readers still load what they can use)."""
+        """The oldest format that holds this model: 5 with a mouth gate, 4 with a noisy
+        encoder, 3 with latent dynamics, else 2 (so older readers still load what they can use)."""
+        if self.lips.gated:
+            return 5
         return 4 if self.noisy_encoder is not None else 3 if self.dynamics is not None else 2
 
     def save(self, path: str | Path) -> None:
@@ -153,7 +155,8 @@ class SpeechModels:
                                names=[c["name"] for c in comps])
         decoders.load_state_dict(data["decoders"])
         lips = LipProjection(data["lips"]["dim"], data["lips"]["downsample"])
-        lips.load_state_dict(data["lip_projection"])
+        # a file from before the mouth gate has no threshold: no gate (+inf, the default)
+        lips.load_state_dict({"gate_threshold": lips.gate_threshold, **data["lip_projection"]})
         lip_encoder = prior = None
         if data.get("lip_encoder"):
             e = data["lip_encoder"]

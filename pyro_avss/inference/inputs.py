@@ -41,11 +41,13 @@ def normalised_power(audio, cfg: StftConfig) -> tuple[torch.Tensor, float]:
 
 
 def aligned_lips(track, projection: LipProjection, frame_times: np.ndarray,
-                 temporal: LipTemporalEncoder | None = None):
+                 temporal: LipTemporalEncoder | None = None, gate: bool = True):
     """Lip embedding per STFT frame: ``(T, Dv)`` and ``(T,)`` presence (float).
 
     ``track`` is a :class:`pyro_avss.video.track.LipTrack` or None (audio only); ``temporal``
-    the model's learned temporal lip encoder, applied to the aligned sequence, or None.
+    the model's learned temporal lip encoder, applied to the aligned sequence, or None. With
+    ``gate`` (and a projection that has one), video frames whose mouth region is not mouth-like
+    count as frames without a face (:meth:`~pyro_avss.nets.lips.LipProjection.mouth_like`).
     """
     T = len(frame_times)
     dim = projection.dim if temporal is None else temporal.out_dim
@@ -55,8 +57,10 @@ def aligned_lips(track, projection: LipProjection, frame_times: np.ndarray,
 
     device = projection.components.device          # the model's device (separation moves it)
     found = torch.as_tensor(track.face_found, dtype=torch.bool)
+    if gate:
+        found = projection.mouth_like(track.rois, found)
     embedding = projection(torch.as_tensor(track.rois).to(device), found.to(device)).cpu()  # (N, Dv)
-    index, valid = align_to_frames(track.timestamps, frame_times, track.face_found, 1.0 / track.fps)
+    index, valid = align_to_frames(track.timestamps, frame_times, found.numpy(), 1.0 / track.fps)
     index = torch.as_tensor(np.asarray(index), dtype=torch.long)
     valid = torch.as_tensor(np.asarray(valid), dtype=torch.bool)
     lips = (embedding[index.clamp(0, embedding.shape[0] - 1)] * valid[:, None]).float()

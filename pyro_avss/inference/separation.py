@@ -67,15 +67,15 @@ class _Chunk:
     frames: int           # STFT frames
 
 
-def _chunk_inputs(models: SpeechModels, audio, tracks, c: _Chunk):
+def _chunk_inputs(models: SpeechModels, audio, tracks, c: _Chunk, lip_gate: bool = True):
     """``power (T,F)`` normalised to mean one, ``spec (T,F)`` complex, ``lips (T,J,Dv)`` and
-    ``present (T,J)`` of one chunk."""
+    ``present (T,J)`` of one chunk (``lip_gate``: :func:`~.inputs.aligned_lips`' gate)."""
     cfg = models.stft
     spec = stft(torch.as_tensor(audio[c.start:c.start + c.length]), cfg)
     power = spec.abs().pow(2)
     power = power / power.mean().clamp_min(1e-12)
     times = c.start / cfg.sample_rate + cfg.frame_times(spec.shape[0])
-    lp = [aligned_lips(t, models.lips, times, models.lip_encoder) for t in tracks]
+    lp = [aligned_lips(t, models.lips, times, models.lip_encoder, lip_gate) for t in tracks]
     return power, spec, torch.stack([x[0] for x in lp], 1), torch.stack([x[1] for x in lp], 1)
 
 
@@ -117,7 +117,7 @@ def separate_recordings(models: SpeechModels, jobs: list[tuple[np.ndarray, list]
     order = sorted(range(len(chunks)), key=lambda i: chunks[i].frames)
     for b in range(0, len(order), settings.batch_size):
         group = [chunks[i] for i in order[b:b + settings.batch_size]]
-        inputs = [_chunk_inputs(models, *jobs[c.job], c) for c in group]
+        inputs = [_chunk_inputs(models, *jobs[c.job], c, settings.lip_gate) for c in group]
         T = max(x[0].shape[0] for x in inputs)
         pad = lambda xs: torch.stack([torch.nn.functional.pad(  # noqa: E731
             x, (0, 0) * (x.dim() - 1) + (0, T - x.shape[0])) for x in xs]).to(device)

@@ -29,9 +29,12 @@ def build_models(settings: Settings, speakers: list[str], video_speakers: set[st
         temporal = use_video and lc.front_end == "temporal"
         lip_dim = (lc.embed_dim if temporal else lc.dim) if use_video else 0
         projection = LipProjection(lc.dim, lc.downsample)
-        if use_video:
-            tracks = (LipTrack.load(r["lips"]) for r in train_rows if r.get("lips"))   # one at a time
-            projection.fit((t.rois, t.face_found) for t in tracks)
+        if use_video:      # the tracks are read one at a time, once for each fit
+            def clips():
+                return ((t.rois, t.face_found) for t in (LipTrack.load(r["lips"]) for r in train_rows
+                                                         if r.get("lips")))
+            projection.fit(clips())
+            projection.fit_gate(clips(), lc.gate_sigmas)
         lip_encoder = LipTemporalEncoder(lc.dim, lc.embed_dim) if temporal else None
         prior = VisualPrior(lip_dim, mc.latent_dim, mc.hidden) if use_video and mc.prior == "visual" else None
         encoder = SpeechEncoder(F, mc.latent_dim, mc.hidden, lip_dim)

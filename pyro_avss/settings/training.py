@@ -45,6 +45,10 @@ class LipsSettings(Section, name="lips"):
     # the projected ROIs, trained with the universal model; embed_dim is its output size)
     front_end: str = key("temporal", choices=("pca", "temporal"))
     embed_dim: int = key(32, at_least(1))
+    # the mouth gate (pyro_avss.nets.lips): a face frame whose mouth region lies more than this
+    # many standard deviations (of the training frames) off the projection's subspace counts as
+    # a frame without a face; 0: no gate
+    gate_sigmas: float = key(5.0, at_least(0))
 
 
 @dataclass

@@ -93,7 +93,9 @@ LIP_CORRUPTIONS = ("missing:0.3", "missing:0.6", "noise:0.3", "swap:0.3")
 LIPS_SPLITS = ("1spk", "2spk")
 #: (label, model: None for the GRID speaker bank or "twins" for it with audio-only twins
 #: (``model.audio_only_twins``), system, overrides): the rows of the lips-robustness table
-LIPS_ROWS = (("one component per utterance (default)", None, "switching", None),) + tuple(
+LIPS_ROWS = (("one component per utterance (default)", None, "switching", None),
+             ("one component per utterance, no mouth gate", None, "switching", ["separate.lip_gate=false"]),
+             ) + tuple(
     (label, None, "switching", changes) for label, _, changes in SWITCH_ROWS[1:]) + (
     ("one component per utterance, per-frame gains", None, "switching", ["separate.gain=frame"]),
     ("one component per utterance, guide restarted at step 20 (two talkers)", None, "switching", GUIDE_RESTART),
@@ -101,6 +103,9 @@ LIPS_ROWS = (("one component per utterance (default)", None, "switching", None),
     ("audio-only twins, sticky Markov per frame, τ = 30 s", "twins", "switching", MARKOV_SWITCH),
     ("audio-only twins, one speaker per utterance, sticky chain over its two decoders, τ = 30 s", "twins",
      "switching", ["separate.switch_prior=speaker", "separate.stay_seconds=30"]),
+    ("audio-only twins, one speaker per utterance, sticky chain over its two decoders, τ = 30 s, "
+     "no mouth gate", "twins", "switching",
+     ["separate.switch_prior=speaker", "separate.stay_seconds=30", "separate.lip_gate=false"]),
     ("universal model", None, "universal", None))
 
 #: (label, separation overrides, splits): the noise-model rows, each against the default
