@@ -4,6 +4,7 @@ face, so that a corrupted or occluded region does not steer separation with conf
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -111,3 +112,16 @@ def test_separation_reads_the_gate_setting():
     ungated = _chunk_inputs(models, audio, [noisy], chunk, False)[3]
     dropped = ((ungated > 0) & (gated == 0)).float().mean()
     assert (gated <= ungated).all() and 0.2 < dropped < 0.4       # the 30 % noise frames go
+
+
+def test_separation_warns_when_the_gate_stops_most_of_a_video():
+    from pyro_avss.inference.inputs import warn_if_gated
+
+    proj = fitted_projection()
+    clean = mouth_track(50, seed=11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_gated(clean, proj, "source 1")                      # a few stopped frames: quiet
+    unlike = corrupt_track(clean, LipCorruption("noise", 0.8), np.random.default_rng(4))
+    with pytest.warns(UserWarning, match=r"source 2: the mouth gate treats \d+% .*lip_gate=false"):
+        warn_if_gated(unlike, proj, "source 2")

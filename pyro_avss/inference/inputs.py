@@ -71,6 +71,27 @@ def aligned_lips(track, projection: LipProjection, frame_times: np.ndarray,
     return lips, valid.float()
 
 
+#: share of a track's face frames above which the mouth gate's verdict is reported: a video
+#: unlike the training ones (another camera, another mouth detector) can leave the subspace of
+#: the training mouths altogether, and then separation silently reads no lips at all
+GATE_WARNING_SHARE = 0.5
+
+
+def warn_if_gated(track, projection: LipProjection, what: str) -> None:
+    """Warn when the mouth gate stops more than :data:`GATE_WARNING_SHARE` of ``track``'s face
+    frames (``what`` names the source in the message)."""
+    import warnings
+
+    if track is None or not projection.gated or not track.face_found.any():
+        return
+    found = torch.as_tensor(track.face_found, dtype=torch.bool)
+    stopped = float((found & ~projection.mouth_like(track.rois, found)).sum()) / float(found.sum())
+    if stopped > GATE_WARNING_SHARE:
+        warnings.warn(f"{what}: the mouth gate treats {stopped:.0%} of the frames with a face as "
+                      "frames without one (their mouth regions look unlike the training mouths); "
+                      "if the video is fine, separate with separate.lip_gate=false", stacklevel=3)
+
+
 def utterance_inputs(audio, track, projection: LipProjection, cfg: StftConfig,
                      start_s: float = 0.0, temporal: LipTemporalEncoder | None = None) -> Inputs:
     """All model inputs of one utterance; ``start_s`` is where ``audio`` starts in the video's

@@ -33,7 +33,7 @@ import torch
 from ..audio import istft, stft
 from ..checkpoint import SpeechModels
 from .batch_fit import BatchFit, components_view, explain_fit, fit_batch, fitted_stay, posterior_masks
-from .inputs import aligned_lips
+from .inputs import aligned_lips, warn_if_gated
 from ..settings.separation import SeparationSettings
 
 # the separation API in one place: the settings, the batch fit and the recordings around it
@@ -109,6 +109,8 @@ def separate_recordings(models: SpeechModels, jobs: list[tuple[np.ndarray, list]
     chunks: list[_Chunk] = []
     assemblers = []
     for j, (audio, tracks) in enumerate(jobs):
+        for i, track in enumerate(tracks if settings.lip_gate else ()):
+            warn_if_gated(track, models.lips, f"recording {j + 1}, source {i + 1}")
         bounds = chunk_bounds(len(audio), chunk, overlap, cfg.hop)
         chunks += [_Chunk(j, i, start, length, cfg.num_frames(length))
                    for i, (start, length) in enumerate(bounds)]
