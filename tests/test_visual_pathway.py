@@ -163,8 +163,8 @@ def test_lips_are_projected_on_the_models_device_and_come_back_to_the_cpu(monkey
 
 
 def test_faceless_gain_is_free_only_where_the_face_is_missing():
-    """gain=faceless: one gain per source and chunk, times a per-frame factor that only frames
-    without that source's face use (and only those move it)."""
+    """gain=faceless: one gain per source and chunk where its face is seen, and a gain of its
+    own on each frame without that source's face; only the seen frames move the chunk's gain."""
     m = _models()
     B, T, J = 1, 12, 2
     power = torch.rand(B, T, F) + 0.1
@@ -172,12 +172,25 @@ def test_faceless_gain_is_free_only_where_the_face_is_missing():
     present[0, 3:7, 1] = 0.0                                       # source 2 loses its face
     s = SeparationSettings(steps=5, num_samples=2, tol=0.0, gain="faceless")
     fit = fit_batch(m, power, torch.randn(B, T, J, DV), present, torch.ones(B, T, dtype=torch.bool), s)
-    masks, factor = fit.masks, fit.params["gain_faceless"]
-    assert tuple(fit.params["gain"].shape) == (B, 1, J) and tuple(factor.shape) == (B, T, J)
+    masks, own = fit.masks, fit.params["gain_faceless"]
+    assert tuple(fit.params["gain"].shape) == (B, 1, J) and tuple(own.shape) == (B, T, J)
     seen = present > 0.5
-    assert torch.all(factor[seen] == 1.0)                          # no gradient where the face is seen
-    assert torch.all(factor[~seen] != 1.0)                         # fitted where it is not
+    start = torch.tensor(1.0 / (J + 1))
+    assert torch.allclose(own[seen], start.expand(int(seen.sum())))  # no gradient where the face is seen
+    assert torch.all(own[~seen] != start)                          # fitted where it is not
     assert torch.allclose(masks.sum(2), torch.ones(B, T, F), atol=1e-4)
+
+    # the faceless frames' gains are not tied to the chunk's: nothing that depends on them
+    # alone moves it (as factors on it, they pulled it)
+    import pyro
+
+    pyro.clear_param_store()
+    sep = SeparationModel(m.encoder, m.decoders, make_switch("utterance", 2, J), prior=m.prior, gain="faceless")
+    gains = sep.fitted_gain(power, present)
+    chunk = pyro.param("gain").unconstrained()
+    (grad,) = torch.autograd.grad(gains[~seen].sum(), chunk, allow_unused=True)
+    assert grad is None or torch.all(grad == 0)
+    assert torch.equal(gains[seen], pyro.param("gain").expand(B, T, J)[seen])
 
 
 def test_audio_only_twins_share_weights_and_ignore_the_lips():

@@ -48,8 +48,8 @@ own estimate (:meth:`SeparationModel.restarted_guide`, driven by
 (``gain = "frame"``) or one per source and chunk (``"utterance"``: the decoders, trained on
 per-utterance normalised speech, then carry the frame-to-frame level, so a source cannot take
 over another's frames by raising its gain there), or (``"faceless"``) one per source and chunk
-times a free per-frame factor in the frames where that source's face is missing, where the
-decoders have no lips to carry the level with.
+where its face is seen and a free one on each frame where that source's face is missing, where
+the decoders have no lips to carry the level with.
 
 Plate layout: ``plate("utt", B, dim=-2)`` outside ``plate("time", T, dim=-1)``; ``(J, D)`` is
 the event shape of ``z``; ``max_plate_nesting = 2``; enumerated switches use dims -3, -4, ...
@@ -285,19 +285,25 @@ class SeparationModel:
 
     def fitted_gain(self, power, present):
         """The gains ``g (B, T or 1, J)`` (``pyro.param``): one per source and chunk, one per frame,
-        or (``"faceless"``) one per source and chunk times a free per-frame factor where that
-        source's face is missing, ``g_j[t] = G_j · (present_j[t] ? 1 : h_j[t])``: the decoders
-        carry the level where the lips are seen and cannot where they are not."""
+        or (``"faceless"``) one per source and chunk where that source's face is seen and a free
+        one on each frame where it is missing, ``g_j[t] = present_j[t] ? G_j : h_j[t]``: the
+        decoders carry the level where the lips are seen and cannot where they are not.
+
+        The faceless frames' gains are parameters of their own, not factors on ``G_j``: as
+        factors (``G_j · h_j[t]``), every faceless frame also pulled the one gain the seen frames
+        share, and the target lost 2.4 dB with its face missing on 60 % of the frames (GRID
+        dev, one talker: 2.68 against 5.06 dB)."""
         B, T, _ = power.shape
         J = present.shape[-1]
         frames = T if self.gain == "frame" else 1
-        gain = pyro.param("gain", lambda: power.new_full((B, frames, J), 1.0 / (J + 1)),
+        start = 1.0 / (J + 1)
+        gain = pyro.param("gain", lambda: power.new_full((B, frames, J), start),
                           constraint=constraints.positive)
         if self.gain != "faceless":
             return gain
-        factor = pyro.param("gain_faceless", lambda: power.new_ones((B, T, J)),
-                            constraint=constraints.positive)
-        return gain * torch.where(present > 0.5, torch.ones_like(factor), factor)
+        own = pyro.param("gain_faceless", lambda: power.new_full((B, T, J), start),
+                         constraint=constraints.positive)
+        return torch.where(present > 0.5, gain.expand_as(own), own)
 
     def initial_guide(self, power, lips, present):
         """Starting ``(loc, scale)`` ``(B,T,J,D)`` of ``q(z)`` (``guide_init``): the encoder on

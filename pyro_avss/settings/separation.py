@@ -153,8 +153,8 @@ class SeparationSettings(Section, name="separate"):
                                      # dimension) | auto (markov when the model has memory)
     gain: str = key("auto", choices=("auto",) + GAINS)
                                      # utterance (one gain per source and chunk) | frame (g_j[t])
-                                     # | faceless (utterance, times a free per-frame factor
-                                     # where that source's face is missing)
+                                     # | faceless (utterance where that source's face is
+                                     # seen, a free gain per frame where it is missing)
                                      # | auto: faceless with a visual prior, else frame. GRID
                                      # two talkers: utterance +1.2 dB over frame with p(z|v) (a
                                      # small model without one could not carry the level and
@@ -163,7 +163,11 @@ class SeparationSettings(Section, name="separate"):
                                      # 60 % of frames: 1 talker 4.16 / 1.99 -> 4.68 / 2.47 dB,
                                      # 2 talkers 4.04 / 1.44 -> 4.62 / 2.05 dB (swaps 6 / 16 ->
                                      # 3 / 10 %); per-frame gains give 5.59 / 4.18 with one
-                                     # talker but lose 0.6 dB with intact lips
+                                     # talker but lose 0.6 dB with intact lips. Since
+                                     # 2026-12-06 the faceless frames' gains are free, no longer
+                                     # factors on the chunk's gain (which they then pulled):
+                                     # 30 / 60 % missing, one talker 5.48 / 2.68 -> 6.59 / 5.06
+                                     # dB, held-out 60 % 4.17 -> 5.12
     lip_gate: bool = True            # treat video frames whose mouth region is not mouth-like
                                      # as frames without a face (the model's mouth gate,
                                      # pyro_avss.nets.lips; no effect with a model without one).
