@@ -125,3 +125,28 @@ def test_separation_warns_when_the_gate_stops_most_of_a_video():
     unlike = corrupt_track(clean, LipCorruption("noise", 0.8), np.random.default_rng(4))
     with pytest.warns(UserWarning, match=r"source 2: the mouth gate treats \d+% .*lip_gate=false"):
         warn_if_gated(unlike, proj, "source 2")
+
+
+@pytest.mark.parametrize("sigmas", [5.0, 0.0])
+def test_fit_gives_the_universal_model_its_gate_from_the_training_clips(tmp_path, sigmas):
+    from test_training import synthetic_rows, tiny_config
+
+    from pyro_avss.inference.training import fit
+
+    rows = synthetic_rows(tmp_path)
+    tracks = []
+    for i, row in enumerate(rows):                    # 0.6 s clips: 15 video frames each
+        track = mouth_track(15, seed=100 + i)
+        track.save(tmp_path / f"{row['id']}.npz")
+        row["lips"] = str(tmp_path / f"{row['id']}.npz")
+        tracks.append(track)
+    cfg = tiny_config("model.use_video=true", "lips.front_end=pca", "lips.dim=4", "lips.downsample=8",
+                      "model.prior=standard", "train.epochs=1", f"lips.gate_sigmas={sigmas}")
+    models = fit(cfg, tmp_path / "run", rows=rows, progress=False)
+    train = [t for t, r in zip(tracks, rows) if r["split"] == "train"]
+    expected = LipProjection(dim=4, downsample=8).fit((t.rois, t.face_found) for t in train)
+    expected.fit_gate(((t.rois, t.face_found) for t in train), sigmas)
+    assert models.lips.gated == (sigmas > 0)
+    assert torch.allclose(models.lips.gate_threshold, expected.gate_threshold)
+    saved = SpeechModels.load(tmp_path / "run" / "model.pt")
+    assert torch.equal(saved.lips.gate_threshold, models.lips.gate_threshold)
