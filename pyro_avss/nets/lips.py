@@ -56,11 +56,15 @@ class LipProjection(nn.Module):
         # the mouth gate's threshold on log residual energy (module docstring); +inf: no gate
         self.register_buffer("gate_threshold", torch.tensor(math.inf))
 
+    def downsampled(self, rois: torch.Tensor) -> torch.Tensor:
+        """``(N, S, S)`` uint8/float ROIs -> ``(N, d*d)`` area-downsampled pixels in [0, 1]."""
+        x = torch.as_tensor(rois).float().div(255.0)
+        return F.adaptive_avg_pool2d(x.unsqueeze(1), self.downsample).flatten(1)
+
     def centred_pixels(self, rois: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """``(N, S, S)`` uint8/float ROIs and ``(N,)`` bool -> ``(N, d*d)`` clip-centred pixels
         (rows of frames without a face are zero)."""
-        x = torch.as_tensor(rois).float().div(255.0)
-        x = F.adaptive_avg_pool2d(x.unsqueeze(1), self.downsample).flatten(1)
+        x = self.downsampled(rois)
         present = torch.as_tensor(present, dtype=torch.bool)
         if present.any():
             x = x - x[present].mean(0, keepdim=True)
@@ -101,8 +105,7 @@ class LipProjection(nn.Module):
     def log_residual(self, rois: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """``(N,)`` log energy of each frame off the components' subspace, the frame centred on
         the clip's median face frame (module docstring; meaningless where ``present`` is 0)."""
-        x = torch.as_tensor(rois).float().div(255.0)
-        x = F.adaptive_avg_pool2d(x.unsqueeze(1), self.downsample).flatten(1)
+        x = self.downsampled(rois)
         present = torch.as_tensor(present, dtype=torch.bool)
         if present.any():
             x = x - x[present].median(0).values
