@@ -6,8 +6,9 @@ track into the same tensors through this module:
 * ``power (T, F)``: ``|STFT|²`` divided by its mean over the utterance (``scale``), so that
   models never depend on the recording level;
 * ``lips (T, Dv)`` and ``present (T,)``: the lip embedding of the video frame nearest to each
-  STFT frame centre (by timestamp), zero and ``present = 0`` where no face was found or the
-  video does not cover the frame. With a learned temporal lip encoder (``temporal``), that
+  STFT frame centre (by timestamp), zero and ``present = 0`` where no face was found, the
+  model's mouth gate finds the mouth region unlike a mouth, or the video does not cover the
+  frame. With a learned temporal lip encoder (``temporal``), that
   per-frame projection sequence is then embedded over time (training instead embeds each
   mini-batch itself, since the encoder is being learnt).
 """
