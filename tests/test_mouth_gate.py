@@ -100,7 +100,7 @@ def test_the_gate_is_kept_in_the_model_file_and_older_files_load_without_one(tmp
 
 
 def test_separation_reads_the_gate_setting():
-    from pyro_avss.inference.separation import _Chunk, _chunk_inputs
+    from pyro_avss.inference.separation import _Chunk, _chunk_inputs, _read_tracks
 
     proj = fitted_projection()
     models = SpeechModels(SpeechEncoder(513, 4, 16, 4), DecoderBank(1, 513, 4, 16, 4), proj, StftConfig())
@@ -108,23 +108,23 @@ def test_separation_reads_the_gate_setting():
     noisy = corrupt_track(clean, LipCorruption("noise", 0.3), np.random.default_rng(3))
     audio = np.random.default_rng(0).normal(0, 0.1, 48000).astype(np.float32)
     chunk = _Chunk(0, 0, 0, 48000, models.stft.num_frames(48000))
-    gated = _chunk_inputs(models, audio, [noisy], chunk, True)[3]
-    ungated = _chunk_inputs(models, audio, [noisy], chunk, False)[3]
+    gated = _chunk_inputs(models, audio, _read_tracks(models, [noisy], True, "recording 1"), chunk)[3]
+    ungated = _chunk_inputs(models, audio, _read_tracks(models, [noisy], False, "recording 1"), chunk)[3]
     dropped = ((ungated > 0) & (gated == 0)).float().mean()
     assert (gated <= ungated).all() and 0.2 < dropped < 0.4       # the 30 % noise frames go
 
 
 def test_separation_warns_when_the_gate_stops_most_of_a_video():
-    from pyro_avss.inference.inputs import warn_if_gated
+    from pyro_avss.inference.inputs import gated_tracks
 
     proj = fitted_projection()
     clean = mouth_track(50, seed=11)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        warn_if_gated(clean, proj, "source 1")                      # a few stopped frames: quiet
+        gated_tracks([clean], proj, "recording 1")                  # a few stopped frames: quiet
     unlike = corrupt_track(clean, LipCorruption("noise", 0.8), np.random.default_rng(4))
     with pytest.warns(UserWarning, match=r"source 2: the mouth gate treats \d+% .*lip_gate=false"):
-        warn_if_gated(unlike, proj, "source 2")
+        gated_tracks([clean, unlike], proj, "recording 1")
 
 
 @pytest.mark.parametrize("sigmas", [5.0, 0.0])

@@ -15,7 +15,7 @@ track into the same tensors through this module:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -57,11 +57,11 @@ def aligned_lips(track, projection: LipProjection, frame_times: np.ndarray,
     from ..video.align import align_to_frames
 
     device = projection.components.device          # the model's device (separation moves it)
-    found = torch.as_tensor(track.face_found, dtype=torch.bool)
     if gate:
-        found = projection.mouth_like(track.rois, found)
+        track, _ = screened_track(track, projection)
+    found = torch.as_tensor(track.face_found, dtype=torch.bool)
     embedding = projection(torch.as_tensor(track.rois).to(device), found.to(device)).cpu()  # (N, Dv)
-    index, valid = align_to_frames(track.timestamps, frame_times, found.numpy(), 1.0 / track.fps)
+    index, valid = align_to_frames(track.timestamps, frame_times, track.face_found, 1.0 / track.fps)
     index = torch.as_tensor(np.asarray(index), dtype=torch.long)
     valid = torch.as_tensor(np.asarray(valid), dtype=torch.bool)
     lips = (embedding[index.clamp(0, embedding.shape[0] - 1)] * valid[:, None]).float()
@@ -72,25 +72,41 @@ def aligned_lips(track, projection: LipProjection, frame_times: np.ndarray,
     return lips, valid.float()
 
 
+def screened_track(track, projection: LipProjection):
+    """``(track, stopped)``: ``track`` with the face frames that the projection's mouth gate
+    stops marked as frames without a face (the same track without a gate), and the share of
+    its face frames stopped."""
+    if track is None or not projection.gated or not track.face_found.any():
+        return track, 0.0
+    found = torch.as_tensor(track.face_found, dtype=torch.bool)
+    kept = projection.mouth_like(track.rois, found)
+    stopped = float((found & ~kept).sum()) / float(found.sum())
+    return (replace(track, face_found=kept.numpy()) if stopped else track), stopped
+
+
 #: share of a track's face frames above which the mouth gate's verdict is reported: a video
 #: unlike the training ones (another camera, another mouth detector) can leave the subspace of
 #: the training mouths altogether, and then separation silently reads no lips at all
 GATE_WARNING_SHARE = 0.5
 
 
-def warn_if_gated(track, projection: LipProjection, what: str) -> None:
-    """Warn when the mouth gate stops more than :data:`GATE_WARNING_SHARE` of ``track``'s face
-    frames (``what`` names the source in the message)."""
+def gated_tracks(tracks, projection: LipProjection, what: str) -> list:
+    """Each of ``tracks`` (one per source of a recording) through :func:`screened_track`, once,
+    with a warning for each source whose stopped share exceeds :data:`GATE_WARNING_SHARE`
+    (``what`` names the recording in the message). Pass the result to :func:`aligned_lips`
+    with ``gate=False``: the gate is not idempotent (its median centre moves)."""
     import warnings
 
-    if track is None or not projection.gated or not track.face_found.any():
-        return
-    found = torch.as_tensor(track.face_found, dtype=torch.bool)
-    stopped = float((found & ~projection.mouth_like(track.rois, found)).sum()) / float(found.sum())
-    if stopped > GATE_WARNING_SHARE:
-        warnings.warn(f"{what}: the mouth gate treats {stopped:.0%} of the frames with a face as "
-                      "frames without one (their mouth regions look unlike the training mouths); "
-                      "if the video is fine, separate with separate.lip_gate=false", stacklevel=3)
+    out = []
+    for i, track in enumerate(tracks):
+        screened, stopped = screened_track(track, projection)
+        if stopped > GATE_WARNING_SHARE:
+            warnings.warn(f"{what}, source {i + 1}: the mouth gate treats {stopped:.0%} of the frames "
+                          "with a face as frames without one (their mouth regions look unlike the "
+                          "training mouths); if the video is fine, separate with "
+                          "separate.lip_gate=false", stacklevel=4)
+        out.append(screened)
+    return out
 
 
 def utterance_inputs(audio, track, projection: LipProjection, cfg: StftConfig,

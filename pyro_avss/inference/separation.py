@@ -33,7 +33,7 @@ import torch
 from ..audio import istft, stft
 from ..checkpoint import SpeechModels
 from .batch_fit import BatchFit, components_view, explain_fit, fit_batch, fitted_stay, posterior_masks
-from .inputs import aligned_lips, warn_if_gated
+from .inputs import aligned_lips, gated_tracks
 from ..settings.separation import SeparationSettings
 
 # the separation API in one place: the settings, the batch fit and the recordings around it
@@ -67,15 +67,21 @@ class _Chunk:
     frames: int           # STFT frames
 
 
-def _chunk_inputs(models: SpeechModels, audio, tracks, c: _Chunk, lip_gate: bool = True):
+def _read_tracks(models: SpeechModels, tracks, lip_gate: bool, what: str) -> list:
+    """One recording's lip tracks as its chunks read them: through the model's mouth gate, once
+    per track (:func:`~.inputs.gated_tracks`), unless ``lip_gate`` (``separate.lip_gate``) is off."""
+    return gated_tracks(tracks, models.lips, what) if lip_gate else list(tracks)
+
+
+def _chunk_inputs(models: SpeechModels, audio, tracks, c: _Chunk):
     """``power (T,F)`` normalised to mean one, ``spec (T,F)`` complex, ``lips (T,J,Dv)`` and
-    ``present (T,J)`` of one chunk (``lip_gate``: :func:`~.inputs.aligned_lips`' gate)."""
+    ``present (T,J)`` of one chunk (``tracks`` from :func:`_read_tracks`)."""
     cfg = models.stft
     spec = stft(torch.as_tensor(audio[c.start:c.start + c.length]), cfg)
     power = spec.abs().pow(2)
     power = power / power.mean().clamp_min(1e-12)
     times = c.start / cfg.sample_rate + cfg.frame_times(spec.shape[0])
-    lp = [aligned_lips(t, models.lips, times, models.lip_encoder, lip_gate) for t in tracks]
+    lp = [aligned_lips(t, models.lips, times, models.lip_encoder, gate=False) for t in tracks]
     return power, spec, torch.stack([x[0] for x in lp], 1), torch.stack([x[1] for x in lp], 1)
 
 
@@ -108,9 +114,9 @@ def separate_recordings(models: SpeechModels, jobs: list[tuple[np.ndarray, list]
     overlap = int(settings.overlap_seconds * cfg.sample_rate)
     chunks: list[_Chunk] = []
     assemblers = []
+    read = []                                       # (audio, tracks) as the chunks read them
     for j, (audio, tracks) in enumerate(jobs):
-        for i, track in enumerate(tracks if settings.lip_gate else ()):
-            warn_if_gated(track, models.lips, f"recording {j + 1}, source {i + 1}")
+        read.append((audio, _read_tracks(models, tracks, settings.lip_gate, f"recording {j + 1}")))
         bounds = chunk_bounds(len(audio), chunk, overlap, cfg.hop)
         chunks += [_Chunk(j, i, start, length, cfg.num_frames(length))
                    for i, (start, length) in enumerate(bounds)]
@@ -119,7 +125,7 @@ def separate_recordings(models: SpeechModels, jobs: list[tuple[np.ndarray, list]
     order = sorted(range(len(chunks)), key=lambda i: chunks[i].frames)
     for b in range(0, len(order), settings.batch_size):
         group = [chunks[i] for i in order[b:b + settings.batch_size]]
-        inputs = [_chunk_inputs(models, *jobs[c.job], c, settings.lip_gate) for c in group]
+        inputs = [_chunk_inputs(models, *read[c.job], c) for c in group]
         T = max(x[0].shape[0] for x in inputs)
         pad = lambda xs: torch.stack([torch.nn.functional.pad(  # noqa: E731
             x, (0, 0) * (x.dim() - 1) + (0, T - x.shape[0])) for x in xs]).to(device)
