@@ -101,3 +101,18 @@ def test_restart_only_in_fits_of_enough_sources_with_the_models_own_guide():
         SeparationSettings(restart_at=-1)
     with pytest.raises(InputError, match="separate.restart_sources"):
         SeparationSettings(restart_sources=0)
+
+
+def test_auto_restart_only_for_models_with_a_visual_prior(monkeypatch):
+    import pyro_avss.settings.separation as separation
+
+    with_prior, without = _models(), _models()
+    without.prior = None
+    auto = SeparationSettings()
+    assert auto.restart_at is None
+    assert auto.restart_step_for(with_prior) == separation.AUTO_RESTART_STEP == 20
+    assert auto.restart_step_for(without) == 0
+    assert SeparationSettings(restart_at=7).restart_step_for(without) == 7
+    monkeypatch.setattr(separation, "AUTO_RESTART_STEP", 2)              # within a 4-step fit
+    assert torch.equal(_fit(None).masks, _fit(2).masks)
+    assert not torch.equal(_fit(None).masks, _fit(0).masks)

@@ -105,7 +105,7 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
             used = screened_components(models, power, lips, present, mask, settings, used, make_noise)
         restart = make_guide is None and J >= settings.restart_sources   # the model's own guide only
         return _fit(build, used, models.decoders.num_components, power, lips, present, mask,
-                    replace(settings, restart_at=settings.restart_at if restart else 0))
+                    replace(settings, restart_at=settings.restart_step_for(models) if restart else 0))
 
 
 def screened_components(models: SpeechModels, power, lips, present, mask, settings: SeparationSettings,
@@ -238,8 +238,9 @@ def _fit(build, used: list[int], num_components: int, power, lips, present, mask
     the model's bank of ``num_components``); ``used`` are the ones to start with. With
     ``prune_threshold > 0`` the components that no source needs are dropped after
     ``prune_after`` steps (:func:`components_to_keep`) and SVI goes on with the smaller model.
-    With ``restart_at > 0`` (``fit_batch`` sets it to 0 for fits of fewer than
-    ``restart_sources`` sources and for guides of the caller's own) the guide is restarted once, after that many steps, from each
+    With ``restart_at > 0`` (``fit_batch`` resolves it with
+    :meth:`~pyro_avss.settings.separation.SeparationSettings.restart_step_for` and sets it to 0
+    for fits of fewer than ``restart_sources`` sources and for guides of the caller's own) the guide is restarted once, after that many steps, from each
     source's own estimate (:mod:`.guide_restart`); the loss is not tested for convergence in the
     :data:`SETTLE_STEPS` steps after."""
     with isolated_pyro_state(settings.seed, power.device) as store, pyro.validation_enabled(False), \

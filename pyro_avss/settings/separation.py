@@ -28,6 +28,8 @@ GAINS = ("frame", "utterance", "faceless")
 NOISE_STARTS = ("flat", "lips", "auto")
 ENUMERATIONS = ("marginal", "pyro")
 NOISE_UPDATES = ("adam", "mu")
+#: the guide's restart step where ``separate.restart_at`` is auto and the model has p(z|v)
+AUTO_RESTART_STEP = 20
 
 
 @dataclass
@@ -121,18 +123,19 @@ class SeparationSettings(Section, name="separate"):
     lr_decay: float = key(0.95, within(0, 1, "(]"))
                                      # ... multiplied by this after every step (0.4 -> 0.03 at 50)
     num_samples: int = key(8, at_least(1))       # z samples for the Wiener filter
-    restart_at: int = key(0, at_least(0))
+    restart_at: int | None = key(None, at_least(0))
                                      # after this many steps, restart q(z) at its product with
                                      # the encoder's code of each source's own Wiener estimate,
                                      # Adam afresh for it (pyro_avss.inference.guide_restart);
-                                     # 0 = never. GRID two talkers, step 20: tuned-on 7.16 ->
-                                     # 7.83 dB (seed 1: 7.24 -> 7.78), held-out 6.78 -> 6.94,
-                                     # three talkers 5.31 -> 5.54, about the same time. Not the
-                                     # default: with the target's lips missing on 30 / 60 % of
-                                     # frames it loses 1.4 / 2.2 dB (3.69 -> 2.28, -1.29 ->
-                                     # -3.47). The re-encoded code alone, without the product:
-                                     # at step 15 / 20 / 25 7.78 / 7.83 / 7.56 tuned-on (Adam's
-                                     # state kept: 7.64 / 7.36 at 15 / 25)
+                                     # 0 = never; null = auto: 20 for a model with a visual prior
+                                     # p(z|v), else never (restart_step_for). Step 20 was chosen
+                                     # on the GRID two-talker tuned-on split (15 / 20 / 25: 7.78 /
+                                     # 7.83 / 7.56 dB; none 7.16; seed 1 7.78 against 7.24);
+                                     # held-out 6.78 -> 6.94, three talkers 5.31 -> 5.54, the
+                                     # target's face missing on 30 / 60 % of frames 4.71 / 3.37 ->
+                                     # 4.84 / 3.55 (held-out 5.30 / 3.45 -> 5.57 / 3.26). Models
+                                     # without p(z|v) lose with it (PCA lips and N(0, I) 1.01 ->
+                                     # -1.19 dB, learned lips and N(0, I) 5.27 -> 5.23), hence auto
     restart_sources: int = key(2, at_least(1))
                                      # ... in fits of at least this many sources (and with the
                                      # model's own guide, not a make_guide's): one talker
@@ -272,6 +275,17 @@ class SeparationSettings(Section, name="separate"):
         if self.switch_prior != "auto":
             return self.switch_prior
         return "utterance" if models.uses_video else "iid"
+
+    def restart_step_for(self, models: SpeechModels) -> int:
+        """The SVI step at which separation restarts the guide of a fit of ``restart_sources`` or
+        more sources for ``models`` (0: never): ``restart_at``, with ``None`` (auto) resolved to
+        :data:`AUTO_RESTART_STEP` where the model has a visual prior ``p(z | v)`` and to 0 where it
+        has not. The restart multiplies each source's visual prior into the re-encoded code (see
+        :mod:`~pyro_avss.inference.guide_restart`); without one, the two-talker mixtures of the
+        results run lost with it (see the key's comment)."""
+        if self.restart_at is not None:
+            return self.restart_at
+        return AUTO_RESTART_STEP if models.prior is not None else 0
 
     def stay(self, hop_seconds: float) -> float:
         """The Markov switch's stay probability per frame (its start when learnt): ``stay_prob``,

@@ -213,11 +213,13 @@ def _memory_section(memory: dict) -> list[str]:
         "prior with memory (`model.memory=markov`, trained as the default GRID models otherwise) "
         "chains the same per-frame means and scales over frames with a learnt correlation per "
         "latent dimension. The Markov guide (`separate.guide=markov`) chains the test-time "
-        "`q(z)` likewise, with one fitted correlation per source and dimension. The restarted "
-        "guide (an option, `separate.restart_at=20`; `separate.restart_sources=1` extends it to "
-        "one talker, as in its row here) is multiplied, after 20 SVI steps, by the encoder's "
-        "code of each source's own Wiener estimate (with its lips, times the visual prior), "
-        "where it started from the mixture all sources share, and Adam starts again for it.",
+        "`q(z)` likewise, with one fitted correlation per source and dimension. By "
+        "default (`separate.restart_at`, auto) the guide of a fit of two sources or more is "
+        "restarted after 20 SVI steps: multiplied by the encoder's code of each source's own "
+        "Wiener estimate (with its lips, times the visual prior), where it started from the "
+        "mixture all sources share, and Adam starts again for it. The no-restart row turns that "
+        "off (equal to the default with one talker); `separate.restart_sources=1` extends it to "
+        "one talker.",
         memory_table(memory))
 
 
@@ -273,6 +275,7 @@ def _lips_section(lips: dict) -> list[str]:
         "the universal row is the universal audio-visual model alone. The "
         "per-frame-gains row (`separate.gain=frame`) checks how much of the loss comes from "
         "the default gain, one per source and chunk, which leaves the speech level from frame "
-        "to frame to the lips. Cells: the target's SI-SDRi (dB) / p(true), with two talkers "
+        "to frame to the lips; the no-restart row, how much the guide's restart (default with "
+        "two talkers) changes. Cells: the target's SI-SDRi (dB) / p(true), with two talkers "
         "also / its swap rate.",
         body)
