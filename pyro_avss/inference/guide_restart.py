@@ -27,9 +27,12 @@ Measured (GRID two talkers, step 20, against no restart): tuned-on 7.83 dB again
 7.78 against 7.24), held-out 6.94 against 6.78, three talkers 5.54 against 5.31. Setting
 ``q(z)`` to the re-encoded start alone gave the same on the tuned-on split (7.83) but swapped
 one source of the tests' small model at step 20; the product did not at any step tried. It is
-not the default (``separate.restart_at=0``): with the target's lips missing on 30 / 60 % of its
-frames two talkers lose 1.4 / 2.2 dB with it, also when ``q(z)`` is left as fitted in the frames
-without a face.
+the default (``separate.restart_at`` auto:
+:meth:`~pyro_avss.settings.separation.SeparationSettings.restart_step_for`) for fits of two
+sources or more with a model that has a visual prior: models without one lost with it (PCA lips
+and ``N(0, I)`` 1.01 -> -1.19 dB), and with the target's face missing on 30 / 60 % of its frames
+it gains 0.13 / 0.18 dB (held-out 0.27 / -0.19) since the frames without a face have gains of
+their own (it lost 1.4 / 2.2 dB while they were factors on the chunk's gain).
 """
 
 from __future__ import annotations
