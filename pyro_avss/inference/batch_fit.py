@@ -240,9 +240,10 @@ def _fit(build, used: list[int], num_components: int, power, lips, present, mask
     ``prune_after`` steps (:func:`components_to_keep`) and SVI goes on with the smaller model.
     With ``restart_at > 0`` (``fit_batch`` resolves it with
     :meth:`~pyro_avss.settings.separation.SeparationSettings.restart_step_for` and sets it to 0
-    for fits of fewer than ``restart_sources`` sources and for guides of the caller's own) the guide is restarted once, after that many steps, from each
-    source's own estimate (:mod:`.guide_restart`); the loss is not tested for convergence in the
-    :data:`SETTLE_STEPS` steps after."""
+    for fits of fewer than ``restart_sources`` sources and for guides of the caller's own) the
+    guide is restarted once, after that many steps, from each source's own estimate
+    (:mod:`.guide_restart`); the loss is not tested for convergence in the :data:`SETTLE_STEPS`
+    steps after."""
     with isolated_pyro_state(settings.seed, power.device) as store, pyro.validation_enabled(False), \
             subnormals_flushed():
         sep = build(used)

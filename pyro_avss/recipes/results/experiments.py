@@ -35,7 +35,7 @@ MEMORY_ROWS = (
     ("prior with memory, mean-field guide", "memory", ["separate.guide=meanfield"]),
     ("frame-wise prior, mean-field guide, no restart (the default before 2026-12-06)", None, NO_RESTART),
     ("frame-wise prior, mean-field guide, restarted with one talker too (`separate.restart_sources=1`)", None,
-     ["separate.restart_at=20", "separate.restart_sources=1"]),
+     ["separate.restart_sources=1"]),
 )
 MEMORY_SPLITS = ("1spk", "1spk_held", "2spk", "2spk_held")
 
