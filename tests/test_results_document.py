@@ -121,9 +121,9 @@ def test_noise_table_marks_splits_a_setting_was_not_run_on():
     assert "| long | 7.00 / 1.20 | – | 0.200 |" in text
 
 
-def test_memory_table_reports_every_split_and_drops_incomplete_rows():
+def test_settings_table_reports_every_split_and_drops_incomplete_rows():
     from pyro_avss.recipes.results.experiments import MEMORY_SPLITS
-    from pyro_avss.recipes.results.tables import memory_table
+    from pyro_avss.recipes.results.tables import settings_table
 
     def row(v):
         entry = summary(v, 0.1)
@@ -132,7 +132,8 @@ def test_memory_table_reports_every_split_and_drops_incomplete_rows():
 
     full = {n: row(7.0 + i) for i, n in enumerate(MEMORY_SPLITS)}
     broken = dict(full, **{"2spk_held": {"systems": {"switching": {"ok": 0, "mean": {}}}}})
-    text = "\n".join(memory_table({"chain": full, "broken": broken}))
+    text = "\n".join(settings_table({"chain": full, "broken": broken}, "prior / guide"))
+    assert text.startswith("| prior / guide | 1spk: SI-SDRi |")
     assert "| chain | 7.00 | 8.00 | 9.00 | 10.00 | 1.20 / 0.500 | 0.250 / 0.250 | 0.100 |" in text
     assert "broken" not in text
 

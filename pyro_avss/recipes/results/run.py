@@ -22,8 +22,8 @@ from pyro_avss.recipes.results.experiments import (ABLATION_MODELS, ABLATION_SET
                                                    LIPS_ROWS, LIPS_SPLITS, MCEM_BUDGETS, MEMORY_MODEL,
                                                    MEMORY_ROWS, MEMORY_SPLITS, MULTI_TALKER_SYSTEMS,
                                                    NOISE_SETTINGS, NOISY_ENCODER_ROW, ONE_TALKER_SYSTEMS,
-                                                   SWITCH_ROWS, SWITCH_SPLITS, UNLABELLED_ROWS,
-                                                   UNLABELLED_SPLITS)
+                                                   SEED_MODEL, SEED_ROWS, SWITCH_ROWS, SWITCH_SPLITS,
+                                                   UNLABELLED_ROWS, UNLABELLED_SPLITS)
 
 
 def _fit(config: str, out: Path, overrides: list[str], rows, log: dict, name: str, device: str):
@@ -108,7 +108,8 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
     facts["evaluations"] = len(_evaluation_folders(out_dir))
     say("write the document")
     text = results_document(facts, evals, rows["ablation"], rows["noise"], rows["switch"], s_eq, s_mcem,
-                            iters, command, out_dir, doc, rows["memory"], rows["lips"], rows["unlabelled"])
+                            iters, command, out_dir, doc, rows["memory"], rows["lips"], rows["unlabelled"],
+                            rows["seeds"])
     doc.parent.mkdir(parents=True, exist_ok=True)
     from pyro_avss.recipes.mcem_comparison import carry_section     # from cli.py compare-mcem
 
@@ -124,7 +125,8 @@ def _train_and_score(m: Path, cache_set: list[str], grid_rows, libri_rows, facts
     decoders on every dev speaker and the unlabelled switch's clusters. Returns the model files
     the evaluations use: ``"grid"`` and ``"libri"`` (the speaker decoders), ``"grid_switching"`` and
     ``"libri_switching"`` (the banks of speakers found without labels), ``"memory"`` (the
-    prior with memory) and one per :data:`ABLATION_MODELS` name."""
+    prior with memory), ``"seed"`` (the default GRID models of the held-out training seed) and
+    one per :data:`ABLATION_MODELS` name."""
     from pyro_avss.evaluation.speaker_models import component_scores, speaker_table, switch_clusters
 
     say("fit GRID universal, speaker decoders, unlabelled switching VAE")
@@ -165,21 +167,21 @@ def _train_and_score(m: Path, cache_set: list[str], grid_rows, libri_rows, facts
              "grid_noisy": str(m / "grid_noisy" / "model.pt"), "libri_noisy": str(m / "libri_noisy" / "model.pt"),
              "grid_switching": str(m / "grid_switching" / "model.pt"),
              "libri_switching": str(m / "libri_switching" / "model.pt")}
-    for name, changes, _ in ABLATION_MODELS:
-        u = _fit("configs/grid_universal.yaml", m / f"{name}_universal", cache_set + changes, grid_rows,
-                 facts, f"{name}_universal", device)
-        paths[name] = m / f"{name}_speakers" / "model.pt"
+    def grid_pair(name: str, universal_changes: list[str], speaker_changes: list[str]) -> Path:
+        """A GRID universal model and its speaker decoders, by the packaged configs with these
+        changes: the speaker bank's model file."""
+        _fit("configs/grid_universal.yaml", m / f"{name}_universal", cache_set + universal_changes,
+             grid_rows, facts, f"{name}_universal", device)
         _fit("configs/grid_speakers.yaml", m / f"{name}_speakers",
-             cache_set + changes + [f"train.init={m / f'{name}_universal' / 'model.pt'}"], grid_rows,
-             facts, f"{name}_speakers", device)
-        del u
-    mem_name, mem_changes = MEMORY_MODEL
-    _fit("configs/grid_universal.yaml", m / f"{mem_name}_universal", cache_set + mem_changes, grid_rows,
-         facts, f"{mem_name}_universal", device)
-    _fit("configs/grid_speakers.yaml", m / f"{mem_name}_speakers",
-         cache_set + [f"train.init={m / f'{mem_name}_universal' / 'model.pt'}"], grid_rows, facts,
-         f"{mem_name}_speakers", device)
-    paths["memory"] = m / f"{mem_name}_speakers" / "model.pt"
+             cache_set + speaker_changes + [f"train.init={m / f'{name}_universal' / 'model.pt'}"],
+             grid_rows, facts, f"{name}_speakers", device)
+        return m / f"{name}_speakers" / "model.pt"
+
+    for name, changes, _ in ABLATION_MODELS:
+        paths[name] = grid_pair(name, changes, changes)
+    paths["memory"] = grid_pair(MEMORY_MODEL[0], MEMORY_MODEL[1], [])   # memory comes with the init
+    say("fit the GRID models again with the held-out training seed")
+    paths["seed"] = grid_pair(SEED_MODEL[0], SEED_MODEL[1], SEED_MODEL[1])
     return paths
 
 
@@ -224,7 +226,7 @@ def _main_evaluations(manifests: dict, models: dict, facts: dict, out_dir: Path,
 def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Path, device: str,
                          say) -> dict:
     """The switching system with the settings of every side-by-side table: ``{"noise",
-    "ablation", "memory", "switch": {label: {split: summary}}, "lips": see lips_rows}``."""
+    "ablation", "memory", "seeds", "switch": {label: {split: summary}}, "lips": see lips_rows}``."""
     spk_model = models["grid"]
 
     def bank(split: str, variant: str = ""):
@@ -251,6 +253,9 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
     say("speech prior with memory against the frame-wise prior (both splits)")
     memory = setting_rows(MEMORY_ROWS, MEMORY_SPLITS, manifests, evals,
                           lambda n: {None: spk_model, "memory": models["memory"]}, out_dir, device)
+    say("the default system with the held-out training seed and another separation seed")
+    seeds = setting_rows(SEED_ROWS, MEMORY_SPLITS, manifests, evals,
+                         lambda n: {None: spk_model, "seed": models["seed"]}, out_dir, device)
     say("switch prior: per frame (i.i.d. or sticky Markov) instead of one component per utterance")
     s_switch = setting_rows(SWITCH_ROWS, SWITCH_SPLITS, manifests, evals, lambda n: {None: bank(n)},
                             out_dir, device)
@@ -259,7 +264,7 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
     say("lips robustness: the target's lips missing or corrupted in part")
     lips = lips_rows(manifests, {None: spk_model, "twins": twins_model(spk_model)}, out_dir, device)
     return {"noise": noise_rows, "ablation": ablation, "memory": memory, "switch": s_switch, "lips": lips,
-            "unlabelled": unlabelled}
+            "unlabelled": unlabelled, "seeds": seeds}
 
 
 def corpus_bank(models: dict, split: str, variant: str = ""):
@@ -271,8 +276,8 @@ def corpus_bank(models: dict, split: str, variant: str = ""):
 def setting_rows(rows, splits, manifests: dict, evals: dict, models_for, out_dir: Path,
                  device: str) -> dict:
     """The switching system of every ``(label, model, overrides)`` row (:data:`MEMORY_ROWS`,
-    :data:`SWITCH_ROWS`, :data:`UNLABELLED_ROWS`) on ``splits``: ``{label: {split: summary}}``.
-    ``model`` is a key of ``models_for(split)`` (None: the split's default model); overrides
+    :data:`SEED_ROWS`, :data:`SWITCH_ROWS`, :data:`UNLABELLED_ROWS`) on ``splits``:
+    ``{label: {split: summary}}``. ``model`` is a key of ``models_for(split)`` (None: the split's default model); overrides
     None: the default system itself, whose summaries ``evals`` already holds (not run again)."""
     out = {}
     for label, which, changes in rows:

@@ -28,12 +28,14 @@ def _split_table(rows: dict, splits, head: list[str], cells) -> list[str]:
     return L + _coverage_note(shown)
 
 
-def memory_table(memory: dict) -> list[str]:
-    """Markdown: one row per prior/guide pair; SI-SDRi on each split, PESQ-WB and STOI on the
-    one-talker held-out split, the two-talker swap rates, RTF on one talker."""
-    head = ["prior / guide"] + [f"{n}: SI-SDRi" for n in MEMORY_SPLITS] + \
+def settings_table(rows: dict, what: str) -> list[str]:
+    """Markdown: one row per setting of ``rows`` (``{label: {split: summary}}`` over
+    :data:`MEMORY_SPLITS`: one and two talkers, tuned-on and held-out), ``what`` heading the
+    labels; SI-SDRi on each split, PESQ-WB and STOI on the one-talker held-out split, the
+    two-talker swap rates, RTF on one talker."""
+    head = [what] + [f"{n}: SI-SDRi" for n in MEMORY_SPLITS] + \
         ["1spk_held: PESQ-WB / STOI", "2spk / 2spk_held: swap rate", "RTF (1spk)"]
-    return _split_table(memory, MEMORY_SPLITS, head, lambda sw: [_f(sw[n]["mean"]["si_sdri"]) for n in MEMORY_SPLITS] + [
+    return _split_table(rows, MEMORY_SPLITS, head, lambda sw: [_f(sw[n]["mean"]["si_sdri"]) for n in MEMORY_SPLITS] + [
         f"{_f(sw['1spk_held']['mean']['pesq_wb'])} / {_f(sw['1spk_held']['mean']['stoi'], 3)}",
         f"{_f(sw['2spk']['mean']['swapped'], 3)} / {_f(sw['2spk_held']['mean']['swapped'], 3)}",
         _f(sw["1spk"]["mean"]["rtf"], 3)])
