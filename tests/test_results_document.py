@@ -252,7 +252,7 @@ def test_unlabelled_rows_separate_each_split_with_its_corpus_banks(tmp_path, mon
     bank of found speakers of the split's own corpus; the table shows both on every split."""
     import pyro_avss.recipes.results.run as run
     from pyro_avss.recipes.results.experiments import UNLABELLED_ROWS, UNLABELLED_SPLITS
-    from pyro_avss.recipes.results.tables import unlabelled_table
+    from pyro_avss.recipes.results.tables import quality_table
 
     calls = []
 
@@ -269,6 +269,6 @@ def test_unlabelled_rows_separate_each_split_with_its_corpus_banks(tmp_path, mon
                      ("libri.csv", "ls.pt", "switching"), ("libri_held.csv", "ls.pt", "switching")]
     default, found = (label for label, _, _ in UNLABELLED_ROWS)
     assert rows[default] == evals
-    text = "\n".join(unlabelled_table(rows))
+    text = "\n".join(quality_table(rows, UNLABELLED_SPLITS, "speaker bank"))
     assert f"| {found} | 6.00 / 1.20 | 6.00 / 1.20 | 6.00 / 1.20 | 6.00 / 1.20 |" in text
     assert f"| {default} | 7.00 / 1.20 |" in text

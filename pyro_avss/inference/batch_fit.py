@@ -24,6 +24,7 @@ from pyro.poutine.util import site_is_subsample
 from ..checkpoint import SpeechModels
 from ..errors import InputError, SeparationDiverged
 from ..models.generative import MAX_PLATE_NESTING, SeparationModel
+from ..models.harmonics import HarmonicCombs
 from ..models.noise import NMFNoise
 from ..models.switch import STAY_PARAM, joint_states, make_switch
 from .guide_restart import restart_guide, source_power_estimates
@@ -104,8 +105,10 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
         if needs_screening(settings, len(used), J):
             used = screened_components(models, power, lips, present, mask, settings, used, make_noise)
         restart = make_guide is None and J >= settings.restart_sources   # the model's own guide only
+        combs = (HarmonicCombs(power.shape[-1], models.stft.sample_rate, models.stft.n_fft, power.device)
+                 if settings.harmonics_at else None)
         return _fit(build, used, models.decoders.num_components, power, lips, present, mask,
-                    replace(settings, restart_at=settings.restart_step_for(models) if restart else 0))
+                    replace(settings, restart_at=settings.restart_step_for(models) if restart else 0), combs)
 
 
 def screened_components(models: SpeechModels, power, lips, present, mask, settings: SeparationSettings,
@@ -228,7 +231,7 @@ class BatchFit:
 
 
 def _fit(build, used: list[int], num_components: int, power, lips, present, mask,
-         settings: SeparationSettings) -> BatchFit:
+         settings: SeparationSettings, combs: HarmonicCombs | None = None) -> BatchFit:
     """The SVI loop and the posterior of :func:`fit_batch`, in a param store and random streams
     of its own (:func:`~.pyro_state.isolated_pyro_state`: the caller's are left as they were)
     and without Pyro's argument checks (a bad value shows up as a non-finite loss, which stops
@@ -242,8 +245,10 @@ def _fit(build, used: list[int], num_components: int, power, lips, present, mask
     :meth:`~pyro_avss.settings.separation.SeparationSettings.restart_step_for` and sets it to 0
     for fits of fewer than ``restart_sources`` sources and for guides of the caller's own) the
     guide is restarted once, after that many steps, from each source's own estimate
-    (:mod:`.guide_restart`); the loss is not tested for convergence in the :data:`SETTLE_STEPS`
-    steps after."""
+    (:mod:`.guide_restart`); with ``harmonics_at > 0``, after that many steps each source's
+    speech variance takes the harmonic comb ``combs`` reads from its own estimate
+    (:mod:`~pyro_avss.models.harmonics`). The loss is not tested for convergence in the
+    :data:`SETTLE_STEPS` steps after either."""
     with isolated_pyro_state(settings.seed, power.device) as store, pyro.validation_enabled(False), \
             subnormals_flushed():
         sep = build(used)
@@ -251,7 +256,7 @@ def _fit(build, used: list[int], num_components: int, power, lips, present, mask
         svi = _svi(sep, optim)
         frames = float(mask.sum())
         ema, steps = None, 0
-        settle = max(SETTLE_STEPS, settings.restart_at + SETTLE_STEPS // 2)
+        settle = max(SETTLE_STEPS, max(settings.restart_at, settings.harmonics_at) + SETTLE_STEPS // 2)
         for steps in range(1, settings.steps + 1):
             with warnings.catch_warnings():            # a NaN loss is the SeparationDiverged below
                 warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
@@ -265,11 +270,16 @@ def _fit(build, used: list[int], num_components: int, power, lips, present, mask
                 if len(keep) < len(used):
                     restrict_switch_prior(optim, keep)
                     used = [used[k] for k in keep]
-                    sep = build(used)
+                    combed, sep = sep.log_harmonics, build(used)
+                    sep.log_harmonics = combed              # pitches read before the pruning
                     svi = _svi(sep, optim)
-            if steps == settings.restart_at:
+            if steps in (settings.restart_at, settings.harmonics_at):
                 masks, _ = posterior_masks(sep, power, lips, present, mask, settings.num_samples)
-                restart_guide(sep, optim, lips, present, source_power_estimates(masks, power))
+                sources = source_power_estimates(masks, power)
+                if steps == settings.harmonics_at:
+                    sep.log_harmonics = combs(sources)
+                if steps == settings.restart_at:
+                    restart_guide(sep, optim, lips, present, sources)
                 ema = None                              # the loss starts a new descent
             if ema is None:
                 ema = loss

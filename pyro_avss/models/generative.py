@@ -10,10 +10,12 @@ For every utterance b, frame t and source j::
               (with memory: the same means m and scales s chained over frames,
                z_j[t] = m[t] + a (z_j[t-1] - m[t-1]) + sqrt(1 - a²) s[t] ε, see .markov)
     m_j[t]  ~ switch prior                                which component speaks
-    s_j[f,t] ~ CN(0, g_j[t] · σ²_{m_j[t]}(z_j[t], v_j[t])[f])
+    s_j[f,t] ~ CN(0, g_j[t] · σ²_{m_j[t]}(z_j[t], v_j[t])[f] · c_j[f,t])
     b[f,t]   ~ CN(0, (W H)[f,t])                           noise (NMF)
     x = Σ_j s_j + b   =>   x[f,t] | z, m ~ CN(0, Σ_j g_j σ²_{j,m_j} + (W H)[f,t])
 
+``c_j[·,t]`` is 1, or, once a fit has read source j's pitch at frame t from its own estimate,
+the harmonic comb of that pitch (:mod:`.harmonics`, ``separate.harmonics_at``).
 ``v_j[t]`` is source j's lip embedding at frame t (with ``present_j[t] = 0`` where no face was
 found). ``σ²_k`` is decoder k of a :class:`~pyro_avss.nets.vae.DecoderBank`; all K decoders are
 evaluated once per step as ``(..., J, K, F)``, the variance of every joint switch state is then
@@ -241,6 +243,9 @@ class SeparationModel:
         self.prior_weight = prior_weight
         self.dynamics, self.guide_kind = dynamics, guide
         self._prior_memo = None
+        #: ``(B,T,J,F)`` log harmonic comb of each source's pitch, or None (every comb 1): set by
+        #: the fit once it has read the pitches (:mod:`.harmonics`, ``separate.harmonics_at``)
+        self.log_harmonics = None
 
     def visual_prior(self, lips, present):
         """``(loc, scale)`` ``(B,T,J,D)`` of the frozen visual prior for these lips, computed once
@@ -253,8 +258,12 @@ class SeparationModel:
         return memo[2], memo[3]
 
     def speech_log_variance(self, z, lips, present, gain):
-        """``log(g_j σ²_{j,k})`` as ``(..., B, T, J, K, F)``."""
-        return gain.log()[..., None, None] + self.decoders(z, lips, present)
+        """``log(g_j σ²_{j,k} c_j)`` as ``(..., B, T, J, K, F)`` (``c_j``: source j's harmonic
+        comb where :attr:`log_harmonics` is set, else 1)."""
+        log_speech = gain.log()[..., None, None] + self.decoders(z, lips, present)
+        if self.log_harmonics is not None:
+            log_speech = log_speech + self.log_harmonics[..., None, :]
+        return log_speech
 
     def explain(self, z, power, lips, present, log_noise, gain) -> MixtureExplanation:
         """For one value of ``z``, the gains and the noise: the :class:`MixtureExplanation`."""

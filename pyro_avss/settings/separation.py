@@ -140,6 +140,11 @@ class SeparationSettings(Section, name="separate"):
                                      # ... in fits of at least this many sources (and with the
                                      # model's own guide, not a make_guide's): one talker
                                      # 8.93 / 7.01 dB tuned-on / held-out against 8.82 / 7.12
+    harmonics_at: int = key(0, at_least(0))
+                                     # after this many steps, read each source's pitch in every
+                                     # frame from its own Wiener estimate and multiply its
+                                     # speech variance by the harmonic comb of that pitch for the
+                                     # rest of the fit (pyro_avss.models.harmonics); 0 = never
     guide_init: str = key("auto", choices=("auto",) + GUIDE_INITS)
                                      # encoder (on the mixture) | prior (each source's visual
                                      # prior) | product (of the two; needs p(z|v)) | auto

@@ -90,6 +90,14 @@ SWITCH_ROWS = (
     ("i.i.d. per frame", None, ["separate.switch_prior=iid"]),
     ("sticky Markov per frame, τ = 30 s", None, MARKOV_SWITCH),
 )
+#: (label, model: None for the split's speaker bank, overrides): the harmonic combs read from each
+#: source's own estimate (``separate.harmonics_at``; 30 chosen on the tuned-on splits of GRID one
+#: and two talkers among 20, 25, 30 and 35), on every split of :data:`SWITCH_SPLITS`
+HARMONIC_ROWS = (
+    ("none (default)", None, None),
+    ("read after 30 steps (`separate.harmonics_at=30`)", None, ["separate.harmonics_at=30"]),
+    ("read after 20 steps (`separate.harmonics_at=20`)", None, ["separate.harmonics_at=20"]),
+)
 #: (label, model: None for the labelled speaker bank of the split's corpus or "switching" for the
 #: bank trained on the speakers found without labels, overrides): the unlabelled banks in
 #: separation, against the labelled ones, on one talker of each corpus

@@ -18,12 +18,12 @@ import numpy as np
 from pyro_avss.checkpoint import SpeechModels
 from pyro_avss.recipes.results.dev_mixtures import dev_mixtures
 from pyro_avss.recipes.results.document import results_document
-from pyro_avss.recipes.results.experiments import (ABLATION_MODELS, ABLATION_SETTINGS, LIP_CORRUPTIONS,
-                                                   LIPS_ROWS, LIPS_SPLITS, MCEM_BUDGETS, MEMORY_MODEL,
-                                                   MEMORY_ROWS, MEMORY_SPLITS, MULTI_TALKER_SYSTEMS,
-                                                   NOISE_SETTINGS, NOISY_ENCODER_ROW, ONE_TALKER_SYSTEMS,
-                                                   SEED_MODEL, SEED_ROWS, SWITCH_ROWS, SWITCH_SPLITS,
-                                                   UNLABELLED_ROWS, UNLABELLED_SPLITS)
+from pyro_avss.recipes.results.experiments import (ABLATION_MODELS, ABLATION_SETTINGS, HARMONIC_ROWS,
+                                                   LIP_CORRUPTIONS, LIPS_ROWS, LIPS_SPLITS, MCEM_BUDGETS,
+                                                   MEMORY_MODEL, MEMORY_ROWS, MEMORY_SPLITS,
+                                                   MULTI_TALKER_SYSTEMS, NOISE_SETTINGS, NOISY_ENCODER_ROW,
+                                                   ONE_TALKER_SYSTEMS, SEED_MODEL, SEED_ROWS, SWITCH_ROWS,
+                                                   SWITCH_SPLITS, UNLABELLED_ROWS, UNLABELLED_SPLITS)
 
 
 def _fit(config: str, out: Path, overrides: list[str], rows, log: dict, name: str, device: str):
@@ -109,7 +109,7 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
     say("write the document")
     text = results_document(facts, evals, rows["ablation"], rows["noise"], rows["switch"], s_eq, s_mcem,
                             iters, command, out_dir, doc, rows["memory"], rows["lips"], rows["unlabelled"],
-                            rows["seeds"])
+                            rows["seeds"], rows["harmonics"])
     doc.parent.mkdir(parents=True, exist_ok=True)
     from pyro_avss.recipes.mcem_comparison import carry_section     # from cli.py compare-mcem
 
@@ -259,12 +259,15 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
     say("switch prior: per frame (i.i.d. or sticky Markov) instead of one component per utterance")
     s_switch = setting_rows(SWITCH_ROWS, SWITCH_SPLITS, manifests, evals, lambda n: {None: bank(n)},
                             out_dir, device)
+    say("harmonic combs read from each source's own estimate part-way through the fit")
+    harmonics = setting_rows(HARMONIC_ROWS, SWITCH_SPLITS, manifests, evals, lambda n: {None: bank(n)},
+                             out_dir, device)
     say("the banks of speakers found without labels, in separation (one talker)")
     unlabelled = unlabelled_rows(manifests, evals, models, out_dir, device)
     say("lips robustness: the target's lips missing or corrupted in part")
     lips = lips_rows(manifests, {None: spk_model, "twins": twins_model(spk_model)}, out_dir, device)
     return {"noise": noise_rows, "ablation": ablation, "memory": memory, "switch": s_switch, "lips": lips,
-            "unlabelled": unlabelled, "seeds": seeds}
+            "unlabelled": unlabelled, "seeds": seeds, "harmonics": harmonics}
 
 
 def corpus_bank(models: dict, split: str, variant: str = ""):
@@ -276,9 +279,10 @@ def corpus_bank(models: dict, split: str, variant: str = ""):
 def setting_rows(rows, splits, manifests: dict, evals: dict, models_for, out_dir: Path,
                  device: str) -> dict:
     """The switching system of every ``(label, model, overrides)`` row (:data:`MEMORY_ROWS`,
-    :data:`SEED_ROWS`, :data:`SWITCH_ROWS`, :data:`UNLABELLED_ROWS`) on ``splits``:
-    ``{label: {split: summary}}``. ``model`` is a key of ``models_for(split)`` (None: the split's default model); overrides
-    None: the default system itself, whose summaries ``evals`` already holds (not run again)."""
+    :data:`SEED_ROWS`, :data:`SWITCH_ROWS`, :data:`HARMONIC_ROWS`, :data:`UNLABELLED_ROWS`) on
+    ``splits``: ``{label: {split: summary}}``. ``model`` is a key of ``models_for(split)``
+    (None: the split's default model); overrides None: the default system itself, whose
+    summaries ``evals`` already holds (not run again)."""
     out = {}
     for label, which, changes in rows:
         out[label] = {n: evals[n] if changes is None else

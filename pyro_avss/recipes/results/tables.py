@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pyro_avss.recipes.results.experiments import MEMORY_SPLITS, SWITCH_SPLITS, UNLABELLED_SPLITS
+from pyro_avss.recipes.results.experiments import MEMORY_SPLITS, SWITCH_SPLITS
 
 
 def _f(v, d=2):
@@ -41,12 +41,15 @@ def settings_table(rows: dict, what: str) -> list[str]:
         _f(sw["1spk"]["mean"]["rtf"], 3)])
 
 
-def unlabelled_table(rows: dict) -> list[str]:
-    """Markdown: one row per speaker bank (labelled, found without labels); SI-SDRi / PESQ-WB
-    on each split of :data:`UNLABELLED_SPLITS`."""
-    head = ["speaker bank"] + [f"{n}: SI-SDRi / PESQ-WB" for n in UNLABELLED_SPLITS]
-    return _split_table(rows, UNLABELLED_SPLITS, head, lambda sw: [
-        f"{_f(sw[n]['mean']['si_sdri'])} / {_f(sw[n]['mean']['pesq_wb'])}" for n in UNLABELLED_SPLITS])
+def quality_table(rows: dict, splits, what: str) -> list[str]:
+    """Markdown: one row per setting of ``rows`` (``{label: {split: summary}}``), ``what``
+    heading the labels; SI-SDRi / PESQ-WB on each of ``splits``, and the two-talker swap rates
+    where ``splits`` has both two-talker splits."""
+    swaps = {"2spk", "2spk_held"} <= set(splits)
+    head = [what] + [f"{n}: SI-SDRi / PESQ-WB" for n in splits] + (["2spk / 2spk_held: swap rate"] if swaps else [])
+    return _split_table(rows, splits, head, lambda sw: [
+        f"{_f(sw[n]['mean']['si_sdri'])} / {_f(sw[n]['mean']['pesq_wb'])}" for n in splits] + (
+        [f"{_f(sw['2spk']['mean']['swapped'], 3)} / {_f(sw['2spk_held']['mean']['swapped'], 3)}"] if swaps else []))
 
 
 def switch_table(switch: dict) -> list[str]:

@@ -1,0 +1,67 @@
+"""Harmonic combs read from each source's own estimate part-way through a fit
+(pyro_avss.models.harmonics, separate.harmonics_at)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pyro_avss.errors import InputError
+from pyro_avss.inference.batch_fit import fit_batch
+from pyro_avss.models.generative import SeparationModel
+from pyro_avss.models.harmonics import TOP_HZ, HarmonicCombs
+from pyro_avss.settings.separation import SeparationSettings
+
+from test_guide_restart import B, F, J, T, _inputs, _models
+
+FREQS = torch.arange(513) * 16000 / 1024
+
+
+def voiced(f0: float) -> torch.Tensor:
+    """A falling envelope with narrow bumps on the harmonics of ``f0``, over a floor."""
+    bumps = sum(torch.exp(-0.5 * ((FREQS - h * f0) / 6) ** 2) for h in range(1, int(8000 // f0)))
+    return torch.exp(-FREQS / 1500) * (0.02 + bumps)
+
+
+def test_combs_keep_the_level_and_read_the_pitch_of_a_voiced_frame():
+    combs = HarmonicCombs(513, 16000, 1024)
+    band = FREQS < TOP_HZ
+    assert torch.allclose(combs.log_combs[:, band].exp().mean(1), torch.ones(len(combs.log_combs)))
+    assert torch.all(combs.log_combs[:, ~band] == 0)
+    frames = torch.stack([voiced(f0) for f0 in (75.0, 95.0, 143.0, 210.0)])
+    assert combs.pitch(frames).tolist() == [75.0, 95.0, 143.0, 210.0]
+    log_comb = combs(frames[2])
+    off_harmonic = (FREQS[band][:, None] - 143.0 * torch.arange(1, 28)).abs().min(1).values
+    assert log_comb[band][off_harmonic < 8].min() > 0 > log_comb[band][off_harmonic > 30].max()
+    flat = torch.exp(-FREQS / 1500)                                          # no fine structure
+    assert math.isnan(combs.pitch(flat)) and torch.all(combs(flat) == 0)
+    assert combs(torch.stack([frames, frames])).shape == (2, 4, 513)
+
+
+def _fit(harmonics_at, steps=4):
+    settings = SeparationSettings(steps=steps, num_samples=2, tol=0.0, restart_at=0,
+                                  harmonics_at=harmonics_at)
+    return fit_batch(_models(), *_inputs(), settings)
+
+
+def test_the_fit_reads_the_combs_once_at_the_step_asked_for(monkeypatch):
+    read = []
+    speech_log_variance = SeparationModel.speech_log_variance
+
+    def spy(self, z, lips, present, gain):
+        read.append(self.log_harmonics)
+        return speech_log_variance(self, z, lips, present, gain)
+
+    monkeypatch.setattr(SeparationModel, "speech_log_variance", spy)
+    never, combed, too_late = _fit(0), _fit(2), _fit(9)
+    assert combed.steps == never.steps == 4
+    assert not torch.allclose(combed.masks, never.masks)
+    assert torch.equal(too_late.masks, never.masks)                  # a fit that never gets there
+    assert torch.allclose(combed.masks.sum(2), torch.ones(B, T, F), atol=1e-4)
+    combed_calls = [c for c in read if c is not None]
+    assert combed_calls and all(c.shape == (B, T, J, F) for c in combed_calls)
+    assert all(c is combed_calls[0] for c in combed_calls)           # read once, then kept
+    with pytest.raises(InputError, match="separate.harmonics_at"):
+        SeparationSettings(harmonics_at=-1)
