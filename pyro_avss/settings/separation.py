@@ -144,7 +144,11 @@ class SeparationSettings(Section, name="separate"):
                                      # after this many steps, read each source's pitch in every
                                      # frame from its own Wiener estimate and multiply its
                                      # speech variance by the harmonic comb of that pitch for the
-                                     # rest of the fit (pyro_avss.models.harmonics); 0 = never
+                                     # rest of the fit (pyro_avss.models.harmonics); 0 = never.
+                                     # 30 chosen on the GRID tuned-on splits (one talker 20 / 30:
+                                     # 9.34 / 9.28 dB against 8.82; two talkers 20 / 25 / 30 / 35:
+                                     # 7.79 / 8.06 / 8.11 / 8.12 against 7.83); docs/results.md has
+                                     # it on every split. Not yet the default: every table would move
     guide_init: str = key("auto", choices=("auto",) + GUIDE_INITS)
                                      # encoder (on the mixture) | prior (each source's visual
                                      # prior) | product (of the two; needs p(z|v)) | auto
