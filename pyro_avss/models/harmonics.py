@@ -13,7 +13,7 @@ that source's own estimate part-way through the fit (``separate.harmonics_at``):
 
 The comb of pitch ``f0`` (a bump of width ``w`` on every harmonic, a floor ``ρ`` between them)::
 
-    c_{f0}(f) ∝ ρ + (1 − ρ) · min(1, Σ_h exp(−(f − h f0)² / 2w²))      for f < f_top,
+    c_{f0}(f) ∝ ρ + (1 − ρ) · exp(−(f − h f0)² / 2w²)      for f < f_top, h the harmonic nearest f,
 
 normalised to mean 1 over ``f < f_top``, and ``c = 1`` above ``f_top`` (high harmonics drift off a
 grid of pitches spaced 1 Hz apart), so the comb moves power from between the harmonics onto them
@@ -53,9 +53,9 @@ class HarmonicCombs:
     def __init__(self, num_bins: int, sample_rate: int, n_fft: int, device=None):
         freqs = torch.arange(num_bins, dtype=torch.float32, device=device) * (sample_rate / n_fft)
         f0 = torch.arange(*PITCH_RANGE, dtype=torch.float32, device=device)
-        harmonics = torch.arange(1, int(TOP_HZ // PITCH_RANGE[0]) + 2, device=device)
-        centres = harmonics[None, :, None] * f0[:, None, None]                     # (P, H, 1)
-        bumps = torch.exp(-0.5 * ((freqs - centres) / WIDTH_HZ) ** 2).sum(1).clamp(max=1.0)
+        # the nearest harmonic's bump (the next one is ≥ 70 Hz away: its share is below e^-40)
+        nearest = (freqs / f0[:, None]).round().clamp_min(1.0) * f0[:, None]          # (P, F)
+        bumps = torch.exp(-0.5 * ((freqs - nearest) / WIDTH_HZ) ** 2)
         self.band = freqs < TOP_HZ                                                  # combed bins
         comb = FLOOR + (1 - FLOOR) * bumps
         comb = comb / comb[:, self.band].mean(1, keepdim=True)
