@@ -102,7 +102,8 @@ def test_the_pretend_gpu_refuses_what_a_gpu_refuses(monkeypatch):
 CASES = {"av1": (1, 4, {}), "av2": (2, 4, {}), "ao2-markov": (2, 0, {"switch_prior": "markov"}),
          "ao1-utterance": (1, 0, {"switch_prior": "utterance"}),
          "av1-pyro-learnt-stay": (1, 4, {"switch_prior": "markov", "enumeration": "pyro",
-                                         "learn_stay": True})}
+                                         "learn_stay": True}),
+         "av2-harmonic-combs": (2, 4, {"harmonics_at": 3})}
 
 
 @pytest.mark.parametrize("case", CASES)
