@@ -264,9 +264,9 @@ def _harmonics_section(rows: dict) -> list[str]:
         "read from its own Wiener estimate and its speech variance is multiplied by the harmonic "
         "comb of that pitch for the rest of the fit (`pyro_avss/models/harmonics.py`); the "
         "decoders give only the envelope. The step was chosen on the tuned-on splits of GRID one "
-        "and two talkers (one talker 20 / 30: 9.34 / 9.28 dB; two talkers, where the guide's "
-        "restart comes at step 20, 20 / 25 / 30 / 35: 7.79 / 8.06 / 8.11 / 8.12 dB); it is not the "
-        "default yet (every table of this page would change).",
+        "and two talkers among 20, 25, 30 and 35 (the figures of that choice are in the comment "
+        "of `separate.harmonics_at`); it is not the default yet (every table of this page would "
+        "change).",
         quality_table(rows, SWITCH_SPLITS, "harmonic combs"))
 
 
