@@ -30,14 +30,22 @@ def test_combs_keep_the_level_and_read_the_pitch_of_a_voiced_frame():
     band = FREQS < TOP_HZ
     assert torch.allclose(combs.log_combs[:, band].exp().mean(1), torch.ones(len(combs.log_combs)))
     assert torch.all(combs.log_combs[:, ~band] == 0)
-    frames = torch.stack([voiced(f0) for f0 in (75.0, 95.0, 143.0, 210.0)])
-    assert combs.pitch(frames).tolist() == [75.0, 95.0, 143.0, 210.0]
-    log_comb = combs(frames[2])
+    frames = torch.stack([voiced(f0) for f0 in (75.0, 95.0, 143.0, 210.0)])[:, None]   # J = 1
+    assert combs.pitch(frames)[:, 0].tolist() == [75.0, 95.0, 143.0, 210.0]
+    log_comb = combs(frames[2])[0]
     off_harmonic = (FREQS[band][:, None] - 143.0 * torch.arange(1, 28)).abs().min(1).values
     assert log_comb[band][off_harmonic < 8].min() > 0 > log_comb[band][off_harmonic > 30].max()
-    flat = torch.exp(-FREQS / 1500)                                          # no fine structure
+    flat = torch.exp(-FREQS / 1500)[None]                                    # no fine structure
     assert math.isnan(combs.pitch(flat)) and torch.all(combs(flat) == 0)
-    assert combs(torch.stack([frames, frames])).shape == (2, 4, 513)
+    assert combs(torch.stack([frames, frames])).shape == (2, 4, 1, 513)
+
+
+def test_each_source_keeps_the_pitch_its_own_estimate_has_more_of_than_the_others():
+    combs = HarmonicCombs(513, 16000, 1024)
+    loud, quiet = voiced(110.0), voiced(210.0)
+    leaky = 0.6 * loud + 0.4 * quiet              # the quiet voice's estimate, the loud one leaking in
+    assert combs.pitch(leaky[None]).item() == 110.0                     # alone: the leaked voice
+    assert combs.pitch(torch.stack([loud, leaky])).tolist() == [110.0, 210.0]
 
 
 def _fit(harmonics_at, steps=4):
