@@ -147,8 +147,10 @@ class SeparationSettings(Section, name="separate"):
                                      # rest of the fit (pyro_avss.models.harmonics); 0 = never.
                                      # 30 chosen on the GRID tuned-on splits (one talker 20 / 30:
                                      # 9.34 / 9.28 dB against 8.82; two talkers 20 / 25 / 30 / 35:
-                                     # 7.79 / 8.06 / 8.11 / 8.12 against 7.83); docs/results.md has
-                                     # it on every split. Not yet the default: every table would move
+                                     # 7.79 / 8.06 / 8.11 / 8.12 against 7.83; 8.07 / 8.29 at 20 /
+                                     # 30 once each source's match lost half the others');
+                                     # docs/results.md has it on every split. Not yet the
+                                     # default: every table would move
     guide_init: str = key("auto", choices=("auto",) + GUIDE_INITS)
                                      # encoder (on the mixture) | prior (each source's visual
                                      # prior) | product (of the two; needs p(z|v)) | auto
