@@ -37,14 +37,16 @@ two-talker tuned-on split 8.11 → 8.29 dB, λ = 1 7.60; held-out 7.14 → 7.42,
 → 5.72; one talker is unchanged). A Viterbi track of the pitch over frames on top of it (a cost
 per Hz of change, a fixed cost per jump) read 65 % right and gave 8.32: too little for what it
 adds. The pitch is still the limit: combs at the clean sources' pitch give 9.22 dB there against
-7.88 (one mixture per fit; one talker 9.69 against 9.22). The match is not normalised by each comb's spread (larger for
-lower pitches, whose bumps cover more of the band): normalised, it finds a clean synthetic voice's
-pitch where this may take half of it, but the two-talker tuned-on split lost 0.14 dB with it
-(7.65 against 7.79 dB, combs read at step 20). A frame that no comb matches (best match ≤ 0: no
-fine structure at all) keeps ``c = 1``; keeping it also where the match, normalised, fell below
-0.3 lost 0.18 dB there (7.61). The pitch is a point estimate, read once like the noise bases of the pauses
-(:func:`~.noise.pause_noise_bases`), not a sample site: the model stays a function of ``z``, the
-gains, the noise and the switch, with the combs as fixed factors.
+7.88 (one mixture per fit; one talker 9.69 against 9.22).
+
+The match is not normalised by each comb's spread (larger for lower pitches, whose bumps cover
+more of the band): normalised, it finds a clean synthetic voice's pitch where this may take half
+of it, but the two-talker tuned-on split lost 0.14 dB with it (7.65 against 7.79 dB, combs read
+at step 20, before the others' match was subtracted). A frame that no comb matches (best match
+≤ 0: no fine structure at all) keeps ``c = 1``; keeping it also where the match, normalised, fell
+below 0.3 lost 0.18 dB there (7.61). The pitch is a point estimate, read once like the noise
+bases of the pauses (:func:`~.noise.pause_noise_bases`), not a sample site: the model stays a
+function of ``z``, the gains, the noise and the switch, with the combs as fixed factors.
 """
 
 from __future__ import annotations

@@ -46,10 +46,17 @@ def quality_table(rows: dict, splits, what: str) -> list[str]:
     heading the labels; SI-SDRi / PESQ-WB on each of ``splits``, and the two-talker swap rates
     where ``splits`` has both two-talker splits."""
     swaps = {"2spk", "2spk_held"} <= set(splits)
-    head = [what] + [f"{n}: SI-SDRi / PESQ-WB" for n in splits] + (["2spk / 2spk_held: swap rate"] if swaps else [])
-    return _split_table(rows, splits, head, lambda sw: [
-        f"{_f(sw[n]['mean']['si_sdri'])} / {_f(sw[n]['mean']['pesq_wb'])}" for n in splits] + (
-        [f"{_f(sw['2spk']['mean']['swapped'], 3)} / {_f(sw['2spk_held']['mean']['swapped'], 3)}"] if swaps else []))
+    head = [what] + [f"{n}: SI-SDRi / PESQ-WB" for n in splits]
+    if swaps:
+        head.append("2spk / 2spk_held: swap rate")
+
+    def cells(sw: dict) -> list[str]:
+        out = [f"{_f(sw[n]['mean']['si_sdri'])} / {_f(sw[n]['mean']['pesq_wb'])}" for n in splits]
+        if swaps:
+            out.append(f"{_f(sw['2spk']['mean']['swapped'], 3)} / {_f(sw['2spk_held']['mean']['swapped'], 3)}")
+        return out
+
+    return _split_table(rows, splits, head, cells)
 
 
 def switch_table(switch: dict) -> list[str]:
