@@ -76,6 +76,13 @@ class SpeechModels:
     def component_names(self) -> list[str]:
         return list(self.decoders.names)
 
+    def component_summary(self) -> str:
+        """The components' names, each with the pitch range ``fit`` read from its training clips
+        where the model file has one (:mod:`~pyro_avss.inference.pitch_ranges`)."""
+        ranges = self.info.get("pitch_ranges") or {}
+        return ", ".join(f"{n} (pitch {ranges[n][0]:.0f}-{ranges[n][1]:.0f} Hz)" if n in ranges else n
+                         for n in self.component_names)
+
     @property
     def uses_video(self) -> bool:
         return bool(self.decoders.lip_dim) and bool(self.decoders.uses_video.any())

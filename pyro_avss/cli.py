@@ -176,7 +176,7 @@ def fit(config_path, overrides, out, device, seed, resume, threads):
         fail(exc)
     if ranks.main:
         click.echo(f"model: {Path(out) / 'model.pt'} ({models.decoders.num_components} components: "
-                   f"{', '.join(models.component_names)})")
+                   f"{models.component_summary()})")
 
 
 # ----------------------------------------------------------------------------------------------

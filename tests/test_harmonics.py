@@ -11,6 +11,7 @@ import torch
 from pyro_avss.errors import InputError
 from pyro_avss.inference.batch_fit import fit_batch
 from pyro_avss.models.generative import SeparationModel
+from pyro_avss.inference.pitch_ranges import pitch_range_table
 from pyro_avss.models.harmonics import TOP_HZ, HarmonicCombs
 from pyro_avss.settings.separation import SeparationSettings
 
@@ -48,13 +49,45 @@ def test_each_source_keeps_the_pitch_its_own_estimate_has_more_of_than_the_other
     assert combs.pitch(torch.stack([loud, leaky])).tolist() == [110.0, 210.0]
 
 
-def _fit(harmonics_at, steps=4):
+def test_a_source_bound_to_a_speaker_reads_its_pitch_within_that_speakers_range():
+    nan = float("nan")
+    ranges = torch.tensor([[80.0, 150.0], [180.0, 260.0], [300.0, 380.0], [nan, nan]])
+    combs = HarmonicCombs(513, 16000, 1024, ranges=ranges)
+    leaky = (0.6 * voiced(110.0) + 0.4 * voiced(210.0))[None, None, None]      # (B, T, J, F)
+    valid = torch.ones(1, 1, dtype=torch.bool)
+
+    def allowed(posterior, components=(0, 1, 2, 3)):
+        return combs.allowed_pitches(torch.tensor(posterior)[None, None, None], valid, list(components))
+
+    assert combs.pitch(leaky).item() == 110.0                           # every pitch: the leaked one
+    assert combs.pitch(leaky, allowed([0.1, 0.8, 0.0, 0.1])).item() == 210.0   # bound to the high voice
+    assert combs.pitch(leaky, allowed([0.9, 0.1, 0.0, 0.0])).item() == 110.0
+    assert allowed([0.0, 0.0, 0.0, 1.0]).all()                          # the component with no range
+    both = allowed([0.5, 0.5, 0.0, 0.0])[0, 0, 0]                       # half each: either range
+    assert both[110 - 70] and both[210 - 70] and not both[350 - 70] and not both[160 - 70]
+    assert allowed([1 / 3, 1 / 3, 1 / 3, 0.0]).all()                    # no pitch holds half: every one
+    assert allowed([1.0], components=[1])[..., :110].sum() == 0         # components index the bank
+    assert HarmonicCombs(513, 16000, 1024).allowed_pitches(torch.ones(1, 1, 1, 3), valid, [0, 1, 2]) is None
+
+
+def test_a_speakers_pitch_range_is_read_from_the_loud_frames_of_its_clips():
+    combs = HarmonicCombs(513, 16000, 1024)
+    clip = torch.stack([voiced(float(f0)) for f0 in range(100, 200)])
+    quiet = 1e-3 * torch.stack([voiced(300.0)] * 30)                    # 30 dB down: not counted
+    low, high = combs.pitch_range([torch.cat([clip, quiet])])
+    assert low == pytest.approx(105.0, abs=2) and high == pytest.approx(194.0, abs=2)
+    assert combs.pitch_range([clip[:40]]) is None                       # too few frames for a range
+
+
+def _fit(harmonics_at, steps=4, models=None, **settings):
     settings = SeparationSettings(steps=steps, num_samples=2, tol=0.0, restart_at=0,
-                                  harmonics_at=harmonics_at)
-    return fit_batch(_models(), *_inputs(), settings)
+                                  harmonics_at=harmonics_at, **settings)
+    return fit_batch(models or _models(), *_inputs(), settings)
 
 
-def test_the_fit_reads_the_combs_once_at_the_step_asked_for(monkeypatch):
+@pytest.fixture
+def combs_read(monkeypatch) -> list:
+    """The log combs (or None) every evaluation of a source's speech variance uses, in order."""
     read = []
     speech_log_variance = SeparationModel.speech_log_variance
 
@@ -63,6 +96,28 @@ def test_the_fit_reads_the_combs_once_at_the_step_asked_for(monkeypatch):
         return speech_log_variance(self, z, lips, present, gain)
 
     monkeypatch.setattr(SeparationModel, "speech_log_variance", spy)
+    return read
+
+
+def test_the_fit_searches_each_sources_pitch_within_its_components_ranges(combs_read):
+    read = combs_read
+    models = _models()
+    models.info["pitch_ranges"] = {name: [150.0, 150.0] for name in models.component_names}
+    assert pitch_range_table(models).tolist() == [[150.0, 150.0]] * len(models.component_names)
+    combs = HarmonicCombs(F, 16000, 1024)
+    only = combs.log_combs[150 - 70]                                    # the comb of 150 Hz
+    for kept, setting in ((True, "speaker"), (False, "any")):
+        read.clear()
+        _fit(2, models=models, harmonics_range=setting)
+        combed = next(c for c in read if c is not None)
+        is_only = (combed == only).all(-1) | (combed == 0).all(-1)
+        assert bool(is_only.all()) == kept
+    models.info["pitch_ranges"] = {}
+    assert pitch_range_table(models) is None                            # a model file without ranges
+
+
+def test_the_fit_reads_the_combs_once_at_the_step_asked_for(combs_read):
+    read = combs_read
     never, combed, too_late = _fit(0), _fit(2), _fit(9)
     assert combed.steps == never.steps == 4
     assert not torch.allclose(combed.masks, never.masks)

@@ -91,6 +91,11 @@ def test_speaker_decoders_and_switching_from_a_universal_model(tmp_path):
                           f"train.init={tmp_path / 'uni' / 'model.pt'}"), tmp_path / "spk", rows=rows,
               progress=False)
     assert spk.component_names == ["a", "b", "universal"]
+    ranges = spk.info["pitch_ranges"]      # each one's pitch, from its own clips (126, 132 / 252, 264 Hz)
+    assert 120 <= ranges["a"][0] <= ranges["a"][1] <= 139 < 240 <= ranges["b"][0] <= ranges["b"][1] <= 277
+    assert ranges["universal"][0] < ranges["a"][1] and ranges["universal"][1] > ranges["b"][0]
+    assert SpeechModels.load(tmp_path / "spk" / "model.pt").info["pitch_ranges"] == ranges
+    assert spk.component_summary().startswith("a (pitch 1") and ", universal (pitch " in spk.component_summary()
     # the frozen encoder is the universal one
     uni = SpeechModels.load(tmp_path / "uni" / "model.pt")
     assert torch.equal(spk.encoder.loc.weight, uni.encoder.loc.weight)

@@ -29,6 +29,7 @@ from ..models.noise import NMFNoise
 from ..models.switch import STAY_PARAM, joint_states, make_switch
 from .guide_restart import restart_guide, source_power_estimates
 from .optim import DecayingAdam, forget_parameter, frozen
+from .pitch_ranges import source_combs
 from .pyro_state import forked_rng, isolated_pyro_state
 from .screening import frame_scores, kept_components, kept_count, needs_screening, same_inputs, screening_settings
 from .subnormals import subnormals_flushed
@@ -105,8 +106,7 @@ def fit_batch(models: SpeechModels, power, lips, present, mask, settings: Separa
         if needs_screening(settings, len(used), J):
             used = screened_components(models, power, lips, present, mask, settings, used, make_noise)
         restart = make_guide is None and J >= settings.restart_sources   # the model's own guide only
-        combs = (HarmonicCombs(power.shape[-1], models.stft.sample_rate, models.stft.n_fft, power.device)
-                 if settings.harmonics_at else None)
+        combs = source_combs(models, settings, power)
         return _fit(build, used, models.decoders.num_components, power, lips, present, mask,
                     replace(settings, restart_at=settings.restart_step_for(models) if restart else 0), combs)
 
@@ -274,10 +274,10 @@ def _fit(build, used: list[int], num_components: int, power, lips, present, mask
                     sep.log_harmonics = combed              # pitches read before the pruning
                     svi = _svi(sep, optim)
             if steps in (settings.restart_at, settings.harmonics_at):
-                masks, _ = posterior_masks(sep, power, lips, present, mask, settings.num_samples)
+                masks, post = posterior_masks(sep, power, lips, present, mask, settings.num_samples)
                 sources = source_power_estimates(masks, power)
                 if steps == settings.harmonics_at:
-                    sep.log_harmonics = combs(sources)
+                    sep.log_harmonics = combs(sources, combs.allowed_pitches(post, mask, used))
                 if steps == settings.restart_at:
                     restart_guide(sep, optim, lips, present, sources)
                 ema = None                              # the loss starts a new descent

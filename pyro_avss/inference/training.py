@@ -18,7 +18,8 @@ Three modes (``train.mode``), one loop:
 Objective: the negative ELBO of :func:`~pyro_avss.models.generative.speech_model` per frame,
 with the KL term scaled by β rising linearly from ``beta_start`` to 1 over ``warmup_epochs``.
 Mini-batches are shuffled segments of ``segment_frames`` frames. Early stopping on the dev
-split. Every epoch writes a resumable state; the best model is written as a model file.
+split. Every epoch writes a resumable state; the best model is written as a model file, with
+each component's pitch range read from its training clips at the end (:mod:`.pitch_ranges`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from ..settings import Settings
 from .distributed import rank_device, resolve_device
 from .distributed_training import (GlobalNoise, barrier, current_ranks, main_rank_first, my_rows,
                                    sum_gradients, sum_over_ranks)
+from .pitch_ranges import component_pitch_ranges
 from .pyro_state import isolated_pyro_state
 from .subnormals import subnormals_flushed
 from .streamed_data import StreamedClips, training_sets
@@ -316,8 +318,10 @@ def _train(settings: Settings, out_dir: Path, dev: torch.device, resume: bool, p
     models = SpeechModels.load(out_dir / "model.pt")
     if settings.model.audio_only_twins and models.uses_video:
         models.decoders = models.decoders.with_audio_only_twins()
-        if writes:
-            models.save(out_dir / "model.pt")
+    audio = ClipReader(models.lips, stft_cfg, None, False)            # the clips' power only
+    models.info["pitch_ranges"] = component_pitch_ranges(models, train_rows, audio)
+    if writes:
+        models.save(out_dir / "model.pt")
     if log and writes:      # the saved model's epoch marked, the KL warm-up shaded
         learning_curve(log, out_dir / "learning_curve.png", saved=models.info.get("epoch"))
     notice = overfitting_notice(log)

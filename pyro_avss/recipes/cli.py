@@ -83,8 +83,9 @@ def demo(workdir, small, force, device, quiet):
 @threads_option
 def results(out, data_root, doc, device, threads):
     """Train everything from the real corpora, evaluate all systems (MCEM included) on
-    deterministic GRID dev mixtures and write docs/results.md (about 3 hours on 2 CPU cores from
-    scratch, models ~35 minutes of it; a second invocation resumes where the first stopped)."""
+    deterministic GRID dev mixtures and write docs/results.md (about 4 hours on 2 CPU cores from
+    scratch: models ~35 minutes, evaluations ~3.5 hours; a second invocation resumes where the
+    first stopped)."""
     from pyro_avss.recipes.results.run import run_results
 
     command = "python cli.py results" + "".join(

@@ -91,7 +91,7 @@ def run_demo(workdir: str | Path, *, small: bool = False, force: bool = False,
     echo(table)
     echo(f"done in {time.perf_counter() - t0:.0f} s. Outputs in {workdir}:")
     echo(f"  corpus (synthetic)    {corpus.root}")
-    echo(f"  model                 {model_path}  (components: {', '.join(models.component_names)})")
+    echo(f"  model                 {model_path}  (components: {models.component_summary()})")
     echo(f"  learning curves       {workdir / 'universal' / 'learning_curve.png'}, "
          f"{workdir / 'speakers' / 'learning_curve.png'}")
     echo(f"  separated example     {workdir / 'separated'}  (source1.wav, source2.wav, noise.wav, "

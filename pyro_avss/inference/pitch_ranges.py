@@ -1,0 +1,76 @@
+"""Each speech component's pitch range, read from its training clips when ``fit`` ends, and the
+table of them that a separation's harmonic combs search within
+(:mod:`pyro_avss.models.harmonics`, "Each speaker's pitch range").
+
+A model file keeps them in ``info["pitch_ranges"]``: ``{component name: [low, high]}`` in Hz.
+A speaker's component reads the clips of that speaker, the universal one every clip of the fit;
+a component with too few voiced frames gets no range, and so searches every pitch, as do the
+components of a model file written before the ranges existed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..checkpoint import SpeechModels
+from ..models.harmonics import HarmonicCombs
+from ..settings.separation import SeparationSettings
+from ..nets.vae import TWIN_SUFFIX
+from .training_data import UNREADABLE
+
+#: at most this many training clips per component, spread evenly over its clips
+MAX_CLIPS = 100
+#: the component trained on every speaker
+UNIVERSAL = "universal"
+
+
+def component_pitch_ranges(models: SpeechModels, rows: list[dict], read) -> dict[str, list[float]]:
+    """``{component name: [low, high]}`` (Hz) for every component of ``models`` whose clips among
+    the prepared-manifest ``rows`` give a range (:meth:`HarmonicCombs.pitch_range`); ``read``
+    turns a row into a clip's tensors, power first (a
+    :class:`~pyro_avss.inference.training_data.ClipReader`). Unreadable clips are passed over:
+    training has already reported them."""
+    stft = models.stft
+    combs = HarmonicCombs(stft.num_bins, stft.sample_rate, stft.n_fft)
+    ranges = {}
+    for name in models.component_names:
+        mine = rows if name == UNIVERSAL else [r for r in rows if r["speaker"] == name]
+        spread = mine[::max(1, len(mine) // MAX_CLIPS)][:MAX_CLIPS]
+        found = combs.pitch_range(power for power in _powers(spread, read))
+        if found is not None:
+            ranges[name] = [round(found[0], 1), round(found[1], 1)]
+    return ranges
+
+
+def _powers(rows: list[dict], read):
+    for row in rows:
+        try:
+            yield read(row)[0].float()
+        except UNREADABLE:
+            continue
+
+
+def pitch_range_table(models: SpeechModels) -> torch.Tensor | None:
+    """``(K, 2)`` each component's pitch range (Hz) from the model file, NaN for a component
+    without one (an audio-only twin takes its component's); None when the file has no ranges."""
+    known = models.info.get("pitch_ranges")
+    if not known:
+        return None
+    table = []
+    for name in models.component_names:
+        own = known.get(name) or known.get(name.removesuffix(TWIN_SUFFIX))
+        table.append(own if own is not None else [math.nan, math.nan])
+    return torch.tensor(table, dtype=torch.float32)
+
+
+def source_combs(models: SpeechModels, settings: SeparationSettings, power: torch.Tensor
+                 ) -> HarmonicCombs | None:
+    """The harmonic combs of a fit on ``power (B, T, F)``: None with ``separate.harmonics_at =
+    0``; with the model's pitch ranges where ``separate.harmonics_range`` is ``speaker``."""
+    if not settings.harmonics_at:
+        return None
+    ranges = pitch_range_table(models) if settings.harmonics_range == "speaker" else None
+    stft = models.stft
+    return HarmonicCombs(power.shape[-1], stft.sample_rate, stft.n_fft, power.device, ranges)
