@@ -59,9 +59,10 @@ source the switch has bound to a low voice cannot take the high voice leaking in
     f0_j ∈ {f0 : Σ_k q_j(k) · 1[lo_k ≤ f0 ≤ hi_k] ≥ 1/2},   q_j(k) source j's mean switch posterior
 
 Two GRID talkers, combs at step 30 (one-off, 2026-12-06, models retrained that day): loud voiced
-frames on the other talker's pitch 12.1 % → 5.6 %, SI-SDRi 7.90 → 8.02 dB on the tuned-on split
-and 7.26 → 7.51 on the held-out one; the 2nd–98th percentile gave 7.88 (choice made on the tuned-on
-split). Models trained before the ranges existed have none and search every pitch.
+frames on the other talker's pitch 12.1 % → 5.6 %, SI-SDRi 7.90 → 8.01 dB on the tuned-on split
+and 7.26 → 7.49 on the held-out one (models trained with seed 1: 8.13 → 8.19, 7.31 → 7.53); the
+2nd–98th percentile gave 7.88, the 10th–90th 7.98 (choice made on the tuned-on split). Models
+trained before the ranges existed have none and search every pitch.
 """
 
 from __future__ import annotations

@@ -156,8 +156,8 @@ class SeparationSettings(Section, name="separate"):
                                      # the components its switch posterior holds (read from
                                      # their training clips by fit; none in older model files)
                                      # | any: every pitch. Two talkers, combs at 30 (one-off,
-                                     # models of 2026-12-06): 7.90 -> 8.02 dB tuned-on, 7.26 ->
-                                     # 7.51 held-out
+                                     # models of 2026-12-06): 7.90 -> 8.01 dB tuned-on, 7.26 ->
+                                     # 7.49 held-out; seed-1 models 8.13 -> 8.19, 7.31 -> 7.53
     guide_init: str = key("auto", choices=("auto",) + GUIDE_INITS)
                                      # encoder (on the mixture) | prior (each source's visual
                                      # prior) | product (of the two; needs p(z|v)) | auto
