@@ -78,7 +78,7 @@ class SpeechModels:
 
     def component_summary(self) -> str:
         """The components' names, each with the pitch range ``fit`` read from its training clips
-        where the model file has one (:mod:`~pyro_avss.inference.pitch_ranges`)."""
+        where the model file has one (:mod:`~pyro_avss.inference.harmonics`)."""
         ranges = self.info.get("pitch_ranges") or {}
         return ", ".join(f"{n} (pitch {ranges[n][0]:.0f}-{ranges[n][1]:.0f} Hz)" if n in ranges else n
                          for n in self.component_names)

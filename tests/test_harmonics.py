@@ -11,7 +11,7 @@ import torch
 from pyro_avss.errors import InputError
 from pyro_avss.inference.batch_fit import fit_batch
 from pyro_avss.models.generative import SeparationModel
-from pyro_avss.inference.pitch_ranges import pitch_range_table
+from pyro_avss.inference.harmonics import pitch_range_table
 from pyro_avss.models.harmonics import TOP_HZ, HarmonicCombs
 from pyro_avss.settings.separation import SeparationSettings
 
@@ -47,6 +47,21 @@ def test_each_source_keeps_the_pitch_its_own_estimate_has_more_of_than_the_other
     leaky = 0.6 * loud + 0.4 * quiet              # the quiet voice's estimate, the loud one leaking in
     assert combs.pitch(leaky[None]).item() == 110.0                     # alone: the leaked voice
     assert combs.pitch(torch.stack([loud, leaky])).tolist() == [110.0, 210.0]
+
+
+def test_the_sources_pitches_chosen_together_explain_the_mixture():
+    combs = HarmonicCombs(513, 16000, 1024)
+    low, high = voiced(110.0), voiced(210.0)
+    estimates = torch.stack([0.8 * low + 0.2 * high, 0.6 * low + 0.4 * high])   # low leaks into both
+    noise = 0.01 * torch.exp(-FREQS / 3000)
+    assert combs.pitch(estimates).tolist() == [110.0, 110.0]            # each its own: both the low
+    assert combs.pitch(estimates, noise=noise).tolist() == [110.0, 210.0]
+    assert combs.pitch(voiced(143.0)[None], noise=noise).tolist() == [143.0]      # one source
+    allowed = torch.ones(2, len(combs.pitches), dtype=torch.bool)
+    allowed[1, (combs.pitches < 100) | (combs.pitches > 150)] = False
+    assert 100 <= combs.pitch(estimates, allowed, noise)[1] <= 150      # candidates stay allowed
+    batch = torch.stack([estimates, estimates.flip(0)])                 # (B, J, F), noise (B, F)
+    assert combs.pitch(batch, noise=noise.expand(2, -1)).tolist() == [[110.0, 210.0], [210.0, 110.0]]
 
 
 def test_a_source_bound_to_a_speaker_reads_its_pitch_within_that_speakers_range():
@@ -106,9 +121,10 @@ def test_the_fit_searches_each_sources_pitch_within_its_components_ranges(combs_
     assert pitch_range_table(models).tolist() == [[150.0, 150.0]] * len(models.component_names)
     combs = HarmonicCombs(F, 16000, 1024)
     only = combs.log_combs[150 - 70]                                    # the comb of 150 Hz
-    for kept, setting in ((True, "speaker"), (False, "any")):
+    for kept, setting, choice in ((True, "speaker", "joint"), (True, "speaker", "each"), (False, "any", "joint"),
+                                  (False, "any", "each")):
         read.clear()
-        _fit(2, models=models, harmonics_range=setting)
+        _fit(2, models=models, harmonics_range=setting, harmonics_choice=choice)
         combed = next(c for c in read if c is not None)
         is_only = (combed == only).all(-1) | (combed == 0).all(-1)
         assert bool(is_only.all()) == kept

@@ -29,7 +29,7 @@ from ..models.noise import NMFNoise
 from ..models.switch import STAY_PARAM, joint_states, make_switch
 from .guide_restart import restart_guide, source_power_estimates
 from .optim import DecayingAdam, forget_parameter, frozen
-from .pitch_ranges import source_combs
+from .harmonics import read_combs, source_combs
 from .pyro_state import forked_rng, isolated_pyro_state
 from .screening import frame_scores, kept_components, kept_count, needs_screening, same_inputs, screening_settings
 from .subnormals import subnormals_flushed
@@ -277,7 +277,7 @@ def _fit(build, used: list[int], num_components: int, power, lips, present, mask
                 masks, post = posterior_masks(sep, power, lips, present, mask, settings.num_samples)
                 sources = source_power_estimates(masks, power)
                 if steps == settings.harmonics_at:
-                    sep.log_harmonics = combs(sources, combs.allowed_pitches(post, mask, used))
+                    sep.log_harmonics = read_combs(combs, settings, masks, power, post, mask, used)
                 if steps == settings.restart_at:
                     restart_guide(sep, optim, lips, present, sources)
                 ema = None                              # the loss starts a new descent

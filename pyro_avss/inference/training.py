@@ -19,7 +19,7 @@ Objective: the negative ELBO of :func:`~pyro_avss.models.generative.speech_model
 with the KL term scaled by β rising linearly from ``beta_start`` to 1 over ``warmup_epochs``.
 Mini-batches are shuffled segments of ``segment_frames`` frames. Early stopping on the dev
 split. Every epoch writes a resumable state; the best model is written as a model file, with
-each component's pitch range read from its training clips at the end (:mod:`.pitch_ranges`).
+each component's pitch range read from its training clips at the end (:mod:`.harmonics`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from ..settings import Settings
 from .distributed import rank_device, resolve_device
 from .distributed_training import (GlobalNoise, barrier, current_ranks, main_rank_first, my_rows,
                                    sum_gradients, sum_over_ranks)
-from .pitch_ranges import component_pitch_ranges
+from .harmonics import component_pitch_ranges
 from .pyro_state import isolated_pyro_state
 from .subnormals import subnormals_flushed
 from .streamed_data import StreamedClips, training_sets

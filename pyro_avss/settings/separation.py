@@ -158,6 +158,14 @@ class SeparationSettings(Section, name="separate"):
                                      # | any: every pitch. Two talkers, combs at 30 (one-off,
                                      # models of 2026-12-06): 7.90 -> 8.01 dB tuned-on, 7.26 ->
                                      # 7.49 held-out; seed-1 models 8.13 -> 8.19, 7.31 -> 7.53
+    harmonics_choice: str = key("joint", choices=("joint", "each"))
+                                     # joint: the sources' pitches chosen together, among each
+                                     # one's 8 best, to explain the mixture's fine structure with
+                                     # the noise (coordinate ascent) | each: every source's own
+                                     # best. Two talkers, combs at 30, the speaker's ranges
+                                     # (one-off, models of 2026-12-06): 8.01 -> 8.30 dB tuned-on,
+                                     # 7.49 -> 7.84 held-out; one talker 8.82 -> 8.98, 7.33 ->
+                                     # 7.44; three talkers 5.85 -> 6.19
     guide_init: str = key("auto", choices=("auto",) + GUIDE_INITS)
                                      # encoder (on the mixture) | prior (each source's visual
                                      # prior) | product (of the two; needs p(z|v)) | auto

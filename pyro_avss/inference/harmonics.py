@@ -1,11 +1,12 @@
-"""Each speech component's pitch range, read from its training clips when ``fit`` ends, and the
-table of them that a separation's harmonic combs search within
-(:mod:`pyro_avss.models.harmonics`, "Each speaker's pitch range").
+"""The harmonic combs of :mod:`pyro_avss.models.harmonics` in training and in a fit: each speech
+component's pitch range, read from its training clips when ``fit`` ends; the combs a separation
+reads part-way through its fit (``separate.harmonics_at``), searched within those ranges
+(``separate.harmonics_range``) and chosen jointly for all sources (``separate.harmonics_choice``).
 
-A model file keeps them in ``info["pitch_ranges"]``: ``{component name: [low, high]}`` in Hz.
-A speaker's component reads the clips of that speaker, the universal one every clip of the fit;
-a component with too few voiced frames gets no range, and so searches every pitch, as do the
-components of a model file written before the ranges existed.
+A model file keeps the ranges in ``info["pitch_ranges"]``: ``{component name: [low, high]}`` in
+Hz. A speaker's component reads the clips of that speaker, the universal one every clip of the
+fit; a component with too few voiced frames gets no range, and so searches every pitch, as do
+the components of a model file written before the ranges existed.
 """
 
 from __future__ import annotations
@@ -74,3 +75,15 @@ def source_combs(models: SpeechModels, settings: SeparationSettings, power: torc
     ranges = pitch_range_table(models) if settings.harmonics_range == "speaker" else None
     stft = models.stft
     return HarmonicCombs(power.shape[-1], stft.sample_rate, stft.n_fft, power.device, ranges)
+
+
+def read_combs(combs: HarmonicCombs, settings: SeparationSettings, masks: torch.Tensor, power: torch.Tensor,
+               posterior: torch.Tensor, mask: torch.Tensor, components: list[int]) -> torch.Tensor:
+    """``(B, T, J, F)`` the log comb of each source's pitch, read from the Wiener masks ``(B, T,
+    J+1, F)`` (sources, then the noise) of the mixture's ``power (B, T, F)``: within the ranges
+    of the components (``components``, indices into the bank) that hold each source's switch
+    ``posterior (B, T, J, K)`` over the valid frames of ``mask``, and, with
+    ``harmonics_choice = joint``, chosen together to explain the mixture with the noise."""
+    shares = masks * power[:, :, None]
+    noise = shares[:, :, -1] if settings.harmonics_choice == "joint" else None
+    return combs(shares[:, :, :-1], combs.allowed_pitches(posterior, mask, components), noise)
