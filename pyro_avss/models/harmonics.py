@@ -80,7 +80,8 @@ candidate that fits best with the others' kept, :data:`SWEEPS` times over the so
 Combs at step 30 with the speakers' ranges (one-off, the models above): two talkers 8.01 → 8.30
 dB tuned-on and 7.49 → 7.84 held-out (seed-1 models 8.19 → 8.52, 7.53 → 7.87), the frames within
 5 % of the clean source's pitch 56.3 → 63.3 %; one talker 8.82 → 8.98 and 7.33 → 7.44; three
-talkers 5.85 → 6.19. Every pair of 4 / 8 / 16 candidates gave 8.26 / 8.33 / 8.34 on the two-talker
+talkers 5.85 → 6.19; LibriSpeech (one talker, audio only) 4.04 → 4.10 and 2.79 → 2.80 with the
+ranges as well. Every pair of 4 / 8 / 16 candidates gave 8.26 / 8.33 / 8.34 on the two-talker
 tuned-on split (the choice of 8), coordinate ascent 8.30.
 """
 
