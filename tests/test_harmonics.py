@@ -10,8 +10,8 @@ import torch
 
 from pyro_avss.errors import InputError
 from pyro_avss.inference.batch_fit import fit_batch
-from pyro_avss.models.generative import SeparationModel
 from pyro_avss.inference.harmonics import pitch_range_table
+from pyro_avss.models.generative import SeparationModel
 from pyro_avss.models.harmonics import TOP_HZ, HarmonicCombs
 from pyro_avss.settings.separation import SeparationSettings
 

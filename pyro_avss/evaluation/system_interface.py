@@ -15,9 +15,7 @@ from ..audio import StftConfig
 from ..checkpoint import SpeechModels
 from ..data.mixtures import MixtureSpec, RenderedMixture
 from ..errors import PyroAvssError
-
-UNIVERSAL = "universal"
-"""The name of the universal (speaker-independent) component of a model."""
+from ..nets.vae import UNIVERSAL   # the universal component's name, re-exported for the systems
 
 
 class SystemSkip(PyroAvssError):

@@ -18,13 +18,11 @@ import torch
 from ..checkpoint import SpeechModels
 from ..models.harmonics import HarmonicCombs
 from ..settings.separation import SeparationSettings
-from ..nets.vae import TWIN_SUFFIX
+from ..nets.vae import TWIN_SUFFIX, UNIVERSAL
 from .training_data import UNREADABLE
 
 #: at most this many training clips per component, spread evenly over its clips
 MAX_CLIPS = 100
-#: the component trained on every speaker
-UNIVERSAL = "universal"
 
 
 def component_pitch_ranges(models: SpeechModels, rows: list[dict], read) -> dict[str, list[float]]:

@@ -9,7 +9,7 @@ from ..audio import StftConfig
 from ..checkpoint import SpeechModels
 from ..errors import InputError
 from ..nets.lips import LipProjection, LipTemporalEncoder
-from ..nets.vae import DecoderBank, LatentDynamics, SpeechEncoder, VisualPrior
+from ..nets.vae import UNIVERSAL, DecoderBank, LatentDynamics, SpeechEncoder, VisualPrior
 from ..settings import Settings
 
 
@@ -39,7 +39,7 @@ def build_models(settings: Settings, speakers: list[str], video_speakers: set[st
         prior = VisualPrior(lip_dim, mc.latent_dim, mc.hidden) if use_video and mc.prior == "visual" else None
         encoder = SpeechEncoder(F, mc.latent_dim, mc.hidden, lip_dim)
         decoders = DecoderBank(1, F, mc.latent_dim, mc.hidden, lip_dim,
-                               uses_video=[use_video], names=["universal"])
+                               uses_video=[use_video], names=[UNIVERSAL])
         dynamics = LatentDynamics(mc.latent_dim) if mc.memory == "markov" else None
         return SpeechModels(encoder, decoders, projection, stft_cfg, lip_encoder=lip_encoder,
                             prior=prior, dynamics=dynamics), None

@@ -24,6 +24,7 @@ from torch import nn
 
 LOGVAR_MIN, LOGVAR_MAX = -20.0, 15.0
 TWIN_SUFFIX = "-ao"         # the name of an audio-only twin: its component's, plus this
+UNIVERSAL = "universal"     # the name of the universal (speaker-independent) component
 
 
 def _uniform_(tensor: torch.Tensor, fan_in: int) -> torch.Tensor:
