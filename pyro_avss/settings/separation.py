@@ -140,7 +140,7 @@ class SeparationSettings(Section, name="separate"):
                                      # ... in fits of at least this many sources (and with the
                                      # model's own guide, not a make_guide's): one talker
                                      # 8.93 / 7.01 dB tuned-on / held-out against 8.82 / 7.12
-    harmonics_at: int = key(0, at_least(0))
+    harmonics_at: int = key(30, at_least(0))
                                      # after this many steps, read each source's pitch in every
                                      # frame from its own Wiener estimate and multiply its
                                      # speech variance by the harmonic comb of that pitch for the
@@ -148,9 +148,9 @@ class SeparationSettings(Section, name="separate"):
                                      # 30 chosen on the GRID tuned-on splits (one talker 20 / 30:
                                      # 9.34 / 9.28 dB against 8.82; two talkers 20 / 25 / 30 / 35:
                                      # 7.79 / 8.06 / 8.11 / 8.12 against 7.83; 8.07 / 8.29 at 20 /
-                                     # 30 once each source's match lost half the others');
-                                     # docs/results.md has it on every split. Not yet the
-                                     # default: every table would move
+                                     # 30 once each source's match lost half the others').
+                                     # Default since 2026-12-07, with the speakers' ranges and the
+                                     # joint choice; docs/results.md has it off on every split
     harmonics_range: str = key("speaker", choices=("speaker", "any"))
                                      # speaker: each source reads its pitch within the range of
                                      # the components its switch posterior holds (read from

@@ -263,10 +263,14 @@ def _harmonics_section(rows: dict) -> list[str]:
         "With `separate.harmonics_at=n`, after n SVI steps each source's pitch in every frame is "
         "read from its own Wiener estimate and its speech variance is multiplied by the harmonic "
         "comb of that pitch for the rest of the fit (`pyro_avss/models/harmonics.py`); the "
-        "decoders give only the envelope. The step was chosen on the tuned-on splits of GRID one "
-        "and two talkers among 20, 25, 30 and 35 (the figures of that choice are in the comment "
-        "of `separate.harmonics_at`); it is not the default yet (every table of this page would "
-        "change).",
+        "decoders give only the envelope. Each source searches its pitch within the ranges of the "
+        "components its switch posterior holds (read by `fit` from their training clips) and the "
+        "sources' pitches are chosen together, among each one's 8 best, to explain the mixture's "
+        "fine structure. The step was chosen on the tuned-on splits of GRID one and two talkers "
+        "among 20, 25, 30 and 35, the ranges and the joint choice on the two-talker tuned-on "
+        "split (the figures of those choices are in the comments of `separate.harmonics_at`, "
+        "`harmonics_range` and `harmonics_choice`). The combs are the default: every other table "
+        "of this page has them.",
         quality_table(rows, SWITCH_SPLITS, "harmonic combs"))
 
 

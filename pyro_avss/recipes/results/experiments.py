@@ -92,11 +92,15 @@ SWITCH_ROWS = (
 )
 #: (label, model: None for the split's speaker bank, overrides): the harmonic combs read from each
 #: source's own estimate (``separate.harmonics_at``; 30 chosen on the tuned-on splits of GRID one
-#: and two talkers among 20, 25, 30 and 35), on every split of :data:`SWITCH_SPLITS`
+#: and two talkers among 20, 25, 30 and 35), each source's pitch searched within its speakers'
+#: ranges and the sources' pitches chosen together (``separate.harmonics_range``,
+#: ``separate.harmonics_choice``, both chosen on the two-talker tuned-on split), against no combs
+#: and the first combs, on every split of :data:`SWITCH_SPLITS`
 HARMONIC_ROWS = (
-    ("none (default)", None, None),
-    ("read after 30 steps (`separate.harmonics_at=30`)", None, ["separate.harmonics_at=30"]),
-    ("read after 20 steps (`separate.harmonics_at=20`)", None, ["separate.harmonics_at=20"]),
+    ("read after 30 steps, within the speakers' ranges, chosen together (default)", None, None),
+    ("none (`separate.harmonics_at=0`; the default before 2026-12-07)", None, ["separate.harmonics_at=0"]),
+    ("read after 30 steps, every pitch, each source its own (`separate.harmonics_range=any`, "
+     "`separate.harmonics_choice=each`)", None, ["separate.harmonics_range=any", "separate.harmonics_choice=each"]),
 )
 #: (label, model: None for the labelled speaker bank of the split's corpus or "switching" for the
 #: bank trained on the speakers found without labels, overrides): the unlabelled banks in
