@@ -272,3 +272,38 @@ def test_unlabelled_rows_separate_each_split_with_its_corpus_banks(tmp_path, mon
     text = "\n".join(quality_table(rows, UNLABELLED_SPLITS, "speaker bank"))
     assert f"| {found} | 6.00 / 1.20 | 6.00 / 1.20 | 6.00 / 1.20 | 6.00 / 1.20 |" in text
     assert f"| {default} | 7.00 / 1.20 |" in text
+
+
+def test_one_voice_section_tables_both_splits_and_older_runs_have_none():
+    from pyro_avss.recipes.results.document import _one_voice_section
+
+    def split(value):
+        return evaluation([row("m0", "switching", value, source=j) for j in (1, 2)])
+
+    text = "\n".join(_one_voice_section({"2spk_same": split(4.0), "2spk_same_held": split(3.0)}))
+    assert "## Two talkers of one speaker" in text and "only each source's lips bind" in text
+    tuned, held = text.split("Held-out noises:")
+    assert "| switching | 2 | 4.00 |" in tuned and "| switching | 2 | 3.00 |" in held
+
+
+def test_same_speaker_sets_pair_each_s1_target_with_another_clip_of_its_own_split():
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not (data / "grid" / "s1").is_dir():
+        pytest.skip(f"needs the GRID clips of the shared data ({data}), absent here")
+    import tempfile
+
+    from pyro_avss.recipes.results.dev_mixtures import dev_mixtures
+
+    with tempfile.TemporaryDirectory() as folder:
+        sets = dev_mixtures(data, Path(folder))
+    ids = {}
+    for key in ("2spk_same", "2spk_same_held"):
+        specs = sets[key]
+        assert len(specs) == 34 and {s.snr_db for s in specs} == {0.0, 5.0}
+        assert all([r.speaker for r in s.sources] == ["s1", "s1"] for s in specs)
+        assert all(s.sources[0].id != s.sources[1].id for s in specs)
+        ids[key] = {r.id for s in specs for r in s.sources}
+    assert not ids["2spk_same"] & ids["2spk_same_held"]           # no clip in both splits
+    tuned_noises = {s.noise.name for s in sets["2spk_same"]}
+    assert tuned_noises == {s.noise.name for s in sets["2spk"]}
+    assert not tuned_noises & {s.noise.name for s in sets["2spk_same_held"]}

@@ -149,8 +149,9 @@ class SeparationSettings(Section, name="separate"):
                                      # 9.34 / 9.28 dB against 8.82; two talkers 20 / 25 / 30 / 35:
                                      # 7.79 / 8.06 / 8.11 / 8.12 against 7.83; 8.07 / 8.29 at 20 /
                                      # 30 once each source's match lost half the others').
-                                     # Default since 2026-12-07, with the speakers' ranges and the
-                                     # joint choice; docs/results.md has it off on every split
+                                     # The default since the night of 2026-12-06, with the
+                                     # speakers' ranges and the joint choice (docs/results.md of
+                                     # that day's run has it off but in its combs table)
     harmonics_range: str = key("speaker", choices=("speaker", "any"))
                                      # speaker: each source reads its pitch within the range of
                                      # the components its switch posterior holds (read from

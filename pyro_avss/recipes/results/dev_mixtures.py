@@ -33,7 +33,14 @@ def dev_mixtures(data_root: Path, noise_folder: Path) -> dict:
     (s1 + s4 + a second s1 clip, SIR 0 dB) at 5 dB (seed 4); LibriSpeech (audio only): the first
     dev utterance of each of the 10 speakers at −5/0/5 dB (seed 5). Held-out split (no choice
     looked at it): the next 10 s1 dev clips and the same s4 targets (GRID has only 7 s4 dev
-    clips), the other LibriSpeech dev utterances, the held-out noises, other seeds (3, 2, 6)."""
+    clips), the other LibriSpeech dev utterances, the held-out noises, other seeds (3, 2, 6).
+
+    Two talkers of one speaker (``2spk_same``, ``2spk_same_held``; no choice was made on either):
+    an s1 dev clip with another s1 clip of the same targets' list at SIR 0 dB, 0/5 dB SNR, so that
+    the speaker models and pitch ranges cannot tell the sources apart and only their lips can;
+    tuned-on: the 10 tuned-on s1 targets and the s1 dev clips 21–27 in the tuned-on noises (seed
+    7), held-out: the 10 held-out s1 targets and the clips 28–34 in the held-out noises (seed 8),
+    17 targets each like the other two-talker sets."""
     from pyro_avss.data.corpora import scan_corpus
     from pyro_avss.data.mixture_builder import build_mixture_specs
     from pyro_avss.data.selection import select_clips
@@ -51,6 +58,8 @@ def dev_mixtures(data_root: Path, noise_folder: Path) -> dict:
     libri_tuned = list(first.values())
     libri_held = [c for c in libri_dev if first[c.speaker] is not c]
     two = dict(interferers=pool, num_interferers=1, sir_db=0.0, cycle_noises=True)
+    same, same_held = s1[:10] + s1[20:27], s1[10:20] + s1[27:34]
+    one_voice = dict(num_interferers=1, sir_db=0.0, cycle_noises=True, reuse_speakers=True)
     snrs, cycle = [-5.0, 0.0, 5.0], dict(cycle_noises=True)
     return {
         "1spk": build_mixture_specs(targets, tuned, snrs, seed=0, **cycle),
@@ -59,6 +68,9 @@ def dev_mixtures(data_root: Path, noise_folder: Path) -> dict:
         "libri_held": build_mixture_specs(libri_held, held, snrs, seed=6, **cycle),
         "2spk": build_mixture_specs(targets, tuned, [0.0, 5.0], seed=1, **two),
         "2spk_held": build_mixture_specs(targets_held, held, [0.0, 5.0], seed=2, **two),
+        "2spk_same": build_mixture_specs(same, tuned, [0.0, 5.0], seed=7, interferers=same, **one_voice),
+        "2spk_same_held": build_mixture_specs(same_held, held, [0.0, 5.0], seed=8, interferers=same_held,
+                                              **one_voice),
         "3spk": build_mixture_specs(targets, tuned, [5.0], interferers=pool, num_interferers=2,
                                     sir_db=0.0, seed=4, reuse_speakers=True, **cycle),
     }

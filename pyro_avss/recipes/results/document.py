@@ -176,7 +176,22 @@ def _speaker_sections(evals: dict, facts: dict, noise_rows: dict) -> list[str]:
     L += ["", "## Three speakers + noise (s1 + s4 + a second s1 clip, each with its video, SNR 5 dB, "
           "SIR 0 dB)", ""]
     L += _system_table(evals["3spk"], by_snr=False)
+    if "2spk_same" in evals:                 # runs written before this split existed have none
+        L += _one_voice_section(evals)
     return L
+
+
+def _one_voice_section(evals: dict) -> list[str]:
+    """Two talkers of one speaker: both splits."""
+    L = ["", "## Two talkers of one speaker + noise (s1 + another s1 clip, each with its video, SNR 0 "
+         "and 5 dB, SIR 0 dB)", "",
+         "Both sources are the same person, so the speaker decoders, the switch and the pitch ranges "
+         "cannot tell them apart: only each source's lips bind its voice to it. No setting was "
+         "chosen on either split. `oracle-latent` (each source decoded from its clean signal's code) "
+         "is the ceiling of envelope-only speech models here.", "", "Tuned-on noises:", ""]
+    L += _system_table(evals["2spk_same"], by_snr=False)
+    L += ["", "Held-out noises:", ""]
+    return L + _system_table(evals["2spk_same_held"], by_snr=False)
 
 
 def _section(title: str, intro: str, body: list[str]) -> list[str]:

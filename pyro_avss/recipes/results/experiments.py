@@ -98,7 +98,7 @@ SWITCH_ROWS = (
 #: and the first combs, on every split of :data:`SWITCH_SPLITS`
 HARMONIC_ROWS = (
     ("read after 30 steps, within the speakers' ranges, chosen together (default)", None, None),
-    ("none (`separate.harmonics_at=0`; the default before 2026-12-07)", None, ["separate.harmonics_at=0"]),
+    ("none (`separate.harmonics_at=0`; the default before the combs)", None, ["separate.harmonics_at=0"]),
     ("read after 30 steps, every pitch, each source its own (`separate.harmonics_range=any`, "
      "`separate.harmonics_choice=each`)", None, ["separate.harmonics_range=any", "separate.harmonics_choice=each"]),
 )

@@ -219,8 +219,11 @@ def _main_evaluations(manifests: dict, models: dict, facts: dict, out_dir: Path,
     s2h = _evaluate(manifests["2spk_held"], spk_model, out_dir / "eval_2spk_held",
                     MULTI_TALKER_SYSTEMS, device)
     s3 = _evaluate(manifests["3spk"], spk_model, out_dir / "eval_3spk", MULTI_TALKER_SYSTEMS, device)
+    say(f"evaluate {n['2spk_same']} + {n['2spk_same_held']} two-talker mixtures of one speaker (s1 + s1)")
+    same = {key: _evaluate(manifests[key], spk_model, out_dir / f"eval_{key}", MULTI_TALKER_SYSTEMS, device)
+            for key in ("2spk_same", "2spk_same_held")}
     return {"1spk": s1, "1spk_held": s1h, "libri": sl, "libri_held": slh, "2spk": s2, "2spk_held": s2h,
-            "3spk": s3}
+            "3spk": s3, **same}
 
 
 def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Path, device: str,
