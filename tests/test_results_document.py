@@ -71,6 +71,20 @@ def test_one_talker_section_reports_both_splits_by_noise_and_the_gap():
     assert "- switching: tuned-on 8.00 dB, held-out 5.50 dB (gap 2.50 dB; n = 2 / 1 mixtures)" in text
     assert "| rnnoise" not in text and "- rnnoise" not in text   # skipped everywhere: no row, no gap
     assert "Not compared (nothing processed): rnnoise" in text
+    assert "The tuned-on targets and draws" not in text    # no noise-only split in this run
+
+
+def test_one_talker_section_gives_the_gap_of_the_noises_alone_when_that_split_ran():
+    from pyro_avss.recipes.results.tables import _one_talker_section
+
+    tuned = evaluation([row("a", "switching", 12.0), row("b", "switching", 4.0, noise="babble3")])
+    held = evaluation([row("c", "switching", 5.5, noise="cafe")])
+    noise_held = evaluation([row("a", "switching", 9.0, noise="cafe"), row("b", "switching", 5.0, noise="hens")])
+    text = "\n".join(_one_talker_section({"x": tuned, "x_held": held, "x_noise_held": noise_held}, "x",
+                                         {"mixtures_x": 2, "mixtures_x_held": 1, "mixtures_x_noise_held": 2}))
+    assert "The tuned-on targets and draws in the held-out noises (2 mixtures)" in text
+    assert "- switching: tuned-on 8.00 dB, held-out noises 7.00 dB (gap 1.00 dB; n = 2 / 2 mixtures)" in text
+    assert "- switching: tuned-on 8.00 dB, held-out 5.50 dB (gap 2.50 dB" in text
 
 
 def test_tables_average_every_system_over_the_common_mixtures_only():
@@ -286,7 +300,7 @@ def test_one_voice_section_tables_both_splits_and_older_runs_have_none():
     assert "| switching | 2 | 4.00 |" in tuned and "| switching | 2 | 3.00 |" in held
 
 
-def test_same_speaker_sets_pair_each_s1_target_with_another_clip_of_its_own_split():
+def test_same_speaker_and_noise_held_sets_hold_what_their_names_say():
     data = Path(__file__).resolve().parents[1].parent / "shared" / "data"
     if not (data / "grid" / "s1").is_dir():
         pytest.skip(f"needs the GRID clips of the shared data ({data}), absent here")
@@ -297,6 +311,10 @@ def test_same_speaker_sets_pair_each_s1_target_with_another_clip_of_its_own_spli
     with tempfile.TemporaryDirectory() as folder:
         sets = dev_mixtures(data, Path(folder))
     ids = {}
+    tuned, noise_held = sets["1spk"], sets["1spk_noise_held"]
+    assert [s.sources[0].id for s in noise_held] == [s.sources[0].id for s in tuned]
+    assert not {s.noise.name for s in tuned} & {s.noise.name for s in noise_held}
+    assert {s.noise.name for s in noise_held} == {s.noise.name for s in sets["1spk_held"]}
     for key in ("2spk_same", "2spk_same_held"):
         specs = sets[key]
         assert len(specs) == 34 and {s.snr_db for s in specs} == {0.0, 5.0}

@@ -35,6 +35,10 @@ def dev_mixtures(data_root: Path, noise_folder: Path) -> dict:
     looked at it): the next 10 s1 dev clips and the same s4 targets (GRID has only 7 s4 dev
     clips), the other LibriSpeech dev utterances, the held-out noises, other seeds (3, 2, 6).
 
+    The noise alone held out (``1spk_noise_held``): the tuned-on one-talker targets and draws
+    (seed 0) in the held-out noises, so that its gap to the tuned-on split is the noises' alone
+    (the held-out split also changes the s1 targets and the draws).
+
     Two talkers of one speaker (``2spk_same``, ``2spk_same_held``; no choice was made on either):
     an s1 dev clip with another s1 clip of the same targets' list at SIR 0 dB, 0/5 dB SNR, so that
     the speaker models and pitch ranges cannot tell the sources apart and only their lips can;
@@ -64,6 +68,7 @@ def dev_mixtures(data_root: Path, noise_folder: Path) -> dict:
     return {
         "1spk": build_mixture_specs(targets, tuned, snrs, seed=0, **cycle),
         "1spk_held": build_mixture_specs(targets_held, held, snrs, seed=3, **cycle),
+        "1spk_noise_held": build_mixture_specs(targets, held, snrs, seed=0, **cycle),
         "libri": build_mixture_specs(libri_tuned, tuned, snrs, seed=5, **cycle),
         "libri_held": build_mixture_specs(libri_held, held, snrs, seed=6, **cycle),
         "2spk": build_mixture_specs(targets, tuned, [0.0, 5.0], seed=1, **two),

@@ -209,6 +209,9 @@ def _main_evaluations(manifests: dict, models: dict, facts: dict, out_dir: Path,
     s1 = _evaluate(manifests["1spk"], spk_model, out_dir / "eval_1spk", ONE_TALKER_SYSTEMS + ",mcem", device)
     s1h = _evaluate(manifests["1spk_held"], spk_model, out_dir / "eval_1spk_held", ONE_TALKER_SYSTEMS,
                     device)
+    say(f"evaluate the {n['1spk_noise_held']} tuned-on one-speaker GRID targets in the held-out noises")
+    s1n = _evaluate(manifests["1spk_noise_held"], spk_model, out_dir / "eval_1spk_noise_held",
+                    ONE_TALKER_SYSTEMS, device)
     say(f"evaluate {n['libri']} + {n['libri_held']} one-speaker LibriSpeech mixtures")
     libri_systems = ONE_TALKER_SYSTEMS.replace(",nmf", "")
     sl = _evaluate(manifests["libri"], libri_model, out_dir / "eval_libri", libri_systems, device)
@@ -222,7 +225,7 @@ def _main_evaluations(manifests: dict, models: dict, facts: dict, out_dir: Path,
     say(f"evaluate {n['2spk_same']} + {n['2spk_same_held']} two-talker mixtures of one speaker (s1 + s1)")
     same = {key: _evaluate(manifests[key], spk_model, out_dir / f"eval_{key}", MULTI_TALKER_SYSTEMS, device)
             for key in ("2spk_same", "2spk_same_held")}
-    return {"1spk": s1, "1spk_held": s1h, "libri": sl, "libri_held": slh, "2spk": s2, "2spk_held": s2h,
+    return {"1spk": s1, "1spk_held": s1h, "1spk_noise_held": s1n, "libri": sl, "libri_held": slh, "2spk": s2, "2spk_held": s2h,
             "3spk": s3, **same}
 
 

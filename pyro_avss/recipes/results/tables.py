@@ -151,6 +151,12 @@ def _one_talker_section(evals: dict, key: str, facts: dict) -> list[str]:
           "noise every system of the split processed):", ""]
     L += _noise_breakdown(tuned, held)
     L += [""] + _gap_lines(tuned, held)
+    noise_held = evals.get(f"{key}_noise_held")       # runs written before this split have none
+    if noise_held:
+        L += ["", f"The tuned-on targets and draws in the held-out noises ({facts[f'mixtures_{key}_noise_held']} "
+              "mixtures): the held-out split above also changes the targets, so only this split's gap "
+              "to the tuned-on one is the noises' alone.", ""]
+        L += _system_table(noise_held, by_snr=True) + [""] + _gap_lines(tuned, noise_held, "held-out noises")
     return L
 
 
@@ -177,9 +183,10 @@ def _noise_breakdown(tuned, held) -> list[str]:
         ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def _gap_lines(tuned, held) -> list[str]:
+def _gap_lines(tuned, held, held_name: str = "held-out") -> list[str]:
     """One line per system run on both splits: its tuned-on and held-out means (each the
-    like-for-like mean of the tables above) and the difference."""
+    like-for-like mean of the tables above) and the difference; ``held_name`` names the second
+    split."""
     out = []
     for a in _groups(tuned):
         b = next((g for g in _groups(held) if g["talkers"] == a["talkers"]), None)
@@ -189,7 +196,7 @@ def _gap_lines(tuned, held) -> list[str]:
             if name in b["systems"] and name != "mixture":
                 x, y = a["all"]["mean"][name]["si_sdri"], b["all"]["mean"][name]["si_sdri"]
                 if x is not None and y is not None:
-                    out.append(f"- {name}: tuned-on {_f(x)} dB, held-out {_f(y)} dB (gap {_f(x - y)} dB; "
+                    out.append(f"- {name}: tuned-on {_f(x)} dB, {held_name} {_f(y)} dB (gap {_f(x - y)} dB; "
                                f"n = {a['common']} / {b['common']} mixtures)")
     return out
 
