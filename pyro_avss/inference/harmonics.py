@@ -12,6 +12,7 @@ the components of a model file written before the ranges existed.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -23,6 +24,10 @@ from .training_data import UNREADABLE
 
 #: at most this many training clips per component, spread evenly over its clips
 MAX_CLIPS = 100
+#: what a separation with the speakers' ranges says of a model file that has none
+NO_RANGES = ("the model file has no pitch ranges (written before `fit` stored them, or "
+             "no component had enough voiced frames): the harmonic combs search every pitch, as "
+             "with separate.harmonics_range=any; fit the model again to store them")
 
 
 def component_pitch_ranges(models: SpeechModels, rows: list[dict], read) -> dict[str, list[float]]:
@@ -71,6 +76,8 @@ def source_combs(models: SpeechModels, settings: SeparationSettings, power: torc
     if not settings.harmonics_at:
         return None
     ranges = pitch_range_table(models) if settings.harmonics_range == "speaker" else None
+    if ranges is None and settings.harmonics_range == "speaker":
+        warnings.warn(NO_RANGES, stacklevel=2)         # once per process: the text never changes
     stft = models.stft
     return HarmonicCombs(power.shape[-1], stft.sample_rate, stft.n_fft, power.device, ranges)
 
