@@ -143,9 +143,14 @@ def test_a_model_file_without_ranges_is_combed_over_every_pitch_with_a_notice():
         _fit(2, models=models, harmonics_range="speaker")
     assert [str(w.message) for w in caught] == [NO_RANGES]
     with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _fit(2, models=models, harmonics_range="speaker")              # said once per model
+    other = _models()
+    other.info.pop("pitch_ranges", None)
+    with warnings.catch_warnings():
         warnings.simplefilter("error")                                  # any warning fails
-        _fit(2, models=models, harmonics_range="any")                   # asked for every pitch
-        _fit(0, models=models)                                          # no combs at all
+        _fit(2, models=other, harmonics_range="any")                    # asked for every pitch
+        _fit(0, models=other)                                           # no combs at all
 
 
 def test_the_fit_reads_the_combs_once_at_the_step_asked_for(combs_read):

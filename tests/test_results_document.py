@@ -325,3 +325,32 @@ def test_same_speaker_and_noise_held_sets_hold_what_their_names_say():
     tuned_noises = {s.noise.name for s in sets["2spk_same"]}
     assert tuned_noises == {s.noise.name for s in sets["2spk"]}
     assert not tuned_noises & {s.noise.name for s in sets["2spk_same_held"]}
+
+
+def test_a_model_folder_is_reused_only_once_its_fit_has_returned(tmp_path, monkeypatch):
+    import pyro_avss.inference.training as training
+    from pyro_avss.recipes.results import run
+
+    from test_guide_restart import _models
+
+    fits = []
+
+    def fake_fit(cfg, out, **kw):
+        fits.append(out)
+        out.mkdir(parents=True)
+        _models().save(out / "model.pt")                        # what every epoch leaves behind
+        (out / "log.csv").write_text("epoch,frames_per_s\n1,100\n")
+        if len(fits) == 1:
+            raise KeyboardInterrupt                             # stopped after its first epoch
+        return _models()
+
+    monkeypatch.setattr(training, "fit", fake_fit)
+    monkeypatch.setattr("pyro_avss.config.load_config", lambda config, overrides: {})
+    out, facts = tmp_path / "m", {}
+    with pytest.raises(KeyboardInterrupt):
+        run._fit("c.yaml", out, [], [], facts, "m", "cpu")
+    assert not (out / run.FINISHED).exists()
+    run._fit("c.yaml", out, [], [], facts, "m", "cpu")          # the stopped fit is done again
+    assert len(fits) == 2 and (out / run.FINISHED).exists() and "reused" not in facts
+    run._fit("c.yaml", out, [], [], facts, "m", "cpu")          # now it is reused
+    assert len(fits) == 2 and facts["reused"] == ["m"] and facts["m"]["epochs"] == 1

@@ -1,9 +1,9 @@
 """The results run (:mod:`pyro_avss.recipes.results`): prepare, train, score, build the dev
 mixtures, evaluate every system and setting on them, and write ``docs/results.md``.
 
-Finished models (``model.pt`` and ``log.csv`` in their folder) are reused, and every evaluation
-resumes where it stopped (:func:`~pyro_avss.evaluation.harness.evaluate`), so an interrupted
-run picks up its work again.
+Finished models (their folder marked :data:`FINISHED` once ``fit`` returned) are reused, and
+every evaluation resumes where it stopped (:func:`~pyro_avss.evaluation.harness.evaluate`), so
+an interrupted run picks up its work again.
 """
 
 from __future__ import annotations
@@ -26,11 +26,16 @@ from pyro_avss.recipes.results.experiments import (ABLATION_MODELS, ABLATION_SET
                                                    SWITCH_SPLITS, UNLABELLED_ROWS, UNLABELLED_SPLITS)
 
 
+#: written into a model's folder once its fit has returned: a folder without it holds a fit that
+#: was stopped (training saves ``model.pt`` and ``log.csv`` after every epoch), trained again
+FINISHED = "finished"
+
+
 def _fit(config: str, out: Path, overrides: list[str], rows, log: dict, name: str, device: str):
     from pyro_avss.config import load_config
     from pyro_avss.inference.training import fit
 
-    if (out / "model.pt").exists() and (out / "log.csv").exists():
+    if (out / FINISHED).exists():
         models = SpeechModels.load(out / "model.pt")            # reuse a finished run
         log.setdefault("reused", []).append(name)
     else:
@@ -39,6 +44,7 @@ def _fit(config: str, out: Path, overrides: list[str], rows, log: dict, name: st
         t0 = time.perf_counter()
         models = fit(load_config(config, overrides), out, device=device, rows=rows, progress=False)
         log[name + "_wall_s"] = time.perf_counter() - t0
+        (out / FINISHED).write_text("fit finished\n")
     import csv
 
     epochs = list(csv.DictReader(open(out / "log.csv")))
