@@ -354,3 +354,20 @@ def test_a_model_folder_is_reused_only_once_its_fit_has_returned(tmp_path, monke
     assert len(fits) == 2 and (out / run.FINISHED).exists() and "reused" not in facts
     run._fit("c.yaml", out, [], [], facts, "m", "cpu")          # now it is reused
     assert len(fits) == 2 and facts["reused"] == ["m"] and facts["m"]["epochs"] == 1
+
+
+def test_ablation_table_gives_the_two_talkers_of_one_speaker_where_they_ran():
+    from pyro_avss.recipes.results.document import _ablation_section
+
+    def split(value, talkers=1):
+        return evaluation([row("m0", "switching", value, source=j) for j in range(1, talkers + 1)])
+
+    evals = {"1spk": split(9.0), "2spk": split(8.0, 2), "2spk_same": split(4.0, 2)}
+    ablation = {"PCA lips": {"1spk": split(5.0), "2spk": split(3.0, 2), "2spk_same": split(-1.0, 2)},
+                "older run": {"1spk": split(6.0), "2spk": split(4.0, 2)}}
+    text = "\n".join(_ablation_section(evals, ablation))
+    assert "2 talkers of one speaker: SI-SDRi / swap rate |" in text
+    lines = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert lines["| **default: learned lips, visual prior, lip-specific start, per-utterance gain**"].endswith(
+        "| 4.00 / – |")
+    assert lines["| PCA lips"].endswith("| -1.00 / – |") and lines["| older run"].endswith("| – |")

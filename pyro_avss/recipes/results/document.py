@@ -209,19 +209,23 @@ def _ablation_section(evals: dict, ablation: dict) -> list[str]:
         "PCA projection; visual prior: `model.prior=visual` instead of N(0, I). The model rows are "
         "separated with `guide_init=auto` (the product of the encoder-on-mixture and the "
         "visual-prior Gaussians where the model has a visual prior, else the encoder alone) and "
-        "one gain per source and chunk (`gain=utterance`).",
+        "one gain per source and chunk (`gain=utterance`). The model rows also separate the two "
+        "talkers of one speaker (s1 + s1), where only the lips tell the sources apart.",
         ["| model / separation | 1 speaker: SI-SDRi | 2 speakers: SI-SDRi | 2 speakers: swap rate | "
-         "2 speakers: p(true) | 2 speakers: RTF |", "|---|---|---|---|---|---|"])
+         "2 speakers: p(true) | 2 speakers: RTF | 2 talkers of one speaker: SI-SDRi / swap rate |",
+         "|---|---|---|---|---|---|---|"])
     rows = [("**default: learned lips, visual prior, lip-specific start, per-utterance gain**",
-             {"1spk": s1, "2spk": s2})] + list(ablation.items())
+             {"1spk": s1, "2spk": s2, "2spk_same": evals.get("2spk_same")})] + list(ablation.items())
     shown = []
     for label, pair in rows:
         a, b = pair["1spk"]["systems"].get("switching"), pair["2spk"]["systems"].get("switching")
+        c = (pair.get("2spk_same") or {"systems": {}})["systems"].get("switching")
         if a and b:
+            same = f"{_f(c['mean']['si_sdri'])} / {_f(c['mean']['swapped'], 3)}" if c else "–"
             L.append(f"| {label} | {_f(a['mean']['si_sdri'])} | {_f(b['mean']['si_sdri'])} | "
                      f"{_f(b['mean']['swapped'], 3)} | {_f(b['mean']['switch_true_mass'], 3)} | "
-                     f"{_f(b['mean']['rtf'], 3)} |")
-            shown += [(f"{label} on 1spk", a), (f"{label} on 2spk", b)]
+                     f"{_f(b['mean']['rtf'], 3)} | {same} |")
+            shown += [(f"{label} on 1spk", a), (f"{label} on 2spk", b)] + ([(f"{label} on 2spk_same", c)] if c else [])
     L += _coverage_note(shown)
     return L
 

@@ -254,10 +254,10 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
                                       "switching", device, changes) for n in splits}
     say("visual-pathway ablation (models and separation settings)")
     ablation = {}
-    for name, _, label in ABLATION_MODELS:
+    for name, _, label in ABLATION_MODELS:             # two talkers of one speaker too: only lips
         ablation[label] = {n: _evaluate(manifests[n], models[name], out_dir / f"eval_{n}_{name}",
                                         "switching", device, ["separate.gain=utterance"])
-                           for n in ("1spk", "2spk")}
+                           for n in ("1spk", "2spk", "2spk_same")}
     for label, name, changes in ABLATION_SETTINGS:
         model = models[name] if name else spk_model
         ablation[label] = {n: _evaluate(manifests[n], model, out_dir / f"eval_{n}_{_slug(label)}",
