@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import math
 
-import warnings
-
 import pytest
 import torch
 
@@ -132,25 +130,6 @@ def test_the_fit_searches_each_sources_pitch_within_its_components_ranges(combs_
         assert bool(is_only.all()) == kept
     models.info["pitch_ranges"] = {}
     assert pitch_range_table(models) is None                            # a model file without ranges
-
-
-def test_a_model_file_without_ranges_is_combed_over_every_pitch_with_a_notice():
-    from pyro_avss.inference.harmonics import NO_RANGES
-
-    models = _models()
-    models.info.pop("pitch_ranges", None)
-    with pytest.warns(UserWarning, match="no pitch ranges") as caught:
-        _fit(2, models=models, harmonics_range="speaker")
-    assert [str(w.message) for w in caught] == [NO_RANGES]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        _fit(2, models=models, harmonics_range="speaker")              # said once per model
-    other = _models()
-    other.info.pop("pitch_ranges", None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")                                  # any warning fails
-        _fit(2, models=other, harmonics_range="any")                    # asked for every pitch
-        _fit(0, models=other)                                           # no combs at all
 
 
 def test_the_fit_reads_the_combs_once_at_the_step_asked_for(combs_read):

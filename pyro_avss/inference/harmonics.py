@@ -12,8 +12,6 @@ the components of a model file written before the ranges existed.
 from __future__ import annotations
 
 import math
-import warnings
-import weakref
 
 import torch
 
@@ -25,14 +23,6 @@ from .training_data import UNREADABLE
 
 #: at most this many training clips per component, spread evenly over its clips
 MAX_CLIPS = 100
-#: what a separation with the speakers' ranges says of a model file that has none
-NO_RANGES = ("the model file has no pitch ranges (written before `fit` stored them, or "
-             "no component had enough voiced frames): the harmonic combs search every pitch, as "
-             "with separate.harmonics_range=any; fit the model again to store them")
-#: the models :data:`NO_RANGES` was said of (a fit's SVI steps reset Python's own once-only
-#: record of warnings, so it cannot keep the message to one per model), by ``id``; an entry
-#: goes when its model does
-_TOLD: "weakref.WeakValueDictionary[int, SpeechModels]" = weakref.WeakValueDictionary()
 
 
 def component_pitch_ranges(models: SpeechModels, rows: list[dict], read) -> dict[str, list[float]]:
@@ -81,9 +71,6 @@ def source_combs(models: SpeechModels, settings: SeparationSettings, power: torc
     if not settings.harmonics_at:
         return None
     ranges = pitch_range_table(models) if settings.harmonics_range == "speaker" else None
-    if ranges is None and settings.harmonics_range == "speaker" and _TOLD.get(id(models)) is not models:
-        _TOLD[id(models)] = models                     # said once per model, not once per batch
-        warnings.warn(NO_RANGES, stacklevel=2)
     stft = models.stft
     return HarmonicCombs(power.shape[-1], stft.sample_rate, stft.n_fft, power.device, ranges)
 
