@@ -277,7 +277,7 @@ def _fit(build, used: list[int], num_components: int, power, lips, present, mask
                 masks, post = posterior_masks(sep, power, lips, present, mask, settings.num_samples)
                 sources = source_power_estimates(masks, power)
                 if steps == settings.harmonics_at:
-                    sep.log_harmonics = read_combs(combs, settings, masks, power, post, mask, used)
+                    sep.log_harmonics = read_combs(combs, settings, sources, masks[:, :, -1] * power, post, mask, used)
                 if steps == settings.restart_at:
                     restart_guide(sep, optim, lips, present, sources)
                 ema = None                              # the loss starts a new descent

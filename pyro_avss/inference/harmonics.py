@@ -75,13 +75,13 @@ def source_combs(models: SpeechModels, settings: SeparationSettings, power: torc
     return HarmonicCombs(power.shape[-1], stft.sample_rate, stft.n_fft, power.device, ranges)
 
 
-def read_combs(combs: HarmonicCombs, settings: SeparationSettings, masks: torch.Tensor, power: torch.Tensor,
-               posterior: torch.Tensor, mask: torch.Tensor, components: list[int]) -> torch.Tensor:
-    """``(B, T, J, F)`` the log comb of each source's pitch, read from the Wiener masks ``(B, T,
-    J+1, F)`` (sources, then the noise) of the mixture's ``power (B, T, F)``: within the ranges
+def read_combs(combs: HarmonicCombs, settings: SeparationSettings, sources: torch.Tensor,
+               noise: torch.Tensor, posterior: torch.Tensor, mask: torch.Tensor,
+               components: list[int]) -> torch.Tensor:
+    """``(B, T, J, F)`` the log comb of each source's pitch, read from the sources' and the
+    noise's power estimates ``sources (B, T, J, F)`` and ``noise (B, T, F)``: within the ranges
     of the components (``components``, indices into the bank) that hold each source's switch
     ``posterior (B, T, J, K)`` over the valid frames of ``mask``, and, with
     ``harmonics_choice = joint``, chosen together to explain the mixture with the noise."""
-    shares = masks * power[:, :, None]
-    noise = shares[:, :, -1] if settings.harmonics_choice == "joint" else None
-    return combs(shares[:, :, :-1], combs.allowed_pitches(posterior, mask, components), noise)
+    joint = noise if settings.harmonics_choice == "joint" else None
+    return combs(sources, combs.allowed_pitches(posterior, mask, components), joint)

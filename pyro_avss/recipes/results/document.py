@@ -219,13 +219,13 @@ def _ablation_section(evals: dict, ablation: dict) -> list[str]:
     shown = []
     for label, pair in rows:
         a, b = pair["1spk"]["systems"].get("switching"), pair["2spk"]["systems"].get("switching")
-        c = (pair.get("2spk_same") or {"systems": {}})["systems"].get("switching")
+        c = pair["2spk_same"]["systems"].get("switching") if pair.get("2spk_same") else None
         if a and b:
             same = f"{_f(c['mean']['si_sdri'])} / {_f(c['mean']['swapped'], 3)}" if c else "–"
             L.append(f"| {label} | {_f(a['mean']['si_sdri'])} | {_f(b['mean']['si_sdri'])} | "
                      f"{_f(b['mean']['swapped'], 3)} | {_f(b['mean']['switch_true_mass'], 3)} | "
                      f"{_f(b['mean']['rtf'], 3)} | {same} |")
-            shown += [(f"{label} on 1spk", a), (f"{label} on 2spk", b)] + ([(f"{label} on 2spk_same", c)] if c else [])
+            shown += [(f"{label} on {n}", e) for n, e in (("1spk", a), ("2spk", b), ("2spk_same", c)) if e]
     L += _coverage_note(shown)
     return L
 

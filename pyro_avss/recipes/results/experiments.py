@@ -100,7 +100,8 @@ HARMONIC_ROWS = (
     ("read after 30 steps, within the speakers' ranges, chosen together (default)", None, None),
     ("none (`separate.harmonics_at=0`; the default before the combs)", None, ["separate.harmonics_at=0"]),
     ("read after 30 steps, every pitch, each source its own (`separate.harmonics_range=any`, "
-     "`separate.harmonics_choice=each`)", None, ["separate.harmonics_range=any", "separate.harmonics_choice=each"]),
+     "`separate.harmonics_choice=each`)", None,
+     ["separate.harmonics_range=any", "separate.harmonics_choice=each"]),
 )
 #: (label, model: None for the labelled speaker bank of the split's corpus or "switching" for the
 #: bank trained on the speakers found without labels, overrides): the unlabelled banks in

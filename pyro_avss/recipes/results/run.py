@@ -231,8 +231,8 @@ def _main_evaluations(manifests: dict, models: dict, facts: dict, out_dir: Path,
     say(f"evaluate {n['2spk_same']} + {n['2spk_same_held']} two-talker mixtures of one speaker (s1 + s1)")
     same = {key: _evaluate(manifests[key], spk_model, out_dir / f"eval_{key}", MULTI_TALKER_SYSTEMS, device)
             for key in ("2spk_same", "2spk_same_held")}
-    return {"1spk": s1, "1spk_held": s1h, "1spk_noise_held": s1n, "libri": sl, "libri_held": slh, "2spk": s2, "2spk_held": s2h,
-            "3spk": s3, **same}
+    return {"1spk": s1, "1spk_held": s1h, "1spk_noise_held": s1n, "libri": sl, "libri_held": slh,
+            "2spk": s2, "2spk_held": s2h, "3spk": s3, **same}
 
 
 def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Path, device: str,

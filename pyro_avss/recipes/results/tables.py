@@ -153,9 +153,10 @@ def _one_talker_section(evals: dict, key: str, facts: dict) -> list[str]:
     L += [""] + _gap_lines(tuned, held)
     noise_held = evals.get(f"{key}_noise_held")       # runs written before this split have none
     if noise_held:
-        L += ["", f"The tuned-on targets and draws in the held-out noises ({facts[f'mixtures_{key}_noise_held']} "
-              "mixtures): the held-out split above also changes the targets, so only this split's gap "
-              "to the tuned-on one is the noises' alone.", ""]
+        count = facts[f"mixtures_{key}_noise_held"]
+        L += ["", f"The tuned-on targets and draws in the held-out noises ({count} mixtures): the "
+              "held-out split above also changes the targets, so only this split's gap to the "
+              "tuned-on one is the noises' alone.", ""]
         L += _system_table(noise_held, by_snr=True) + [""] + _gap_lines(tuned, noise_held, "held-out noises")
     return L
 
