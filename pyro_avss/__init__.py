@@ -34,7 +34,7 @@ checkout, ``python cli.py --help``.
 __version__ = "0.1.0"
 
 # PEP 562: `import pyro_avss` stays cheap (no torch, no Pyro) until one of these is used
-_API = ("Separator", "SeparationResult", "fit")
+_API = ("Separator", "SeparationResult", "add_pitch_ranges", "fit")
 __all__ = list(_API)
 
 

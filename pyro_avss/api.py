@@ -39,8 +39,8 @@ import torch
 from .audio import conform_audio, load_audio
 from .checkpoint import SpeechModels
 from .config import apply_overrides, default_config, load_config, load_settings
-from .errors import ConfigError, InputError
-from .inference.separation_jobs import _SharedDetector, load_track
+from .errors import ConfigError, InputError, writable_folder
+from .inference.separation_jobs import _SharedDetector, load_track, model_notices
 from .inference.separation_outputs import _existing_outputs, write_atomically, write_outputs
 from .inference.separation import Separated, SeparationSettings, separate_recordings
 
@@ -257,9 +257,7 @@ class Separator:
             tracks = [(load_track(v, shared, seconds) if isinstance(v, (str, os.PathLike)) else v)
                       if uses_video else None for v in vids]
         found = [str(w.message) for w in caught]
-        if any(v is not None for v in vids) and not uses_video:
-            found.append(f"{name}: the model is audio-only; the videos only set the number of "
-                         "sources")
+        found += model_notices(self.models, self.settings, name, vids)
         for text in found:
             warnings.warn(text, stacklevel=4)
         return audio, tracks, found
@@ -315,3 +313,26 @@ def fit(config: str | Path | Mapping | None, out: str | Path,
     if seed is not None:
         cfg = load_config(cfg, [f"train.seed={seed}"])
     return run_fit(cfg, out, device=device, resume=resume, progress=progress)
+
+
+def add_pitch_ranges(model: str | Path, out: str | Path, overrides: Mapping | Iterable[str] = (),
+                     progress: bool = True) -> SpeechModels:
+    """Read the components' pitch ranges of the model file ``model`` from the clips it was fitted
+    on, as ``fit`` does when it ends, and save the model with them to ``out`` (which may be
+    ``model`` itself); returns the model. For a file written before ``fit`` kept the ranges
+    (:func:`pyro_avss.inference.harmonics.training_pitch_ranges`).
+
+    :param overrides: ``data.*`` settings that differ from the model's fit, e.g.
+        ``["data.corpora=[../shared/data/grid]"]`` where its corpora now live elsewhere.
+    """
+    from .inference.harmonics import training_pitch_ranges
+
+    out = Path(out)
+    if out.is_dir():
+        raise InputError(out, "is a folder; give the model file to write")
+    writable_folder(out.parent)                 # refused before the clips are read, not after
+    models = SpeechModels.load(model)
+    models.info["pitch_ranges"] = training_pitch_ranges(models, overrides, progress)
+    models.save(out)
+    return models
+

@@ -1,5 +1,6 @@
 """pyro_avss command line (``pyro-avss``; ``python cli.py`` in a source checkout): prepare,
-fit, score, separate, mix, evaluate, compare-mcem, bench, demo, results.
+fit, separate, mix, evaluate; score and pitch-ranges (model files); compare-mcem, bench, demo,
+results and speaker-pool (recipes).
 
 Every command prints a one-line error naming the file and the problem when an input is unusable
 (exit status 2); batch commands (separate, evaluate, prepare) report each failed input on one
@@ -7,7 +8,8 @@ line, go on with the rest and exit with status 1 when any input failed.
 
 ``fit`` and ``separate`` are thin layers over :func:`pyro_avss.api.fit` and
 :class:`pyro_avss.api.Separator`'s pieces, the Python entry points. ``bench``, ``demo`` and
-``results`` are the recipes' commands (:mod:`pyro_avss.recipes.cli`), loaded when named.
+``results`` are the recipes' commands (:mod:`pyro_avss.recipes.cli`), ``score`` and ``pitch-ranges``
+the model files' (:mod:`pyro_avss.model_commands`); both are loaded when named.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ def fail(exc: Exception) -> None:
 RECIPE_COMMANDS = ("bench", "compare-mcem", "demo", "results", "speaker-pool")
 """Commands of the recipes (:mod:`pyro_avss.recipes.cli`), imported only when named (or listed
 by ``--help``): the library's own commands never load a recipe."""
+MODEL_COMMANDS = ("pitch-ranges", "score")
+"""Commands on model files (:mod:`pyro_avss.model_commands`), likewise imported when named."""
 
 
 ARGV: list[str] = []              # the command's arguments, which --nproc starts N times
@@ -78,17 +82,20 @@ class _OneLineErrors(click.Group):
     """The command group, with click's own refusals (an unknown option, a value outside its
     choices) said in one ``error:`` line, status 2, like every other refusal of the commands,
     instead of click's usage text. Help (``--help``, or no command at all) is unchanged. The
-    recipes' commands (:data:`RECIPE_COMMANDS`) are loaded on first use."""
+    recipes' and the model files' commands (:data:`RECIPE_COMMANDS`, :data:`MODEL_COMMANDS`)
+    are loaded on first use."""
 
     def list_commands(self, ctx):
-        return sorted([*super().list_commands(ctx), *RECIPE_COMMANDS])
+        return sorted([*super().list_commands(ctx), *RECIPE_COMMANDS, *MODEL_COMMANDS])
 
     def get_command(self, ctx, name):
         if name in RECIPE_COMMANDS:
-            from pyro_avss.recipes import cli as recipes
-
-            return getattr(recipes, name.replace("-", "_"))
-        return super().get_command(ctx, name)
+            from pyro_avss.recipes import cli as commands
+        elif name in MODEL_COMMANDS:
+            from pyro_avss import model_commands as commands
+        else:
+            return super().get_command(ctx, name)
+        return getattr(commands, name.replace("-", "_"))
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         ARGV[:] = sys.argv[1:] if args is None else list(args)
@@ -253,52 +260,6 @@ def separate(model, inputs, videos, sources, out, overrides, device, resample, f
                + (f"; {len(outcome.failures) + len(problems)} failed" if outcome.failures or problems else ""))
     if outcome.failures or problems:
         sys.exit(1)
-
-# ----------------------------------------------------------------------------------------------
-@main.command()
-@click.option("--model", required=True, type=click.Path(dir_okay=False), help="model file (.pt)")
-@click.option("--corpus", "corpora", multiple=True,
-              help="corpus to score (default: the corpora the model was trained on)")
-@click.option("--split", default="dev", show_default=True, help="split to score")
-@click.option("--clusters", "--purity", "clusters", is_flag=True,
-              help="also score the switch's clustering of clips (balanced accuracy and NMI; for "
-                   "switching models trained without labels)")
-@click.option("--cache", default="cache", show_default=True, help="prepared-corpus cache folder")
-@click.option("--out", type=click.Path(dir_okay=False), help="write the results as JSON here")
-@click.option("--force", is_flag=True, help="replace an existing --out file")
-def score(model, corpora, split, clusters, cache, out, force):
-    """Per-frame negative ELBO of every component on every speaker of a split (lower is better);
-    with --clusters, how well a switch trained without labels separates the speakers."""
-    import json
-
-    from pyro_avss.checkpoint import SpeechModels
-    from pyro_avss.data.prepared import prepared_rows
-    from pyro_avss.evaluation.speaker_models import (component_scores, format_speaker_table,
-                                                     speaker_table, switch_clusters)
-
-    try:
-        if out and Path(out).exists() and not force:
-            raise PyroAvssError(f"{out}: output exists (use --force to replace it)")
-        models = SpeechModels.load(model)
-        data = models.config.get("data", {})
-        rows = prepared_rows(list(corpora) or data.get("corpora", []), cache,
-                             data.get("detector", "auto"))
-        rows = [r for r in rows if r.get("split") == split]
-        if not rows:
-            raise PyroAvssError(f"no clips in split {split!r}")
-        result = speaker_table(models, component_scores(models, rows))
-        click.echo(format_speaker_table(result))
-        if clusters:
-            result["clusters"] = p = switch_clusters(models, rows)
-            click.echo(f"switch clusters over {p['clips']} clips: balanced accuracy "
-                       f"{p['balanced_accuracy']:.1%}, NMI {p['nmi']:.3f}; recall per speaker "
-                       + ", ".join(f"{k} {v:.1%}" for k, v in p["recall"].items())
-                       + f"; mapping {p['mapping']}")
-    except FAILURES as exc:
-        fail(exc)
-    if out:
-        Path(out).write_text(json.dumps(result, indent=2))
-
 
 # ----------------------------------------------------------------------------------------------
 @main.command()

@@ -6,7 +6,9 @@ reads part-way through its fit (``separate.harmonics_at``), searched within thos
 A model file keeps the ranges in ``info["pitch_ranges"]``: ``{component name: [low, high]}`` in
 Hz. A speaker's component reads the clips of that speaker, the universal one every clip of the
 fit; a component with too few voiced frames gets no range, and so searches every pitch, as do
-the components of a model file written before the ranges existed.
+the components of a model file written before the ranges existed (no ``pitch_ranges`` key at
+all, which :func:`has_pitch_ranges` tells; :func:`training_pitch_ranges`, ``pyro-avss
+pitch-ranges``, reads them afterwards from the clips the model was fitted on).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 import torch
 
 from ..checkpoint import SpeechModels
+from ..errors import InputError
 from ..models.harmonics import HarmonicCombs
 from ..settings.separation import SeparationSettings
 from ..nets.vae import TWIN_SUFFIX, UNIVERSAL
@@ -41,6 +44,37 @@ def component_pitch_ranges(models: SpeechModels, rows: list[dict], read) -> dict
         if found is not None:
             ranges[name] = [round(found[0], 1), round(found[1], 1)]
     return ranges
+
+
+def has_pitch_ranges(models: SpeechModels) -> bool:
+    """Whether ``fit`` read the components' pitch ranges into the model file (possibly finding
+    none): False for a file written before the ranges existed."""
+    return "pitch_ranges" in models.info
+
+
+def training_pitch_ranges(models: SpeechModels, overrides=(), progress: bool = True
+                          ) -> dict[str, list[float]]:
+    """The ranges ``fit`` reads when it ends (:func:`component_pitch_ranges`), read afterwards
+    for a model file: from the training split of the model's own ``data`` settings (corpora,
+    cache, speakers, split, per-speaker cap), changed by ``overrides`` (``"data.corpora=[...]"``
+    strings or a mapping of dotted keys), e.g. where the corpora now live elsewhere.
+
+    A component is matched to the clips of the speaker of its name (the universal one to every
+    clip), so the components of a model fitted on clustered labels, named after clusters, find
+    no clips and get no range here.
+
+    :raises InputError: no training clip is found.
+    """
+    from ..config import load_settings
+    from ..data.prepared import prepared_rows
+    from .training_data import ClipReader, select_rows
+
+    data = load_settings({"data": models.config.get("data", {})}, overrides).data
+    rows = prepared_rows(data.corpora, data.cache, data.detector, progress=progress)
+    train, _ = select_rows(rows, data)
+    if not train:
+        raise InputError("data", f"no clips in split {data.train_split!r} of {', '.join(map(str, data.corpora))}")
+    return component_pitch_ranges(models, train, ClipReader(models.lips, models.stft, None, False))
 
 
 def _powers(rows: list[dict], read):

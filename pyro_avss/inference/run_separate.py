@@ -36,7 +36,8 @@ from ..checkpoint import SpeechModels
 from ..errors import InputError, one_line, writable_folder
 from .distributed import Ranks, gather
 from .separation import SeparationSettings, separate_recordings
-from .separation_jobs import SeparationJob, _SharedDetector, jobs_from_inputs, load_track, safe_name
+from .separation_jobs import (SeparationJob, _SharedDetector, jobs_from_inputs, load_track,
+                              model_notices, safe_name)
 from .separation_outputs import (NOTICES, _existing_outputs, _is_complete, output_names, write_atomically,
                                  write_outputs, write_separation_report)
 
@@ -116,9 +117,7 @@ def run_jobs(models: SpeechModels, jobs: list[SeparationJob], out_dir: Path,
                         tracks = [load_track(v, shared, len(audio) / sr) if models.uses_video
                                   else None for v in job.videos]
                     notices = [str(w.message) for w in caught]
-                    if any(v is not None for v in job.videos) and not models.uses_video:
-                        notices.append(f"{job.mixture}: the model is audio-only; the videos only "
-                                       "set the number of sources")
+                    notices += model_notices(models, settings, str(job.mixture), job.videos)
                     for n in notices:
                         echo(f"notice: {n}")
                     group.append((job, target, audio, tracks, notices))

@@ -3,7 +3,8 @@
 A :class:`SeparationJob` is one mixture with one video (or None) per source and the folder name
 its outputs get (:func:`safe_name`); :func:`jobs_from_inputs` builds them from files, folders,
 globs and CSV manifests and refuses duplicated or unsafe names before any work starts;
-:func:`load_track` reads a video's lip track (or a cached one) for the separation.
+:func:`load_track` reads a video's lip track (or a cached one) for the separation;
+:func:`model_notices` says what the model and the settings will degrade in every input's result.
 """
 
 from __future__ import annotations
@@ -56,6 +57,24 @@ def load_track(path, get_detector, audio_seconds: float | None = None):
         warnings.warn(f"{path}: the video covers {covered:.2f} s of the {audio_seconds:.2f} s of "
                       "audio; the rest of this source is separated without lips", stacklevel=2)
     return track
+
+
+def model_notices(models, settings, name: str, videos) -> list[str]:
+    """The notices of an input ``name`` with ``videos`` (one per source, None where it has none)
+    that the model file ``models`` and the separation ``settings`` cause: videos given to an
+    audio-only model; harmonic combs searched within each speaker's pitch range
+    (``separate.harmonics_range=speaker``, with the combs on) by a model file written before
+    ``fit`` kept the ranges, whose combs then search every pitch."""
+    from .harmonics import has_pitch_ranges
+
+    found = []
+    if any(v is not None for v in videos) and not models.uses_video:
+        found.append(f"{name}: the model is audio-only; the videos only set the number of sources")
+    if settings.harmonics_at and settings.harmonics_range == "speaker" and not has_pitch_ranges(models):
+        found.append(f"{name}: the model file has no pitch ranges (it was written before fit kept "
+                     "them), so each source's harmonic comb searches every pitch; "
+                     "`pyro-avss pitch-ranges` adds them")
+    return found
 
 
 def safe_name(name: str, where) -> str:
