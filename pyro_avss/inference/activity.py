@@ -88,12 +88,13 @@ def pause_frames(silent: torch.Tensor, mask: torch.Tensor, margin: int) -> torch
 
 @torch.no_grad()
 def pause_noise_bases(power: torch.Tensor, pauses: torch.Tensor, rank: int, seed: int = 0,
-                      min_frames: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+                      min_frames: int = 8, iterations: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
     """The pause bases of each utterance: an IS-NMF (:func:`~pyro_avss.models.noise.fit_is_nmf`)
     of ``power (B,T,F)`` over its ``pauses (B,T)``, as ``W (B, F, rank)`` and the mean activation
     of each basis ``(B, rank)``. An utterance with fewer than ``min_frames`` pause frames gets flat
     bases at a hundredth of its mean power (a white floor), so its learnt bases model its noise
-    alone. Each utterance is fitted from the same seeded start, whatever its batch."""
+    alone. Each utterance is fitted from the same seeded start, whatever its batch, by
+    ``iterations`` multiplicative updates (``separate.noise_pause_iterations``)."""
     from ..models.noise import fit_is_nmf
 
     B, T, F = power.shape
@@ -103,6 +104,6 @@ def pause_noise_bases(power: torch.Tensor, pauses: torch.Tensor, rank: int, seed
         if frames.shape[0] < min_frames:
             bases[b], levels[b] = 1.0, 0.01 * float(power[b].mean()) / rank
             continue
-        W, H = fit_is_nmf(frames.T, rank, seed)
+        W, H = fit_is_nmf(frames.T, rank, seed, iterations)
         bases[b], levels[b] = W, H.mean(-1)
     return bases, levels

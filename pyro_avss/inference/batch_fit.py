@@ -186,8 +186,7 @@ def noise_pauses(models: SpeechModels, settings: SeparationSettings, power, lips
     from the frames where the lips say nobody speaks, :mod:`.activity`), or None where the model
     has no visual prior or the setting is 0. A recording without video, or without pauses, gets
     flat bases (:func:`~.activity.pause_noise_bases`), so that a bank that reads lips gives every
-    recording the same number of learnt bases and a recording is separated alike alone or in any
-    batch."""
+    recording the same number of learnt bases, alike alone or in any batch."""
     rank = settings.noise_pause_rank
     if rank == 0 or models.prior is None:
         return None
@@ -196,7 +195,8 @@ def noise_pauses(models: SpeechModels, settings: SeparationSettings, power, lips
     level = lip_speech_level(models.prior, components_view(models, settings.components), lips, present)
     silent = silent_frames(level, present, mask, settings.noise_pause_threshold)
     margin = round(settings.noise_pause_margin * models.stft.sample_rate / models.stft.hop)
-    return pause_noise_bases(power, pause_frames(silent, mask, margin), rank, settings.seed)
+    return pause_noise_bases(power, pause_frames(silent, mask, margin), rank, settings.seed,
+                             iterations=settings.noise_pause_iterations)
 
 
 def allowed_components(settings: SeparationSettings, J: int, used: list[int]):
