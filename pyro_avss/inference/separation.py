@@ -16,6 +16,18 @@ where ``γ_s`` is the exact switch posterior given ``z^(s)`` and ``V`` the mixtu
 the joint state; the masks sum to one, so sources plus noise give back the mixture. The fit of
 one batch is :mod:`.batch_fit`; this module cuts recordings into chunks and puts them back.
 
+Each frame's ``z`` has its own posterior, so a source's mask moves from frame to frame faster
+than the signal can: frames ``hop`` apart share three quarters of their window, yet an isolated
+frame of a high gain in a noise-dominated bin is what is heard as musical noise. With
+``mask_smoothing = h > 0`` each source's mask is averaged over ``2h + 1`` frames (within the
+span of one window for ``h < n_fft / hop``), and the noise takes the rest::
+
+    M̃_j[t, f] = Σ_{|d| ≤ h} w_d v[t+d] M_j[t+d, f] / Σ_{|d| ≤ h} w_d v[t+d],   w_d = h + 1 − |d|
+    M̃_noise = 1 − Σ_j M̃_j
+
+with ``v`` one on the recording's frames and zero on the batch's padding, so the average never
+reaches past a recording's ends (:func:`smoothed_masks`).
+
 Long recordings are cut into chunks of ``chunk_seconds`` with ``overlap_seconds`` of overlap;
 chunks (of one or many recordings) are separated in batches and cross-faded back linearly.
 Source j is tied to video j, so identities agree across chunks; audio-only sources are matched
@@ -38,7 +50,7 @@ from ..settings.separation import SeparationSettings
 
 # the separation API in one place: the settings, the batch fit and the recordings around it
 __all__ = ["BatchFit", "Separated", "SeparationSettings", "chunk_bounds", "components_view", "explain_fit",
-           "fit_batch", "fitted_stay", "posterior_masks", "separate_recordings"]
+           "fit_batch", "fitted_stay", "posterior_masks", "separate_recordings", "smoothed_masks"]
 
 
 @dataclass
@@ -83,6 +95,24 @@ def _chunk_inputs(models: SpeechModels, audio, tracks, c: _Chunk):
     times = c.start / cfg.sample_rate + cfg.frame_times(spec.shape[0])
     lp = [aligned_lips(t, models.lips, times, models.lip_encoder, gate=False) for t in tracks]
     return power, spec, torch.stack([x[0] for x in lp], 1), torch.stack([x[1] for x in lp], 1)
+
+
+def smoothed_masks(masks: torch.Tensor, valid: torch.Tensor, half: int) -> torch.Tensor:
+    """``masks (B, T, J+1, F)`` (sources, then the noise) with each source's mask averaged over
+    ``half`` frames on each side by triangular weights, over the ``valid (B, T)`` frames only,
+    and the noise's mask the rest (see the module docstring); unchanged for ``half = 0``."""
+    if half <= 0:
+        return masks
+    B, T, J1, F = masks.shape
+    weights = torch.cat([torch.arange(1.0, half + 2), torch.arange(float(half), 0.0, -1)])
+    weights = weights.to(masks).view(1, 1, -1)
+    v = valid.to(masks.dtype)
+    sources = (masks[:, :, :-1] * v[..., None, None]).permute(0, 2, 3, 1).reshape(-1, 1, T)
+    summed = torch.nn.functional.conv1d(sources, weights, padding=half).reshape(B, J1 - 1, F, T)
+    norm = torch.nn.functional.conv1d(v[:, None], weights, padding=half)            # (B,1,T)
+    smooth = (summed / norm[:, :, None].clamp_min(1e-12)).permute(0, 3, 1, 2)       # (B,T,J,F)
+    noise = (1 - smooth.sum(2, keepdim=True)).clamp_min(0.0)
+    return torch.cat([smooth, noise], 2)
 
 
 def chunk_bounds(num_samples: int, chunk: int, overlap: int, hop: int) -> list[tuple[int, int]]:
@@ -134,6 +164,7 @@ def separate_recordings(models: SpeechModels, jobs: list[tuple[np.ndarray, list]
                         pad([x[3] for x in inputs]), mask, settings, make_noise, make_switch_prior,
                         make_guide)
         masks, post, steps = fit
+        masks = smoothed_masks(masks, mask, settings.mask_smoothing)
         stay = fitted_stay(fit.params)
         for k, (c, x) in enumerate(zip(group, inputs)):
             n = x[0].shape[0]
