@@ -139,7 +139,8 @@ class SeparationSettings(Section, name="separate"):
                                      # 8.64 / 1.58; two talkers 0 -> 2: 8.28 / 1.40 -> 8.28 /
                                      # 1.43; held-out 7.44 / 1.49 -> 7.41 / 1.52 and 7.84 / 1.35
                                      # -> 7.79 / 1.37 (STOI +0.003 to +0.007 everywhere);
-                                     # LibriSpeech tuned 4.10 / 1.20 -> 4.21 / 1.26
+                                     # LibriSpeech tuned 4.10 / 1.20 -> 4.21 / 1.26, held-out
+                                     # 2.80 / 1.26 -> 2.83 / 1.33
     restart_at: int | None = key(None, at_least(0))
                                      # after this many steps, restart q(z) at its product with
                                      # the encoder's code of each source's own Wiener estimate,
