@@ -71,9 +71,9 @@ def model_notices(models, settings, name: str, videos) -> list[str]:
     if any(v is not None for v in videos) and not models.uses_video:
         found.append(f"{name}: the model is audio-only; the videos only set the number of sources")
     if settings.harmonics_at and settings.harmonics_range == "speaker" and not has_pitch_ranges(models):
-        found.append(f"{name}: the model file has no pitch ranges (it was written before fit kept "
-                     "them), so each source's harmonic comb searches every pitch; "
-                     "`pyro-avss pitch-ranges` adds them")
+        found.append(f"{name}: the model has no pitch ranges (a model file written before fit kept "
+                     "them, or a model fit did not make), so each source's harmonic comb searches "
+                     "every pitch; `pyro-avss pitch-ranges` adds them to a model file")
     return found
 
 
