@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from pyro_avss.cli import FAILURES, fail, PyroAvssError
+from pyro_avss.cli import FAILURES, fail
+from pyro_avss.errors import PyroAvssError
 
 SET_DATA_HELP = ("override a data.* setting of the model's fit, e.g. --set data.corpora=[../shared/data/grid] "
                  "where its corpora now live elsewhere (repeatable)")

@@ -68,6 +68,13 @@ def test_pitch_ranges_reads_the_ranges_fit_reads_into_an_old_model_file(tmp_path
     assert result.exit_code == 0, result.output
     assert SpeechModels.load(tmp_path / "old.pt").info["pitch_ranges"] == ranges   # in place
 
+    # only data.* settings choose the clips
+    result = CliRunner().invoke(main, ["pitch-ranges", "--model", str(tmp_path / "old.pt"),
+                                       "--out", str(tmp_path / "x.pt"), "--set", "separate.steps=3"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: separate.steps: only data.* settings choose the clips the ranges are read from"]
+
     # an --out that is a folder is refused before any clip is read
     result = CliRunner().invoke(main, ["pitch-ranges", "--model", str(tmp_path / "new.pt"),
                                        "--out", str(tmp_path), "--quiet"])

@@ -18,7 +18,7 @@ import math
 import torch
 
 from ..checkpoint import SpeechModels
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..models.harmonics import HarmonicCombs
 from ..settings.separation import SeparationSettings
 from ..nets.vae import TWIN_SUFFIX, UNIVERSAL
@@ -69,11 +69,17 @@ def training_pitch_ranges(models: SpeechModels, overrides=(), progress: bool = T
     from ..data.prepared import prepared_rows
     from .training_data import ClipReader, select_rows
 
+    keys = overrides.keys() if isinstance(overrides, dict) else [str(o).split("=")[0] for o in overrides]
+    other = [k for k in keys if not k.startswith("data.")]
+    if other:
+        raise ConfigError(f"{', '.join(other)}: only data.* settings choose the clips the ranges are "
+                          "read from")
     data = load_settings({"data": models.config.get("data", {})}, overrides).data
     rows = prepared_rows(data.corpora, data.cache, data.detector, progress=progress)
     train, _ = select_rows(rows, data)
     if not train:
-        raise InputError("data", f"no clips in split {data.train_split!r} of {', '.join(map(str, data.corpora))}")
+        raise InputError("data", f"no clips in split {data.train_split!r} of "
+                                 f"{', '.join(map(str, data.corpora))}")
     return component_pitch_ranges(models, train, ClipReader(models.lips, models.stft, None, False))
 
 
