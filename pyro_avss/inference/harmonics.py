@@ -65,11 +65,13 @@ def training_pitch_ranges(models: SpeechModels, overrides=(), progress: bool = T
 
     :raises InputError: no training clip is found.
     """
-    from ..config import load_settings
+    from collections.abc import Mapping
+
+    from ..config import load_settings, parse_override
     from ..data.prepared import prepared_rows
     from .training_data import ClipReader, select_rows
 
-    keys = overrides.keys() if isinstance(overrides, dict) else [str(o).split("=")[0] for o in overrides]
+    keys = overrides.keys() if isinstance(overrides, Mapping) else [parse_override(o)[0] for o in overrides]
     other = [k for k in keys if not k.startswith("data.")]
     if other:
         raise ConfigError(f"{', '.join(other)}: only data.* settings choose the clips the ranges are "
