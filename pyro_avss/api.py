@@ -43,6 +43,7 @@ from .errors import ConfigError, InputError, writable_folder
 from .inference.separation_jobs import _SharedDetector, load_track, model_notices
 from .inference.separation_outputs import _existing_outputs, write_atomically, write_outputs
 from .inference.separation import Separated, SeparationSettings, separate_recordings
+from .models.switch import identified_components
 
 MAX_SOURCES = 3
 
@@ -116,8 +117,12 @@ class SeparationResult:
 
     @property
     def best_components(self) -> list[str]:
-        """Per source, the component with the largest posterior mass over the recording."""
-        return [self.components[int(k)] for k in self.posteriors.mean(1).argmax(-1)]
+        """Per source, the component that best explains the whole recording,
+        ``argmax_k Σ_t log posteriors[j, t, k]``
+        (:func:`~pyro_avss.models.switch_prior.identified_components`, the rule the evaluation's
+        ``switch_identified`` scores): with a per-frame switch a better decision than the
+        component that wins most frames."""
+        return [self.components[int(k)] for k in identified_components(self.posteriors)]
 
     def save(self, directory: str | Path, figure: bool = False, overwrite: bool = False) -> Path:
         """Write ``source1.wav … sourceJ.wav``, ``noise.wav``, ``switch_posterior.csv``, with

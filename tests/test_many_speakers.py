@@ -18,7 +18,8 @@ from pyro_avss.inference.batch_fit import fit_batch
 from pyro_avss.inference.screening import kept_components, kept_count, needs_screening
 from pyro_avss.inference.separation import SeparationSettings
 from pyro_avss.models.generative import speech_guide, speech_model, utterance_labels
-from pyro_avss.models.switch import IIDSwitch
+from pyro_avss.api import SeparationResult
+from pyro_avss.models.switch import IIDSwitch, identified_components
 from pyro_avss.nets.vae import DecoderBank, SpeechEncoder
 from pyro_avss.recipes.speaker_pool import part_bounds, write_pool_corpus, write_test_mixtures
 
@@ -204,3 +205,19 @@ def test_a_results_file_of_an_older_version_is_read_and_extended(tmp_path):
     (tmp_path / "bad.csv").write_text("id,system,source,status,what\n")
     with pytest.raises(Exception, match="other columns"):
         read_results(tmp_path / "bad.csv")
+
+
+def test_identified_components_is_one_rule_for_the_api_and_the_scores():
+    """The public rule: per leading index, over all or the selected frames; -1 without frames;
+    torch and numpy alike; and the API's ``best_components`` applies it, not the mean posterior."""
+    post = np.array([[0.9, 0.1]] * 6 + [[1e-12, 1.0]] * 4)                  # (T=10, K=2)
+    assert post.mean(0).argmax() == 0
+    assert identified_components(post) == 1
+    assert identified_components(post, frames=np.arange(10) < 6) == 0       # only frames 0-5
+    assert identified_components(post, frames=np.zeros(10, bool)) == -1
+    both = np.stack([post, post[:, ::-1]])                                   # (J=2, T, K)
+    assert identified_components(both).tolist() == [1, 0]
+    assert identified_components(torch.as_tensor(both)).tolist() == [1, 0]
+    result = SeparationResult([np.zeros(4, np.float32)] * 2, np.zeros(4, np.float32), 16000, both,
+                              ["a", "b"], np.arange(10) * 0.016, np.zeros(4, np.float32), None)
+    assert result.best_components == ["b", "a"]

@@ -13,6 +13,7 @@ import torch
 from ..audio import stft
 from ..checkpoint import SpeechModels
 from ..data.mixtures import MixtureSpec
+from ..models.switch import POSTERIOR_FLOOR, identified_components
 from .metrics import compute_metrics, si_sdr
 from .system_interface import EvalItem, SystemResult
 
@@ -26,25 +27,16 @@ def speech_frames(reference: np.ndarray, stft_cfg, range_db: float = SPEECH_RANG
     return (energy >= energy.max() * 10.0 ** (-range_db / 10.0)).numpy()
 
 
-#: floor of a posterior before its log (float32 posteriors underflow to 0 for components far
-#: behind the best in a frame; the floor keeps such a frame's vote finite)
-POSTERIOR_FLOOR = 1e-30
-
-
 def true_speaker_switch(posterior: np.ndarray, reference: np.ndarray, component: int,
                         stft_cfg) -> tuple[float, float]:
     """Over the speech frames of ``reference``: the mean ``posterior[t, component]`` (the mass on
     the true speaker) and 1.0 when ``component`` is the speaker the switch identifies, else 0.0;
     both NaN without speech frames.
 
-    The identified speaker is ``argmax_k Σ_t log p(m[t] = k | x)`` over the speech frames (the
-    posterior floored at :data:`POSTERIOR_FLOOR`): the one component that best explains all of
-    them together, the utterance-level decision at the fitted model. For a per-frame switch
-    this equals ``argmax_k Σ_t ℓ[t, k] + T log π_k`` (the per-frame normalisers are common to
-    every k); for the per-utterance switch it is its own posterior's argmax. The argmax of the
-    mean posterior (which component wins most frames) identified fewer speakers among 50
-    LibriSpeech pool speakers: 60 % against 78 % / 72 % on their dev / test parts, one talker at
-    5 dB, the same fits (2026-12-06).
+    The identified speaker is :func:`~pyro_avss.models.switch_prior.identified_components` over
+    the speech frames, ``argmax_k Σ_t log p(m[t] = k | x)``: the one component that best
+    explains all of them together, the rule ``SeparationResult.best_components`` applies to a
+    separated recording's frames.
 
     :param posterior: ``(T, K)`` switch posterior of one source.
     """
@@ -54,8 +46,7 @@ def true_speaker_switch(posterior: np.ndarray, reference: np.ndarray, component:
     if not speech.any():
         return math.nan, math.nan
     frames = posterior[:T][speech]
-    votes = np.log(np.maximum(frames, POSTERIOR_FLOOR)).sum(0)
-    return float(frames.mean(0)[component]), float(int(votes.argmax()) == component)
+    return float(frames.mean(0)[component]), float(int(identified_components(frames)) == component)
 
 
 def best_order(estimates: np.ndarray, references: np.ndarray) -> list[int]:

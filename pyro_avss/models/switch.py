@@ -55,13 +55,14 @@ from .likelihood import ObservedPower
 from .markov_switch import (DEFAULT_STAY, STAY_PARAM, MarkovSwitch, ShiftedDiscreteHMM,
                             stay_from_seconds)
 from .speaker_switch import SpeakerSwitch
-from .switch_prior import (EXCLUDED, SwitchPrior, joint_states, state_log_mask,
-                           zero_padded_frames)
+from .switch_prior import (EXCLUDED, POSTERIOR_FLOOR, SwitchPrior, identified_components, joint_states,
+                           state_log_mask, zero_padded_frames)
 
 # the switch priors' names in one place (several modules import them from here)
-__all__ = ["DEFAULT_STAY", "EXCLUDED", "IIDSwitch", "MarkovSwitch", "STAY_PARAM", "SWITCH_PRIORS",
-           "ShiftedDiscreteHMM", "SpeakerSwitch", "SwitchPrior", "UtteranceSwitch", "joint_states", "make_switch",
-           "state_log_mask", "stay_from_seconds", "zero_padded_frames"]
+__all__ = ["DEFAULT_STAY", "EXCLUDED", "IIDSwitch", "MarkovSwitch", "POSTERIOR_FLOOR", "STAY_PARAM",
+           "SWITCH_PRIORS", "ShiftedDiscreteHMM", "SpeakerSwitch", "SwitchPrior", "UtteranceSwitch",
+           "identified_components", "joint_states", "make_switch", "state_log_mask", "stay_from_seconds",
+           "zero_padded_frames"]
 
 
 class IIDSwitch(SwitchPrior):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -21,6 +22,35 @@ from .likelihood import frame_log_likelihood
 
 #: log-likelihood added to states excluded by a known label (finite, so no NaN gradients)
 EXCLUDED = -1.0e5
+
+#: floor of a posterior before its log in :func:`identified_components` (float32 posteriors
+#: underflow to 0 for components far behind the best in a frame; the floor keeps such a frame's
+#: vote finite)
+POSTERIOR_FLOOR = 1e-30
+
+
+def identified_components(posterior, frames=None):
+    """The component that best explains all the (selected) frames together, per leading index:
+    ``argmax_k Σ_t log p(m[t] = k | x)`` for ``posterior (..., T, K)`` (numpy or torch), over the
+    frames where ``frames (T,)`` (bool) is true, or over every frame. Returns an int array
+    ``(...)``, or -1 where no frame is selected.
+
+    This is the utterance-level decision at the fitted model. For a per-frame switch it equals
+    ``argmax_k Σ_t ℓ[t, k] + T log π_k`` (the per-frame normalisers are common to every k); for
+    the per-utterance switch it is its own posterior's argmax. The component that wins most
+    frames (the argmax of the mean posterior) is a worse decision: it lets a component that is
+    all but ruled out in some frames win on the others. Among 50 LibriSpeech pool speakers (one
+    talker at 5 dB, per-frame switch, the same fits) it identified 60 % against 78 % / 72 % of
+    the speakers on their dev / test parts (2026-12-06); over all frames rather than the
+    clean reference's speech frames, 13 of the first 16 dev parts either way (10 of 16 by the
+    mean posterior, 2026-12-07).
+    """
+    post = np.asarray(posterior.detach().cpu() if torch.is_tensor(posterior) else posterior, dtype=np.float64)
+    if frames is not None:
+        post = post[..., np.asarray(frames, dtype=bool)[: post.shape[-2]], :]
+    if post.shape[-2] == 0:
+        return np.full(post.shape[:-2], -1, dtype=np.int64)
+    return np.log(np.maximum(post, POSTERIOR_FLOOR)).sum(-2).argmax(-1)
 
 @functools.lru_cache(maxsize=64)
 def joint_states(num_components: int, num_sources: int) -> torch.Tensor:
