@@ -40,10 +40,10 @@ def identified_components(posterior, frames=None):
     the per-utterance switch it is its own posterior's argmax. The component that wins most
     frames (the argmax of the mean posterior) is a worse decision: it lets a component that is
     all but ruled out in some frames win on the others. Among 50 LibriSpeech pool speakers (one
-    talker at 5 dB, per-frame switch, the same fits) it identified 60 % against 78 % / 72 % of
-    the speakers on their dev / test parts (2026-12-06); over all frames rather than the
-    clean reference's speech frames, 13 of the first 16 dev parts either way (10 of 16 by the
-    mean posterior, 2026-12-07).
+    talker at 5 dB, per-frame switch, the same fits) the mean posterior named 60 % of the
+    speakers where this rule named 78 % / 72 % on their dev / test parts (2026-12-06); on 50 dev parts separated again on
+    2026-12-07, 41 of 50 over all frames as over the clean reference's speech frames, against 34
+    by the mean posterior (``docs/findings.md``, banks of many speakers).
     """
     post = np.asarray(posterior.detach().cpu() if torch.is_tensor(posterior) else posterior, dtype=np.float64)
     if frames is not None:
