@@ -90,6 +90,7 @@ def test_the_best_budget_is_chosen_on_the_first_split_and_the_verdicts_say_why()
             "**does not hold** (quality short).") in text
     slow = comparison_table({"t": {"iid": {20: summary(8.0, 7.0, 0.1, 1.0)}}})
     assert "**does not hold** (speed short)" in slow
+    assert "| t | iid | MCEM (the only budget run) | 20 |" in slow     # no choice was made: not "best"
 
 
 def test_the_section_replaces_its_old_self_and_survives_a_rewrite_of_the_results(tmp_path):

@@ -157,7 +157,8 @@ def comparison_table(results: dict) -> str:
             lines.append(f"| {split} | {switch} | SVI (`switching`) | – | {cells(g, 'switching')} | – |")
             for b, gb in groups.items():
                 ratio = _mean(gb, "mcem", "rtf") / _mean(gb, "switching", "rtf")
-                mark = " (best)" if b == best and split == first else ""
+                mark = ("" if b != best or split != first else " (best)" if len(groups) > 1
+                        else " (the only budget run)")
                 lines.append(f"| {split} | {switch} | MCEM{mark} | {b} | {cells(gb, 'mcem')} | {ratio:.1f}× |")
             svi, mc = _mean(g, "switching", "si_sdri"), _mean(g, "mcem", "si_sdri")
             ratio = _mean(g, "mcem", "rtf") / _mean(g, "switching", "rtf")
