@@ -15,6 +15,7 @@ from pyro.infer import Trace_ELBO
 from pyro_avss.audio import StftConfig
 from pyro_avss.evaluation.scoring import true_speaker_switch
 from pyro_avss.inference.batch_fit import fit_batch
+from pyro_avss.inference.separation_outputs import write_speakers
 from pyro_avss.inference.screening import kept_components, kept_count, needs_screening
 from pyro_avss.inference.separation import SeparationSettings
 from pyro_avss.models.generative import speech_guide, speech_model, utterance_labels
@@ -207,7 +208,7 @@ def test_a_results_file_of_an_older_version_is_read_and_extended(tmp_path):
         read_results(tmp_path / "bad.csv")
 
 
-def test_identified_components_is_one_rule_for_the_api_and_the_scores():
+def test_identified_components_is_one_rule_for_the_api_and_the_scores(tmp_path):
     """The public rule: per leading index, over all or the selected frames; -1 without frames;
     torch and numpy alike; and the API's ``best_components`` applies it, not the mean posterior."""
     post = np.array([[0.9, 0.1]] * 6 + [[1e-12, 1.0]] * 4)                  # (T=10, K=2)
@@ -221,3 +222,7 @@ def test_identified_components_is_one_rule_for_the_api_and_the_scores():
     result = SeparationResult([np.zeros(4, np.float32)] * 2, np.zeros(4, np.float32), 16000, both,
                               ["a", "b"], np.arange(10) * 0.016, np.zeros(4, np.float32), None)
     assert result.best_components == ["b", "a"]
+    write_speakers(tmp_path / "speakers.csv", both.transpose(1, 0, 2), ["a", "b"])   # what separate writes
+    rows = list(csv.DictReader(open(tmp_path / "speakers.csv")))
+    assert [(r["source"], r["component"]) for r in rows] == [("1", "b"), ("2", "a")]
+    assert float(rows[0]["mean_probability"]) == pytest.approx(post[:, 1].mean(), abs=1e-4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -197,9 +198,11 @@ def test_cli_separate_outputs_and_bad_inputs(tmp_path, small_grid_model):
                   "--set", "separate.steps=20", "--quiet")
     assert res.returncode == 0, res.stderr
     names = sorted(p.name for p in (tmp_path / "o1").iterdir())
-    assert names == ["noise.wav", "separation.png", "source1.wav", "switch_posterior.csv"]
+    assert names == ["noise.wav", "separation.png", "source1.wav", "speakers.csv", "switch_posterior.csv"]
     header = (tmp_path / "o1" / "switch_posterior.csv").read_text().splitlines()[0]
     assert header == "time_s,source,component,probability"
+    speakers = list(csv.DictReader(open(tmp_path / "o1" / "speakers.csv")))
+    assert [r["source"] for r in speakers] == ["1"] and 0.0 <= float(speakers[0]["mean_probability"]) <= 1.0
     # existing outputs are not overwritten without --force
     res = run_cli("separate", "--model", model, "--mixture", str(good), "--out", str(tmp_path / "o1"), "--quiet")
     assert res.returncode == 1 and "outputs exist" in res.stdout + res.stderr

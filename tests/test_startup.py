@@ -83,7 +83,7 @@ def test_audio_only_separation_without_figure_imports_no_dynamo_matplotlib_or_vi
     assert not [m for m in loaded if m.split(".")[0] == "matplotlib"]
     assert not set(VIDEO_STACK) & loaded
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "noise.wav", "source1.wav", "switch_posterior.csv"]
+        "noise.wav", "source1.wav", "speakers.csv", "switch_posterior.csv"]
 
 
 def test_the_figure_brings_matplotlib_only(tmp_path):

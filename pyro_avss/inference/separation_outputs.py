@@ -1,7 +1,9 @@
 """The outputs of ``cli.py separate`` for one recording, written all at once or not at all.
 
-``source1.wav … sourceJ.wav``, ``noise.wav``, ``switch_posterior.csv`` and (unless no figure is
-wanted) ``separation.png`` go into a hidden temporary folder that is then renamed into place
+``source1.wav … sourceJ.wav``, ``noise.wav``, ``switch_posterior.csv``, ``speakers.csv`` (the
+component that best explains each source over the whole recording,
+:func:`~pyro_avss.models.switch.identified_components`, and its mean posterior) and (unless no
+figure is wanted) ``separation.png`` go into a hidden temporary folder that is then renamed into place
 (:func:`write_atomically`); :func:`write_separation_report` lists a batch in ``report.html``.
 See :mod:`.run_separate` for the batch around them.
 """
@@ -20,21 +22,23 @@ import torch
 
 from ..audio import save_audio, scaled_note, stft
 from ..checkpoint import SpeechModels
+from ..models.switch import identified_components
 from .separation import Separated
 from .separation_jobs import SeparationJob
 
 NOTICES = "notices.txt"          # one line per degradation noticed while reading the inputs
+SPEAKERS = "speakers.csv"        # per source: the component identified, its mean posterior
 
 
 def output_names(num_sources: int, plot: bool = True) -> list[str]:
     """The files one separated recording consists of."""
-    return ([f"source{j + 1}.wav" for j in range(num_sources)] + ["noise.wav", "switch_posterior.csv"]
-            + (["separation.png"] if plot else []))
+    return ([f"source{j + 1}.wav" for j in range(num_sources)]
+            + ["noise.wav", "switch_posterior.csv", SPEAKERS] + (["separation.png"] if plot else []))
 
 
 def write_outputs(out_dir: Path, result: Separated, mixture: np.ndarray, models: SpeechModels,
                   plot: bool = True, notices: list[str] = ()) -> list[str]:
-    """Write the wavs, the posterior CSV and the figure of one separated recording into the
+    """Write the wavs, the posterior and speaker CSVs and the figure of one separated recording into the
     (new, empty) folder ``out_dir``, and ``notices`` (if any) into ``notices.txt``.
 
     A wav that would clip is scaled down (:func:`~pyro_avss.audio.save_audio`); instead of a
@@ -60,6 +64,7 @@ def write_outputs(out_dir: Path, result: Separated, mixture: np.ndarray, models:
             for j in range(J):
                 for k in range(K):
                     w.writerow([f"{times[t]:.4f}", j + 1, names[k], f"{result.posterior[t, j, k]:.4f}"])
+    write_speakers(out_dir / SPEAKERS, result.posterior, names)
     if plot:
         from ..plots import separation_figure
 
@@ -70,6 +75,19 @@ def write_outputs(out_dir: Path, result: Separated, mixture: np.ndarray, models:
                           [spec(s) for s in result.sources], _pool(result.posterior, factor), names,
                           cfg.frame_rate / factor, sr)
     return scaled
+
+
+def write_speakers(path: Path, posterior: np.ndarray, names: list[str]) -> None:
+    """``speakers.csv``: per source, the component that best explains the whole recording
+    (:func:`~pyro_avss.models.switch.identified_components` of its ``(T, J, K)`` posterior over
+    every frame) and that component's mean posterior over the frames."""
+    per_source = np.ascontiguousarray(np.asarray(posterior).transpose(1, 0, 2))          # (J,T,K)
+    chosen = identified_components(per_source)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["source", "component", "mean_probability"])
+        for j, k in enumerate(chosen):
+            w.writerow([j + 1, names[int(k)], f"{per_source[j, :, int(k)].mean():.4f}"])
 
 
 FIGURE_FRAMES = 4000      # time columns of separation.png at most (a long recording is pooled)
@@ -134,7 +152,7 @@ def _existing_outputs(target: Path, own_folder: bool) -> list[Path]:
     if own_folder:
         return sorted(target.iterdir())
     return sorted(p for p in target.iterdir() if p.name in ("noise.wav", "switch_posterior.csv",
-                                                            "separation.png", NOTICES)
+                                                            SPEAKERS, "separation.png", NOTICES)
                   or (p.name.startswith("source") and p.suffix == ".wav"))
 
 
