@@ -82,7 +82,7 @@ def test_two_processes_separate_a_batch_exactly_as_one(tmp_path):
     assert two.returncode == 0, two.stderr
     assert "separated 7 of 7 input(s)" in two.stdout and two.stdout.count("separated") == 1
     files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
-    assert len(files) == 7 * 3
+    assert len(files) == 7 * 4          # source1, noise, switch posterior, speakers per recording
     for f in files:
         assert (tmp_path / "two" / f).read_bytes() == (tmp_path / "one" / f).read_bytes(), f
     assert (tmp_path / "two" / "report.html").exists()           # rank 0 lists every recording
