@@ -12,14 +12,14 @@ import soundfile as sf
 import torch
 from pyro.infer import Trace_ELBO
 
+from pyro_avss.api import SeparationResult
 from pyro_avss.audio import StftConfig
 from pyro_avss.evaluation.scoring import true_speaker_switch
 from pyro_avss.inference.batch_fit import fit_batch
-from pyro_avss.inference.separation_outputs import write_speakers
 from pyro_avss.inference.screening import kept_components, kept_count, needs_screening
 from pyro_avss.inference.separation import SeparationSettings
+from pyro_avss.inference.separation_outputs import write_speakers
 from pyro_avss.models.generative import speech_guide, speech_model, utterance_labels
-from pyro_avss.api import SeparationResult
 from pyro_avss.models.switch import IIDSwitch, identified_components
 from pyro_avss.nets.vae import DecoderBank, SpeechEncoder
 from pyro_avss.recipes.speaker_pool import part_bounds, write_pool_corpus, write_test_mixtures

@@ -3,8 +3,8 @@
 ``source1.wav … sourceJ.wav``, ``noise.wav``, ``switch_posterior.csv``, ``speakers.csv`` (the
 component that best explains each source over the whole recording,
 :func:`~pyro_avss.models.switch.identified_components`, and its mean posterior) and (unless no
-figure is wanted) ``separation.png`` go into a hidden temporary folder that is then renamed into place
-(:func:`write_atomically`); :func:`write_separation_report` lists a batch in ``report.html``.
+figure is wanted) ``separation.png`` go into a hidden temporary folder that is then renamed
+into place (:func:`write_atomically`); :func:`write_separation_report` lists a batch in ``report.html``.
 See :mod:`.run_separate` for the batch around them.
 """
 
@@ -38,8 +38,8 @@ def output_names(num_sources: int, plot: bool = True) -> list[str]:
 
 def write_outputs(out_dir: Path, result: Separated, mixture: np.ndarray, models: SpeechModels,
                   plot: bool = True, notices: list[str] = ()) -> list[str]:
-    """Write the wavs, the posterior and speaker CSVs and the figure of one separated recording into the
-    (new, empty) folder ``out_dir``, and ``notices`` (if any) into ``notices.txt``.
+    """Write the wavs, the posterior and speaker CSVs and the figure of one separated recording
+    into the (new, empty) folder ``out_dir``, and ``notices`` (if any) into ``notices.txt``.
 
     A wav that would clip is scaled down (:func:`~pyro_avss.audio.save_audio`); instead of a
     warning naming ``out_dir`` (a temporary folder when written atomically) this returns one
@@ -81,7 +81,7 @@ def write_speakers(path: Path, posterior: np.ndarray, names: list[str]) -> None:
     """``speakers.csv``: per source, the component that best explains the whole recording
     (:func:`~pyro_avss.models.switch.identified_components` of its ``(T, J, K)`` posterior over
     every frame) and that component's mean posterior over the frames."""
-    per_source = np.ascontiguousarray(np.asarray(posterior).transpose(1, 0, 2))          # (J,T,K)
+    per_source = np.asarray(posterior).transpose(1, 0, 2)                                 # (J,T,K)
     chosen = identified_components(per_source)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)

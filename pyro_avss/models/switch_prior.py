@@ -41,9 +41,10 @@ def identified_components(posterior, frames=None):
     frames (the argmax of the mean posterior) is a worse decision: it lets a component that is
     all but ruled out in some frames win on the others. Among 50 LibriSpeech pool speakers (one
     talker at 5 dB, per-frame switch, the same fits) the mean posterior named 60 % of the
-    speakers where this rule named 78 % / 72 % on their dev / test parts (2026-12-06); on 50 dev parts separated again on
-    2026-12-07, 41 of 50 over all frames as over the clean reference's speech frames, against 34
-    by the mean posterior (``docs/findings.md``, banks of many speakers).
+    speakers where this rule named 78 % / 72 % on their dev / test parts (2026-12-06); on 50
+    dev parts separated again on 2026-12-07, 41 of 50 over all frames as over the clean
+    reference's speech frames, against 34 by the mean posterior (``docs/findings.md``, banks of
+    many speakers).
     """
     post = np.asarray(posterior.detach().cpu() if torch.is_tensor(posterior) else posterior, dtype=np.float64)
     if frames is not None:
@@ -51,6 +52,7 @@ def identified_components(posterior, frames=None):
     if post.shape[-2] == 0:
         return np.full(post.shape[:-2], -1, dtype=np.int64)
     return np.log(np.maximum(post, POSTERIOR_FLOOR)).sum(-2).argmax(-1)
+
 
 @functools.lru_cache(maxsize=64)
 def joint_states(num_components: int, num_sources: int) -> torch.Tensor:

@@ -157,8 +157,9 @@ def comparison_table(results: dict) -> str:
             lines.append(f"| {split} | {switch} | SVI (`switching`) | – | {cells(g, 'switching')} | – |")
             for b, gb in groups.items():
                 ratio = _mean(gb, "mcem", "rtf") / _mean(gb, "switching", "rtf")
-                mark = ("" if b != best or split != first else " (best)" if len(groups) > 1
-                        else " (the only budget run)")
+                mark = ""
+                if b == best and split == first:          # the choice, or no choice at all
+                    mark = " (best)" if len(groups) > 1 else " (the only budget run)"
                 lines.append(f"| {split} | {switch} | MCEM{mark} | {b} | {cells(gb, 'mcem')} | {ratio:.1f}× |")
             svi, mc = _mean(g, "switching", "si_sdri"), _mean(g, "mcem", "si_sdri")
             ratio = _mean(g, "mcem", "rtf") / _mean(g, "switching", "rtf")
