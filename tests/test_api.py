@@ -23,6 +23,7 @@ from pyro_avss.api import Separator, SeparationResult, separation_settings
 from pyro_avss.config import CONFIG_DIR, config_file, load_config, packaged_configs
 from pyro_avss.errors import ConfigError, InputError
 from pyro_avss.inference.run_separate import output_names
+from pyro_avss.settings.separation import SeparationSettings
 
 from test_separation import noisy, random_models
 
@@ -103,7 +104,7 @@ def test_settings_are_checked_like_set(tmp_path):
     with pytest.raises(InputError, match="model file not found"):
         Separator.load(tmp_path / "nope.pt")
     # the command keeps accepting any known key after --set, as it always has
-    assert separation_settings(["train.lr=0.1"], strict=False).steps == 50
+    assert separation_settings(["train.lr=0.1"], strict=False).steps == SeparationSettings().steps
 
 
 def test_arrays_need_their_rate_and_are_resampled_only_when_asked():

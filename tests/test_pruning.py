@@ -46,6 +46,7 @@ def test_pruning_drops_the_unneeded_components(monkeypatch, J, prior, learn_stay
                                   learn_stay=learn_stay, prune_threshold=1e-3, prune_after=5)
     out = separate_recordings(models_with_implausible_components(), [(x, [None] * J)], settings)[0]
     assert seen[0] == 4 and 1 <= seen[1] <= 2 and len(seen) == 2     # (utterance: maybe one)
+    assert out.components_run == seen[1]                      # what the bench's `kept` reports
     assert out.posterior.shape[-2:] == (J, 4)                 # reported on the whole bank
     assert np.all(out.posterior[..., [1, 3]] == 0)
     assert np.allclose(out.posterior.sum(-1), 1, atol=1e-4)
@@ -88,9 +89,10 @@ def test_pruning_carries_the_learnt_switch_prior_over(monkeypatch):
 def test_no_pruning_below_the_threshold_or_with_one_component(monkeypatch):
     seen = bank_sizes_seen(monkeypatch)
     x = noisy()
-    separate_recordings(random_models(K=3), [(x, [None])],
-                        SeparationSettings(steps=8, num_samples=1, tol=0.0, switch_prior="iid",
-                                           prune_threshold=1e-12, prune_after=3))
+    out = separate_recordings(random_models(K=3), [(x, [None])],
+                              SeparationSettings(steps=8, num_samples=1, tol=0.0, switch_prior="iid",
+                                                 prune_threshold=1e-12, prune_after=3))[0]
+    assert out.components_run == 3
     separate_recordings(random_models(K=1), [(x, [None])],
                         SeparationSettings(steps=8, num_samples=1, tol=0.0, prune_threshold=0.5,
                                            prune_after=3))

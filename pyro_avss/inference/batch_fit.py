@@ -38,9 +38,7 @@ from ..settings.separation import SeparationSettings
 
 SETTLE_STEPS = 20       # no early stop before this many steps (nor within half of it after a restart)
 
-# ---------------------------------------------------------------------------------------------
-# one batch of chunks
-# ---------------------------------------------------------------------------------------------
+
 def components_view(models: SpeechModels, components=None):
     """The decoder bank to separate with: all K components, or the listed subset (e.g. one
     component for an oracle run that is told the speaker)."""
@@ -217,14 +215,15 @@ def allowed_components(settings: SeparationSettings, J: int, used: list[int]):
 @dataclass
 class BatchFit:
     """What :func:`fit_batch` returns for a batch: Wiener masks ``(B,T,J+1,F)`` (sources then
-    noise), the switch posterior ``(B,T,J,K)`` on all K components, the SVI steps taken and the
-    fitted parameters (constrained values, detached, by name: the fit's own param store, which
-    is gone once the fit returns)."""
+    noise), the switch posterior ``(B,T,J,K)`` on all K components, the SVI steps taken, the
+    fitted parameters (constrained values, detached, by name: the fit's own param store) and
+    the components (bank indices) the fit ran to its end, those pruning dropped left out."""
 
     masks: torch.Tensor
     posterior: torch.Tensor
     steps: int
     params: dict
+    kept: list[int]
 
     def __iter__(self):           # masks, posterior, steps = fit_batch(...)
         return iter((self.masks, self.posterior, self.steps))
@@ -294,7 +293,7 @@ def _fit(build, used: list[int], num_components: int, power, lips, present, mask
         full = post.new_zeros(post.shape[:-1] + (num_components,))
         full[..., used] = post
         post = full
-    return BatchFit(masks, post, steps, params)
+    return BatchFit(masks, post, steps, params, list(used))
 
 
 def _svi(sep: SeparationModel, optim) -> SVI:

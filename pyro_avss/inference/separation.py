@@ -63,6 +63,7 @@ class Separated:
     steps: int                # SVI steps taken (largest over its chunks)
     switch_stay: np.ndarray | None = None   # (J,) fitted stay probability of a learnt Markov
                                             # switch (mean over chunks, by frames), else None
+    components_run: int = 0   # decoders its fit ran to the end, after pruning (most over chunks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,7 +171,7 @@ def separate_recordings(models: SpeechModels, jobs: list[tuple[np.ndarray, list]
             n = x[0].shape[0]
             est = istft(masks[k, :n].cpu().permute(1, 0, 2) * x[1], c.length, cfg).numpy()  # (J+1, n)
             assemblers[c.job].add(c.index, est, post[k, :n].cpu().numpy(), steps,
-                                  None if stay is None else stay[k])
+                                  None if stay is None else stay[k], len(fit.kept))
         del fit, masks, post, inputs
         if progress is not None:
             progress(len(group))
@@ -187,15 +188,15 @@ class _Assembler:
         self.cfg, self.bounds, self.align = cfg, bounds, align
         self.out = np.zeros((num_sources + 1, num_samples), dtype=np.float32)
         self.post = self.post_w = None
-        self.waiting, self.next, self.prev, self.steps = {}, 0, None, 0
+        self.waiting, self.next, self.prev, self.steps, self.kept = {}, 0, None, 0, 0
         self.stay, self.stay_frames = None, 0
 
     def add(self, index: int, est: np.ndarray, posterior: np.ndarray, steps: int,
-            stay: np.ndarray | None = None) -> None:
-        """A chunk's estimates ``(J+1, n)``, posterior ``(T, J, K)``, SVI steps and fitted stay
-        ``(J,)`` (None: not learnt); placed when its turn comes."""
+            stay: np.ndarray | None = None, kept: int = 0) -> None:
+        """A chunk's estimates ``(J+1, n)``, posterior ``(T, J, K)``, SVI steps, fitted stay
+        ``(J,)`` (None: not learnt) and components run; placed when its turn comes."""
         self.waiting[index] = (est, posterior, stay)
-        self.steps = max(self.steps, steps)
+        self.steps, self.kept = max(self.steps, steps), max(self.kept, kept)
         while self.next in self.waiting:
             self._place(self.next, *self.waiting.pop(self.next))
             self.next += 1
@@ -226,7 +227,7 @@ class _Assembler:
         post = self.post / np.maximum(self.post_w, 1e-12)[:, None, None]
         J = out.shape[0] - 1
         stay = None if self.stay is None else self.stay / self.stay_frames
-        return Separated(out[:J], out[J], post.astype(np.float32), self.steps, stay)
+        return Separated(out[:J], out[J], post.astype(np.float32), self.steps, stay, self.kept)
 
 
 def _crossfade_weights(length: int, start: int, bounds: list[tuple[int, int]]) -> np.ndarray:

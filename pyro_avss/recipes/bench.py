@@ -17,20 +17,20 @@ Models have random weights of the real size (F = 513, D = 16, H = 128, lip embed
 projection fitted on random mouth images, unless audio-only). The cost of a step does not depend
 on the weights, but how many components survive pruning (``separate.prune_threshold``, after
 ``separate.prune_after`` steps) does: random decoders are about equally poor, so more of them
-survive than of a trained bank (K = 4, J = 1: two of four here, where a trained bank with the
-target's speaker in it keeps one). The number of SVI steps is fixed (``tol = 0``, all
-``separate.steps`` run) unless overridden, so times are comparable between configurations and
-are an upper bound for real models (which may stop earlier). Audio: GRID sentences of speakers
-s1/s4 concatenated to length, plus real noise looped to length, mixed at 0 dB, when the shared
-data folder exists; otherwise synthetic harmonic "voices" and white noise (the ``audio`` column
-says which).
+survive than of a trained bank, and how many is chance (K = 4: 2 and 2 of 4 with J = 1 and 2
+under the 50-step schedule, 1 and 3 under the 40-step one, which moved the RTF by a third
+either way). ``kept`` is that number (the largest over the B recordings): compare times at equal
+``kept``, or with ``--set separate.prune_threshold=0``. The number of SVI steps is fixed (``tol =
+0``, all ``separate.steps`` run) unless overridden, so times are comparable between configurations
+and are an upper bound for real models (which may stop earlier). Audio: GRID sentences of s1/s4
+concatenated to length, plus real noise looped to length, mixed at 0 dB, when the shared data
+folder exists; otherwise synthetic harmonic "voices" and white noise (the ``audio`` column).
 
 The default grid varies one factor at a time around L = 3 s, K = 2, J = 1, B = 1:
 L ∈ {1, 3, 10, 30} s, K ∈ {1, 2, 4, 8}, J ∈ {1, 2, 3}, B ∈ {1, 4, 8}; ``--quick`` uses a small
 grid, and ``--point components=4,sources=2`` (repeatable) measures just the configurations named
 (e.g. K = 4 with J = 2, which the one-factor grid never visits). ``--long-minutes M`` adds one
-J = 1 recording of M minutes (default chunking) to check peak
-memory on long inputs.
+J = 1 recording of M minutes (default chunking) to check peak memory on long inputs.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ FULL_GRID = {"length_s": (1.0, 3.0, 10.0, 30.0), "components": (1, 2, 4, 8), "so
 QUICK_GRID = {"length_s": (1.0, 3.0), "components": (1, 2), "sources": (1, 2), "batch": (1, 2)}
 BANK_COMPONENTS, BANK_SOURCES = (2, 11, 50), (1, 2)
 """``--banks``: audio-only banks of many speakers, every K with every J (3-s clips, B = 1)."""
-COLUMNS = ("kind", "device", "length_s", "components", "sources", "batch", "steps", "wall_s",
+COLUMNS = ("kind", "device", "length_s", "components", "sources", "batch", "steps", "kept", "wall_s",
            "audio_s", "rtf", "peak_rss_mb", "rss_before_mb", "cuda_peak_mb", "threads", "audio",
            "error")
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -251,7 +251,8 @@ def measure(cfg: BenchConfig) -> dict:
     audio_s = cfg.batch * cfg.length_s
     return {"kind": cfg.kind, "device": cfg.device, "length_s": cfg.length_s,
             "components": cfg.components, "sources": cfg.sources, "batch": cfg.batch,
-            "steps": max(r.steps for r in results), "wall_s": wall, "audio_s": audio_s,
+            "steps": max(r.steps for r in results), "kept": max(r.components_run for r in results),
+            "wall_s": wall, "audio_s": audio_s,
             "rtf": wall / audio_s, "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": before,
             "cuda_peak_mb": (torch.cuda.max_memory_allocated(device) / 2 ** 20
                              if device.type == "cuda" else math.nan),
@@ -383,7 +384,8 @@ def _worker(argv: list[str]) -> None:
 
 
 __all__ = ["BenchConfig", "grid_configs", "parse_point", "measure", "run_isolated", "run_bench", "make_mixtures",
-           "make_models", "BASE", "FULL_GRID", "QUICK_GRID", "BANK_COMPONENTS", "BANK_SOURCES", "COLUMNS"]
+           "make_models", "BASE", "FULL_GRID", "QUICK_GRID", "BANK_COMPONENTS", "BANK_SOURCES",
+           "COLUMNS"]
 
 
 if __name__ == "__main__":

@@ -119,15 +119,21 @@ class SeparationSettings(Section, name="separate"):
                                      # 8.97 / 8.31, 50 -> 8.96 / 8.28 (held-out 7.44 / 7.84 for
                                      # both 200 and 50); 50 takes 0.92x the separation time
                                      # of 200 (3-s clips, batches of 8 or one, 2 threads)
-    steps: int = key(50, at_least(1))
+    steps: int = key(40, at_least(1))
                                      # SVI iteration cap; 100 or 200 steps without early stop give
                                      # 8.18 or 8.20 dB against 8.13 (tuned one talker): the
-                                     # decaying rate has settled by then
+                                     # decaying rate has settled by then. 40 (with lr_decay 0.94
+                                     # and harmonics_at 24) since 2026-12-07, at 0.81-0.85x the
+                                     # time of 50 / 0.95 / 30: GRID one / two / three talkers
+                                     # and LibriSpeech, tuned-on 8.89 / 8.28 / 6.23 / 4.24
+                                     # against 8.94 / 8.28 / 6.22 / 4.14 dB; held-out 7.43 /
+                                     # 7.76 / - / 2.74 against 7.41 / 7.78 / - / 2.83; 35 steps
+                                     # (0.93, combs at 21) 8.77 one talker
     tol: float = key(1e-4, at_least(0))
                                      # stop when the relative change of the loss EMA is below this
     lr: float = key(0.4, above(0))   # Adam's first learning rate ...
-    lr_decay: float = key(0.95, within(0, 1, "(]"))
-                                     # ... multiplied by this after every step (0.4 -> 0.03 at 50)
+    lr_decay: float = key(0.94, within(0, 1, "(]"))
+                                     # ... multiplied by this after every step (0.4 -> 0.034 at 40)
     num_samples: int = key(8, at_least(1))       # z samples for the Wiener filter
     mask_smoothing: int = key(2, at_least(0))
                                      # each source's Wiener mask is averaged over this many
@@ -158,7 +164,7 @@ class SeparationSettings(Section, name="separate"):
                                      # ... in fits of at least this many sources (and with the
                                      # model's own guide, not a make_guide's): one talker
                                      # 8.93 / 7.01 dB tuned-on / held-out against 8.82 / 7.12
-    harmonics_at: int = key(30, at_least(0))
+    harmonics_at: int = key(24, at_least(0))
                                      # after this many steps, read each source's pitch in every
                                      # frame from its own Wiener estimate and multiply its
                                      # speech variance by the harmonic comb of that pitch for the
@@ -169,7 +175,8 @@ class SeparationSettings(Section, name="separate"):
                                      # 30 once each source's match lost half the others').
                                      # The default since the night of 2026-12-06, with the
                                      # speakers' ranges and the joint choice (docs/results.md of
-                                     # that day's run has it off but in its combs table)
+                                     # that day's run has it off but in its combs table);
+                                     # 24 since the fit became 40 steps (see steps)
     harmonics_range: str = key("speaker", choices=("speaker", "any"))
                                      # speaker: each source reads its pitch within the range of
                                      # the components its switch posterior holds (read from

@@ -91,15 +91,15 @@ SWITCH_ROWS = (
     ("sticky Markov per frame, τ = 30 s", None, MARKOV_SWITCH),
 )
 #: (label, model: None for the split's speaker bank, overrides): the harmonic combs read from each
-#: source's own estimate (``separate.harmonics_at``; 30 chosen on the tuned-on splits of GRID one
-#: and two talkers among 20, 25, 30 and 35), each source's pitch searched within its speakers'
+#: source's own estimate (``separate.harmonics_at``; 30 of 50 steps chosen on the tuned-on splits of
+#: GRID one and two talkers among 20, 25, 30 and 35, 24 of 40 since the fit was shortened), each source's pitch searched within its speakers'
 #: ranges and the sources' pitches chosen together (``separate.harmonics_range``,
 #: ``separate.harmonics_choice``, both chosen on the two-talker tuned-on split), against no combs
 #: and the first combs, on every split of :data:`SWITCH_SPLITS`
 HARMONIC_ROWS = (
-    ("read after 30 steps, within the speakers' ranges, chosen together (default)", None, None),
+    ("read after 24 steps, within the speakers' ranges, chosen together (default)", None, None),
     ("none (`separate.harmonics_at=0`; the default before the combs)", None, ["separate.harmonics_at=0"]),
-    ("read after 30 steps, every pitch, each source its own (`separate.harmonics_range=any`, "
+    ("read after 24 steps, every pitch, each source its own (`separate.harmonics_range=any`, "
      "`separate.harmonics_choice=each`)", None,
      ["separate.harmonics_range=any", "separate.harmonics_choice=each"]),
 )
@@ -157,10 +157,10 @@ NOISE_SETTINGS = (
     ("no pause bases, 4 of the 8 noise bases spectrally smooth (σ_f = 0.15), 4 free",
      ["separate.noise_spectral_smoothness=0.15", "separate.noise_smooth_rank=4", "separate.noise_pause_rank=0"],
      _ALL_ONE_TALKER),
-    ("default, 4× the steps, no early stop", ["separate.steps=200", "separate.tol=0"],
+    ("default, 4× the steps, no early stop", ["separate.steps=160", "separate.tol=0"],
      ("1spk", "1spk_held")),
     ("default, 4× the steps, no early stop, slow rate decay (0.99)",
-     ["separate.steps=200", "separate.tol=0", "separate.lr_decay=0.99"], ("1spk", "1spk_held")),
+     ["separate.steps=160", "separate.tol=0", "separate.lr_decay=0.99"], ("1spk", "1spk_held")),
 )
 
 #: the noise-model table's row for the speaker banks with a noisy encoder (train.mode=noisy_encoder,
