@@ -13,8 +13,10 @@ import torch
 from pyro_avss.audio import StftConfig
 from pyro_avss.errors import InputError
 from pyro_avss.evaluation.speaker_models import cluster_scores
-from pyro_avss.inference.clip_clusters import (clip_statistics, cluster_clips, clustered_rows,
+from pyro_avss.inference.clip_clusters import (clip_log_pitch, clip_statistics, cluster_clips, clustered_rows,
                                                fit_gaussian_mixture, principal_projection)
+from pyro_avss.inference.inputs import normalised_power
+from pyro_avss.models.harmonics import HarmonicCombs
 from pyro_avss.inference.training import fit
 from pyro_avss.settings.training import TrainSettings
 
@@ -55,6 +57,17 @@ def test_clip_statistics_ignore_the_level_and_keep_the_spectrum():
                           torch.full((9,), np.log(7.0), dtype=torch.float64))
     projected = principal_projection(torch.randn((6, 18), generator=gen, dtype=torch.float64), 10)
     assert projected.shape == (6, 6)                                              # at most N axes
+
+
+def test_clip_log_pitch_reads_a_voice_and_is_nan_without_one():
+    cfg = StftConfig()
+    combs = HarmonicCombs(cfg.num_bins, cfg.sample_rate, cfg.n_fft)
+    t = np.arange(cfg.sample_rate) / cfg.sample_rate
+    for f0 in (110.0, 220.0):
+        voice = sum(np.sin(2 * np.pi * h * f0 * t) / h for h in range(1, 20)).astype(np.float32)
+        power = normalised_power(voice, cfg)[0].double()
+        assert abs(np.exp(clip_log_pitch(power, combs)) - f0) < 0.02 * f0
+    assert np.isnan(clip_log_pitch(torch.ones((40, cfg.num_bins), dtype=torch.float64), combs))
 
 
 def test_clustered_rows_relabel_both_splits_and_record_the_clusters(tmp_path):
@@ -120,4 +133,7 @@ def test_grid_s1_and_s4_clips_fall_into_their_own_clusters():
     # real clips, unbalanced as in the corpus (about 14 s1 clips for every s4 one)
     rows = grid_rows("train", "s1", 100) + grid_rows("train", "s4", 7)
     found = cluster_clips(rows, StftConfig(), 2)
+    assert balanced_accuracy([found[r["id"]] for r in rows], [r["speaker"] for r in rows]) == 1.0
+    # without the pitch, the spectral summary alone is good but not perfect on these clips
+    found = cluster_clips(rows, StftConfig(), 2, pitch=False)
     assert balanced_accuracy([found[r["id"]] for r in rows], [r["speaker"] for r in rows]) >= 0.9

@@ -81,6 +81,10 @@ class TrainSettings(Section, name="train"):
     labels: str = key("observed", choices=("observed", "hidden", "clustered"))
     cluster_dims: int = key(10, at_least(1))     # clustered: principal axes of the clip statistics
                                                  # (set on the GRID training clips)
+    cluster_pitch: bool = True       # clustered: the clips' log median pitch as one more dimension
+                                     # (pyro_avss.inference.clip_clusters). Training clips outside
+                                     # their cluster's majority speaker: GRID 12 -> 0 of 528,
+                                     # LibriSpeech 3 -> 4 of 60
     include_universal: bool = False  # speakers mode: keep the initial decoder as an extra component
     switch_prior: str = key("iid", choices=("iid", "markov"))
     stay_prob: float = key(DEFAULT_STAY, within(0, 1, "()"))  # markov switch: probability of
