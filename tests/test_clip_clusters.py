@@ -13,11 +13,12 @@ import torch
 from pyro_avss.audio import StftConfig
 from pyro_avss.errors import InputError
 from pyro_avss.evaluation.speaker_models import cluster_scores
-from pyro_avss.inference.clip_clusters import (clip_log_pitch, clip_statistics, cluster_clips, clustered_rows,
-                                               fit_gaussian_mixture, principal_projection)
+from pyro_avss.inference.clip_clusters import (clip_log_pitch, clip_statistics, cluster_clips,
+                                               clustered_rows, fit_gaussian_mixture,
+                                               principal_projection)
 from pyro_avss.inference.inputs import normalised_power
-from pyro_avss.models.harmonics import HarmonicCombs
 from pyro_avss.inference.training import fit
+from pyro_avss.models.harmonics import HarmonicCombs
 from pyro_avss.settings.training import TrainSettings
 
 from conftest import grid_rows

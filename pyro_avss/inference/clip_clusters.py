@@ -37,6 +37,7 @@ import torch
 
 from ..audio import StftConfig, load_audio
 from ..errors import InputError
+from ..models.harmonics import HarmonicCombs
 from .inputs import normalised_power
 
 #: variance floor of a cluster, as a fraction of the data's variance in that dimension (so that
@@ -47,18 +48,21 @@ VARIANCE_FLOOR = 0.01
 def clip_statistics(power: torch.Tensor) -> torch.Tensor:
     """``(T, F)`` power spectrogram -> ``(2F,)``: mean and standard deviation of ``log power``
     over the frames whose energy is at or above the clip's median (its louder half)."""
-    log_power = torch.log(power + 1e-10)
-    energy = power.sum(-1)
-    loud = log_power[energy >= energy.median()]
+    loud = torch.log(power[louder_half(power)] + 1e-10)
     return torch.cat([loud.mean(0), loud.std(0, unbiased=False)])
+
+
+def louder_half(power: torch.Tensor) -> torch.Tensor:
+    """``(T,)`` bool: the frames of ``power (T, F)`` whose energy is at or above the median."""
+    energy = power.sum(-1)
+    return energy >= energy.median()
 
 
 def clip_log_pitch(power: torch.Tensor, combs) -> float:
     """``(T, F)`` power spectrogram -> the log of its median pitch (Hz) over the frames of
     :func:`clip_statistics` (its louder half) that hold a harmonic comb (``combs``: a
     :class:`~pyro_avss.models.harmonics.HarmonicCombs` on these bins); NaN where none does."""
-    energy = power.sum(-1)
-    f0 = combs.pitch(power[energy >= energy.median()][:, None, :].float())[:, 0]
+    f0 = combs.pitch(power[louder_half(power)][:, None, :].float())[:, 0]
     f0 = f0[~f0.isnan()]
     return math.log(float(f0.median())) if f0.numel() else math.nan
 
@@ -112,8 +116,6 @@ def cluster_clips(rows: list[dict], stft_cfg: StftConfig, num_clusters: int, dim
     """The cluster of every clip of ``rows`` (prepared-manifest rows with ``id`` and ``audio``),
     by the module's procedure (``pitch``: with the clips' log median pitch; a clip without a
     voiced frame takes the median of the others'): ``{clip id: cluster index}``."""
-    from ..models.harmonics import HarmonicCombs
-
     if num_clusters < 1 or len(rows) < num_clusters:
         raise ValueError(f"cannot form {num_clusters} clusters from {len(rows)} clips")
     powers = [normalised_power(load_audio(r["audio"], stft_cfg.sample_rate), stft_cfg)[0].double()

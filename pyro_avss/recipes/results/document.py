@@ -286,10 +286,10 @@ def _harmonics_section(rows: dict) -> list[str]:
         "components its switch posterior holds (read by `fit` from their training clips) and the "
         "sources' pitches are chosen together, among each one's 8 best, to explain the mixture's "
         "fine structure. The step (30 of 50) was chosen on the tuned-on splits of GRID one and two "
-        "talkers among 20, 25, 30 and 35 and became 24 of 40 when the fit was shortened, the ranges and the joint choice on the two-talker tuned-on "
-        "split (the figures of those choices are in the comments of `separate.harmonics_at`, "
-        "`harmonics_range` and `harmonics_choice`). The combs are the default: every other table "
-        "of this page has them.",
+        "talkers among 20, 25, 30 and 35 and became 24 of 40 when the fit was shortened, the "
+        "ranges and the joint choice on the two-talker tuned-on split (the figures of those "
+        "choices are in the comments of `separate.harmonics_at`, `harmonics_range` and "
+        "`harmonics_choice`). The combs are the default: every other table of this page has them.",
         quality_table(rows, SWITCH_SPLITS, "harmonic combs"))
 
 

@@ -2,6 +2,8 @@
 default ones, the systems of each split and the setting rows of every table (each constant says
 how it was chosen or what it checks)."""
 
+from ...settings.separation import SeparationSettings
+
 #: GRID dev noises that settings are chosen on; the other noises of the data are held out
 TUNED_NOISES = ("doing_the_dishes", "dude_miaowing", "exercise_bike", "running_tap")
 
@@ -92,10 +94,10 @@ SWITCH_ROWS = (
 )
 #: (label, model: None for the split's speaker bank, overrides): the harmonic combs read from each
 #: source's own estimate (``separate.harmonics_at``; 30 of 50 steps chosen on the tuned-on splits of
-#: GRID one and two talkers among 20, 25, 30 and 35, 24 of 40 since the fit was shortened), each source's pitch searched within its speakers'
-#: ranges and the sources' pitches chosen together (``separate.harmonics_range``,
-#: ``separate.harmonics_choice``, both chosen on the two-talker tuned-on split), against no combs
-#: and the first combs, on every split of :data:`SWITCH_SPLITS`
+#: GRID one and two talkers among 20, 25, 30 and 35, 24 of 40 since the fit was shortened), each
+#: source's pitch searched within its speakers' ranges and the sources' pitches chosen together
+#: (``separate.harmonics_range``, ``separate.harmonics_choice``, both chosen on the two-talker
+#: tuned-on split), against no combs and the first combs, on every split of :data:`SWITCH_SPLITS`
 HARMONIC_ROWS = (
     ("read after 24 steps, within the speakers' ranges, chosen together (default)", None, None),
     ("none (`separate.harmonics_at=0`; the default before the combs)", None, ["separate.harmonics_at=0"]),
@@ -137,6 +139,9 @@ LIPS_ROWS = (("one component per utterance (default)", None, "switching", None),
      ["separate.switch_prior=speaker", "separate.stay_seconds=30", "separate.lip_gate=false"]),
     ("universal model", None, "universal", None))
 
+#: the step-count check of the noise table: 4× the default steps (whatever the default is)
+_FOUR_TIMES_THE_STEPS = f"separate.steps={4 * SeparationSettings().steps}"
+
 #: (label, separation overrides, splits): the noise-model rows, each against the default
 #: (``separate.noise_smoothness=0.1``, ``separate.prior_weight=3``, 4 of the 8 bases from the
 #: pauses where the bank reads lips) on tuned-on and held-out data
@@ -157,10 +162,10 @@ NOISE_SETTINGS = (
     ("no pause bases, 4 of the 8 noise bases spectrally smooth (σ_f = 0.15), 4 free",
      ["separate.noise_spectral_smoothness=0.15", "separate.noise_smooth_rank=4", "separate.noise_pause_rank=0"],
      _ALL_ONE_TALKER),
-    ("default, 4× the steps, no early stop", ["separate.steps=160", "separate.tol=0"],
+    ("default, 4× the steps, no early stop", [_FOUR_TIMES_THE_STEPS, "separate.tol=0"],
      ("1spk", "1spk_held")),
     ("default, 4× the steps, no early stop, slow rate decay (0.99)",
-     ["separate.steps=160", "separate.tol=0", "separate.lr_decay=0.99"], ("1spk", "1spk_held")),
+     [_FOUR_TIMES_THE_STEPS, "separate.tol=0", "separate.lr_decay=0.99"], ("1spk", "1spk_held")),
 )
 
 #: the noise-model table's row for the speaker banks with a noisy encoder (train.mode=noisy_encoder,
