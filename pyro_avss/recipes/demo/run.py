@@ -36,7 +36,7 @@ def run_demo(workdir: str | Path, *, small: bool = False, force: bool = False,
     from pyro_avss.data.corpora import scan_corpus
     from pyro_avss.data.prepare import prepare_corpus, read_prepared_manifest
     from pyro_avss.evaluation.harness import evaluate
-    from pyro_avss.inference.run_separate import SeparationJob, run_jobs
+    from pyro_avss.inference.run_separate import SeparationJob, output_names, run_jobs
     from pyro_avss.inference.separation import SeparationSettings
     from pyro_avss.inference.training import resolve_device
     from pyro_avss.recipes.demo.corpus import generate_demo_corpus
@@ -94,8 +94,7 @@ def run_demo(workdir: str | Path, *, small: bool = False, force: bool = False,
     echo(f"  model                 {model_path}  (components: {models.component_summary()})")
     echo(f"  learning curves       {workdir / 'universal' / 'learning_curve.png'}, "
          f"{workdir / 'speakers' / 'learning_curve.png'}")
-    echo(f"  separated example     {workdir / 'separated'}  (source1.wav, source2.wav, noise.wav, "
-         "switch_posterior.csv, separation.png)")
+    echo(f"  separated example     {workdir / 'separated'}  ({', '.join(output_names(len(two.sources)))})")
     echo(f"  evaluation            {workdir / 'evaluation'}  (results.csv, summary.json, results.md, plots)")
     return {"summary": summary, "model": model_path, "workdir": workdir}
 
