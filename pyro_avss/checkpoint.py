@@ -111,7 +111,8 @@ class SpeechModels:
             "lip_projection": _cpu(self.lips.state_dict()),
             "lip_encoder": None if self.lip_encoder is None else {
                 "in_dim": self.lip_encoder.in_dim, "out_dim": self.lip_encoder.out_dim,
-                "hidden": self.lip_encoder.hidden, "weights": _cpu(self.lip_encoder.state_dict())},
+                "hidden": self.lip_encoder.hidden, "dilations": list(self.lip_encoder.dilations),
+                "weights": _cpu(self.lip_encoder.state_dict())},
             "prior": None if self.prior is None else {
                 "hidden": self.prior.hidden, "weights": _cpu(self.prior.state_dict())},
             "dynamics": None if self.dynamics is None else _cpu(self.dynamics.state_dict()),
@@ -167,7 +168,8 @@ class SpeechModels:
         lip_encoder = prior = None
         if data.get("lip_encoder"):
             e = data["lip_encoder"]
-            lip_encoder = LipTemporalEncoder(e["in_dim"], e["out_dim"], e["hidden"])
+            # a file from before the residual layers has no dilations: the two base layers only
+            lip_encoder = LipTemporalEncoder(e["in_dim"], e["out_dim"], e["hidden"], e.get("dilations", ()))
             lip_encoder.load_state_dict(e["weights"])
         if data.get("prior"):
             prior = VisualPrior(s["lip_dim"], s["latent_dim"], data["prior"]["hidden"])

@@ -19,15 +19,17 @@ from pyro_avss.nets.vae import DecoderBank, SpeechEncoder, VisualPrior
 F, D, DV = 33, 4, 6
 
 
-def test_temporal_encoder_sees_exactly_its_context_and_zeroes_missing_frames():
+@pytest.mark.parametrize("dilations, reach", [((), 12), ((4,), 28), ((2, 4), 36)])
+def test_temporal_encoder_sees_exactly_its_context_and_zeroes_missing_frames(dilations, reach):
     torch.manual_seed(0)
-    enc = LipTemporalEncoder(5, DV, 8)
-    u, present = torch.randn(2, 60, 5), torch.ones(2, 60)
+    enc = LipTemporalEncoder(5, DV, 8, dilations)
+    assert enc.context == reach
+    u, present = torch.randn(2, 100, 5), torch.ones(2, 100)
     present[1, 20:25] = 0
     v = enc(u, present)
-    assert v.shape == (2, 60, DV)
+    assert v.shape == (2, 100, DV)
     assert torch.all(v[1, 20:25] == 0)                       # no face: no embedding
-    t, c = 30, enc.context
+    t, c = 50, enc.context
     moved = u.clone()
     moved[:, t + c + 1:] += 5.0                               # beyond the reach of frame t
     assert torch.allclose(enc(moved, present)[:, t], v[:, t])
@@ -35,7 +37,7 @@ def test_temporal_encoder_sees_exactly_its_context_and_zeroes_missing_frames():
     moved[:, t + c] += 5.0                                    # at the edge of its reach
     assert not torch.allclose(enc(moved, present)[:, t], v[:, t])
     # extra leading axes (sources) are batch axes
-    assert torch.allclose(enc(u[:, None].expand(2, 3, 60, 5), present[:, None].expand(2, 3, 60))[:, 1], v,
+    assert torch.allclose(enc(u[:, None].expand(2, 3, 100, 5), present[:, None].expand(2, 3, 100))[:, 1], v,
                           atol=1e-6)
 
 
@@ -122,11 +124,19 @@ def test_separation_with_the_visual_prior_and_each_gain(gain, frames):
 
 def test_model_file_keeps_the_temporal_encoder_and_the_prior(tmp_path):
     m = _models()
-    m.lip_encoder = LipTemporalEncoder(5, DV, 8)
+    m.lip_encoder = LipTemporalEncoder(5, DV, 8, dilations=(4,))
     m.save(tmp_path / "m.pt")
     back = SpeechModels.load(tmp_path / "m.pt")
     u, p = torch.randn(20, 5), torch.ones(20)
+    assert back.lip_encoder.dilations == (4,)
     assert torch.equal(back.lip_encoder(u, p), m.lip_encoder(u, p))
+    # a file from before the residual layers (no dilations, no weights for them) still loads
+    m.lip_encoder = LipTemporalEncoder(5, DV, 8)
+    m.save(tmp_path / "base.pt")
+    old = torch.load(tmp_path / "base.pt", weights_only=False)
+    del old["lip_encoder"]["dilations"]
+    torch.save(old, tmp_path / "old.pt")
+    assert torch.equal(SpeechModels.load(tmp_path / "old.pt").lip_encoder(u, p), m.lip_encoder(u, p))
     v = torch.randn(3, DV)
     assert all(torch.equal(a, b) for a, b in zip(back.prior(v, torch.ones(3)), m.prior(v, torch.ones(3))))
     plain = _models(prior=False)

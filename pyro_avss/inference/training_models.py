@@ -35,7 +35,7 @@ def build_models(settings: Settings, speakers: list[str], video_speakers: set[st
                                                          if r.get("lips")))
             projection.fit(clips())
             projection.fit_gate(clips(), lc.gate_sigmas)
-        lip_encoder = LipTemporalEncoder(lc.dim, lc.embed_dim) if temporal else None
+        lip_encoder = LipTemporalEncoder(lc.dim, lc.embed_dim, dilations=lc.dilations) if temporal else None
         prior = VisualPrior(lip_dim, mc.latent_dim, mc.hidden) if use_video and mc.prior == "visual" else None
         encoder = SpeechEncoder(F, mc.latent_dim, mc.hidden, lip_dim)
         decoders = DecoderBank(1, F, mc.latent_dim, mc.hidden, lip_dim,

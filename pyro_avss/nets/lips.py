@@ -155,17 +155,23 @@ class LipTemporalEncoder(nn.Module):
     ROIs ``u`` (:class:`LipProjection`) at the STFT frame rate.
 
     Lip motion, not lip shape, carries speech: opening and closing take tens to hundreds of
-    milliseconds and lead the sound by tens of milliseconds, so one frame of pixels says little
-    about the spectrum under it. Two 1-D convolutions over time (kernel 9, the second dilated by
-    2: a window of ``±12`` STFT frames, ``±190 ms`` at hop 256 / 16 kHz) and a linear read-out:
+    milliseconds and lead the sound by tens of milliseconds, and a syllable's mouth gesture
+    spans several of them, so one frame of pixels says little about the spectrum under it. Two
+    1-D convolutions over time (kernel 9, the second dilated by 2), then one residual
+    convolution per entry ``d`` of ``dilations`` (kernel 9, dilated by ``d``), and a linear
+    read-out:
 
         h1 = tanh(Conv_9([u·present, present]))        (the presence flag is an input channel,
         h2 = tanh(Conv_9,dil2(h1))                      so a frame next to a lost face knows it)
-        v  = (h2 W + b) · present
+        h  ← h + tanh(Conv_9,dil d(h))                  for d in dilations (h starts at h2)
+        v  = (h W + b) · present
 
-    Frames without a face get ``v = 0`` (their ``present`` stays 0 downstream: decoders and the
-    visual prior switch their visual term off there). Trained jointly with the speech VAE
-    (``train.mode = universal``) and frozen afterwards, like the encoder.
+    The window reaches ``c = 4 + 4·(2 + Σ dilations)`` STFT frames on each side: ``±12``
+    (``±190 ms`` at hop 256 / 16 kHz) without residual layers, ``±28`` (``±450 ms``) with
+    ``dilations = (4,)``, the default of ``lips.dilations``. Frames without a face get ``v = 0``
+    (their ``present`` stays 0 downstream: decoders and the visual prior switch their visual
+    term off there). Trained jointly with the speech VAE (``train.mode = universal``) and frozen
+    afterwards, like the encoder.
 
     Shapes: ``u (..., T, Din)``, ``present (..., T)`` -> ``(..., T, Dout)``; time is the
     second-to-last axis of ``u`` and any leading axes are batch axes.
@@ -173,24 +179,29 @@ class LipTemporalEncoder(nn.Module):
 
     kernel = 9
 
-    def __init__(self, in_dim: int, out_dim: int = 32, hidden: int = 64):
+    def __init__(self, in_dim: int, out_dim: int = 32, hidden: int = 64, dilations=()):
         super().__init__()
         self.in_dim, self.out_dim, self.hidden = in_dim, out_dim, hidden
+        self.dilations = tuple(int(d) for d in dilations)
         k = self.kernel
         self.conv1 = nn.Conv1d(in_dim + 1, hidden, k, padding=k // 2)
         self.conv2 = nn.Conv1d(hidden, hidden, k, padding=k - 1, dilation=2)
+        self.wider = nn.ModuleList(nn.Conv1d(hidden, hidden, k, padding=d * (k // 2), dilation=d)
+                                   for d in self.dilations)
         self.out = nn.Linear(hidden, out_dim)
 
     @property
     def context(self) -> int:
         """Frames of context on each side that the output at one frame depends on."""
-        return self.kernel // 2 + (self.kernel - 1)
+        return (self.kernel // 2) * (3 + sum(self.dilations))
 
     def forward(self, lips: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         lead = lips.shape[:-2]
         T = lips.shape[-2]
         p = present.reshape(-1, 1, T).to(lips.dtype)
         x = torch.cat([lips.reshape(-1, T, lips.shape[-1]).transpose(1, 2) * p, p], 1)  # (N,Din+1,T)
-        h = torch.tanh(self.conv2(torch.tanh(self.conv1(x)))).transpose(1, 2)          # (N,T,H)
-        v = self.out(h) * p.transpose(1, 2)
+        h = torch.tanh(self.conv2(torch.tanh(self.conv1(x))))                           # (N,H,T)
+        for conv in self.wider:
+            h = h + torch.tanh(conv(h))
+        v = self.out(h.transpose(1, 2)) * p.transpose(1, 2)
         return v.reshape(lead + (T, self.out_dim))

@@ -172,7 +172,7 @@ class VisualPrior(nn.Module):
 
     ``h = tanh(W_2 tanh(W_1 v + b_1) + b_2)``, ``μ = present · (W_μ h + b_μ)``,
     ``log σ = present · clamp(W_σ h + b_σ)``: a network of one source's lip embedding (usually the
-    temporal :class:`~pyro_avss.nets.lips.LipTemporalEncoder`, which already sees ±190 ms).
+    temporal :class:`~pyro_avss.nets.lips.LipTemporalEncoder`, which already sees ±450 ms).
     Where no face is seen (``present = 0``) it falls back to the standard normal ``N(0, I)``, the
     prior of the audio-only model, so a lost face never pushes ``z`` anywhere.
 

@@ -17,6 +17,8 @@ ABLATION_MODELS = (
     ("grid_pca_standard", ["lips.front_end=pca", "model.prior=standard"], "PCA lips, N(0, I) prior"),
     ("grid_pca_visual", ["lips.front_end=pca"], "PCA lips, visual prior"),
     ("grid_temporal_standard", ["model.prior=standard"], "learned lips, N(0, I) prior"),
+    ("grid_temporal_narrow", ["lips.dilations=[]"],
+     "learned lips over ±190 ms (`lips.dilations=[]`, the default before 2026-12-07), visual prior"),
 )
 
 #: the GRID model with the speech prior with memory (universal + speaker decoders), trained besides
