@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from pyro_avss.recipes.results.experiments import (ABLATION_MODELS, BABBLE_HELD, BABBLE_TUNED, LIPS_SPLITS,
-                                                   MEMORY_MODEL, SEED_MODEL, SWITCH_SPLITS, TUNED_NOISES,
+                                                   MEMORY_MODEL, SEED_MODELS, SWITCH_SPLITS, TUNED_NOISES,
                                                    UNLABELLED_SPLITS)
 from pyro_avss.recipes.results.tables import (_coverage_note, _f, _mcem_comparison, _noise_table,
                                               _one_talker_section, _system_table, lips_table, settings_table,
@@ -105,7 +105,7 @@ def _training_section(facts: dict) -> list[str]:
          "|---|---|---|---|---|"]
     names = ["grid_universal", "grid_speakers", "grid_switching", "libri_universal", "libri_speakers"]
     names += [f"{n}_{part}" for n, _, _ in ABLATION_MODELS for part in ("universal", "speakers")]
-    names += [f"{name}_{part}" for name, _ in (MEMORY_MODEL, SEED_MODEL) for part in ("universal", "speakers")]
+    names += [f"{name}_{part}" for name, _ in (MEMORY_MODEL, *SEED_MODELS) for part in ("universal", "speakers")]
     for key in names:
         f = facts[key]
         L.append(f"| {key} | {f['epochs']} | {_f(f['best_dev_loss'], 1)} | {f['frames_per_s']:.0f} | "
@@ -232,11 +232,12 @@ def _ablation_section(evals: dict, ablation: dict) -> list[str]:
 
 def _seed_section(seeds: dict) -> list[str]:
     return _section(
-        "Held-out seed (switching system, tuned-on and held-out splits)",
+        "Held-out seeds (switching system, tuned-on and held-out splits)",
         "Every setting was chosen with the models trained with seed 0 and separated with "
         "`separate.seed=0`. The GRID universal model and speaker decoders trained again by the "
-        f"same configs with `{SEED_MODEL[1][0]}` (`{SEED_MODEL[0]}_*` in the training table) were "
-        "used by no choice; the separation seed sets the guide's draws and the noise's random "
+        "same configs with "
+        + " and ".join(f"`{c[0]}` (`{n}_*` in the training table)" for n, c in SEED_MODELS)
+        + " were used by no choice; the separation seed sets the guide's draws and the noise's random "
         "start. The spread between the rows is how far a figure of the other tables may move for "
         "reasons no setting controls.",
         settings_table(seeds, "models / separation"))

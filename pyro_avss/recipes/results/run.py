@@ -22,7 +22,7 @@ from pyro_avss.recipes.results.experiments import (ABLATION_MODELS, ABLATION_SET
                                                    LIP_CORRUPTIONS, LIPS_ROWS, LIPS_SPLITS, MCEM_BUDGETS,
                                                    MEMORY_MODEL, MEMORY_ROWS, MEMORY_SPLITS,
                                                    MULTI_TALKER_SYSTEMS, NOISE_SETTINGS, NOISY_ENCODER_ROW,
-                                                   ONE_TALKER_SYSTEMS, SEED_MODEL, SEED_ROWS, SWITCH_ROWS,
+                                                   ONE_TALKER_SYSTEMS, SEED_MODELS, SEED_ROWS, SWITCH_ROWS,
                                                    SWITCH_SPLITS, UNLABELLED_ROWS, UNLABELLED_SPLITS)
 
 
@@ -131,8 +131,8 @@ def _train_and_score(m: Path, cache_set: list[str], grid_rows, libri_rows, facts
     decoders on every dev speaker and the unlabelled switch's clusters. Returns the model files
     the evaluations use: ``"grid"`` and ``"libri"`` (the speaker decoders), ``"grid_switching"`` and
     ``"libri_switching"`` (the banks of speakers found without labels), ``"memory"`` (the
-    prior with memory), ``"seed"`` (the default GRID models of the held-out training seed) and
-    one per :data:`ABLATION_MODELS` name."""
+    prior with memory), one per :data:`SEED_MODELS` name (the default GRID models of a held-out
+    training seed) and one per :data:`ABLATION_MODELS` name."""
     from pyro_avss.evaluation.speaker_models import component_scores, speaker_table, switch_clusters
 
     say("fit GRID universal, speaker decoders, unlabelled switching VAE")
@@ -186,8 +186,9 @@ def _train_and_score(m: Path, cache_set: list[str], grid_rows, libri_rows, facts
     for name, changes, _ in ABLATION_MODELS:
         paths[name] = grid_pair(name, changes, changes)
     paths["memory"] = grid_pair(MEMORY_MODEL[0], MEMORY_MODEL[1], [])   # memory comes with the init
-    say("fit the GRID models again with the held-out training seed")
-    paths["seed"] = grid_pair(SEED_MODEL[0], SEED_MODEL[1], SEED_MODEL[1])
+    say("fit the GRID models again with the held-out training seeds")
+    for name, changes in SEED_MODELS:
+        paths[name] = grid_pair(name, changes, changes)
     return paths
 
 
@@ -265,9 +266,10 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
     say("speech prior with memory against the frame-wise prior (both splits)")
     memory = setting_rows(MEMORY_ROWS, MEMORY_SPLITS, manifests, evals,
                           lambda n: {None: spk_model, "memory": models["memory"]}, out_dir, device)
-    say("the default system with the held-out training seed and another separation seed")
+    say("the default system with the held-out training seeds and another separation seed")
     seeds = setting_rows(SEED_ROWS, MEMORY_SPLITS, manifests, evals,
-                         lambda n: {None: spk_model, "seed": models["seed"]}, out_dir, device)
+                         lambda n: {None: spk_model, **{name: models[name] for name, _ in SEED_MODELS}},
+                         out_dir, device)
     say("switch prior: per frame (i.i.d. or sticky Markov) instead of one component per utterance")
     s_switch = setting_rows(SWITCH_ROWS, SWITCH_SPLITS, manifests, evals, lambda n: {None: bank(n)},
                             out_dir, device)
