@@ -185,7 +185,7 @@ class LipTemporalEncoder(nn.Module):
         self.dilations = tuple(int(d) for d in dilations)
         k = self.kernel
         self.conv1 = nn.Conv1d(in_dim + 1, hidden, k, padding=k // 2)
-        self.conv2 = nn.Conv1d(hidden, hidden, k, padding=k - 1, dilation=2)
+        self.conv2 = nn.Conv1d(hidden, hidden, k, padding=2 * (k // 2), dilation=2)
         self.wider = nn.ModuleList(nn.Conv1d(hidden, hidden, k, padding=d * (k // 2), dilation=d)
                                    for d in self.dilations)
         self.out = nn.Linear(hidden, out_dim)
@@ -193,7 +193,7 @@ class LipTemporalEncoder(nn.Module):
     @property
     def context(self) -> int:
         """Frames of context on each side that the output at one frame depends on."""
-        return (self.kernel // 2) * (3 + sum(self.dilations))
+        return (self.kernel // 2) * (1 + 2 + sum(self.dilations))     # dilations 1, 2, then these
 
     def forward(self, lips: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         lead = lips.shape[:-2]

@@ -28,7 +28,8 @@ MEMORY_MODEL = ("grid_memory", ["model.memory=markov"])
 #: the GRID models (universal + speaker decoders) trained again with seeds no setting was chosen
 #: with (the default models use ``train.seed=0``): how much of the default's figures is seed 0's
 #: (one training moves a figure by up to 0.7 dB, docs/findings.md, "Lips over ±450 ms")
-SEED_MODELS = (("grid_seed1", ["train.seed=1"]), ("grid_seed2", ["train.seed=2"]))
+HELD_OUT_SEEDS = (1, 2)
+SEED_MODELS = tuple((f"grid_seed{s}", [f"train.seed={s}"]) for s in HELD_OUT_SEEDS)
 
 #: the guide's restart (``separate.restart_at``; auto: at step 20 in fits of two sources or more
 #: with a model that has p(z | v), chosen on the two-talker tuned-on split among 15, 20 and 25);
@@ -49,12 +50,11 @@ MEMORY_ROWS = (
 MEMORY_SPLITS = ("1spk", "1spk_held", "2spk", "2spk_held")
 
 #: (label, model: one of :data:`SEED_MODELS`' names or None for the default, separation overrides):
-#: the default system with the held-out training seed, and with another seed of its own
+#: the default system with each held-out training seed, and with another seed of its own
 #: randomness (the guide's draws, the noise's start), on both splits of one and two talkers
 SEED_ROWS = (
     ("default: models of seed 0, separation seed 0 (every setting was chosen with these)", None, None),
-    ("models trained with seed 1 (held out)", "grid_seed1", []),
-    ("models trained with seed 2 (held out)", "grid_seed2", []),
+    *((f"models trained with seed {s} (held out)", name, []) for s, (name, _) in zip(HELD_OUT_SEEDS, SEED_MODELS)),
     ("models of seed 0, separation seed 1 (`separate.seed=1`: the guide's draws, the noise's start)", None,
      ["separate.seed=1"]),
 )
