@@ -48,16 +48,12 @@ class LipsSettings(Section, name="lips"):
     # dilations (temporal front end): one residual convolution over time per entry, dilated by
     # it, on the encoder's two base layers (pyro_avss.nets.lips.LipTemporalEncoder); each widens
     # the lip window by ±4·d STFT frames: [] ±12 frames (±190 ms), [4] ±28 (±450 ms)
-    dilations: list = key([4])
+    dilations: list = key([4], Rule("a list of integers >= 1", lambda ds: all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in ds)))
     # the mouth gate (pyro_avss.nets.lips): a face frame whose mouth region lies more than this
     # many standard deviations (of the training frames) off the projection's subspace counts as
     # a frame without a face; 0: no gate
     gate_sigmas: float = key(5.0, at_least(0))
-
-    def check(self) -> None:
-        bad = [d for d in self.dilations if isinstance(d, bool) or not isinstance(d, int) or d < 1]
-        if bad:
-            raise SettingError("lips.dilations", f"must be a list of integers >= 1, got {bad[0]!r}")
 
 
 @dataclass
