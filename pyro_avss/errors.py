@@ -43,6 +43,10 @@ class InputError(PyroAvssError, ValueError):
         self.problem = " ".join(str(problem).split())  # always one line
         super().__init__(f"{self.source}: {self.problem}")
 
+    def __reduce__(self):
+        # rebuilt from its two parts, so that it crosses a process boundary (a worker's error)
+        return type(self), (self.source, self.problem)
+
 
 class ConfigError(PyroAvssError, KeyError):
     """A configuration key or value is invalid."""

@@ -207,7 +207,7 @@ def test_lips_rows_corrupt_the_target_reuse_intact_runs_and_tabulate_the_target(
     manifests = {n: write_mixture_manifest(specs, tmp_path / f"mixtures_{n}.csv") for n in results.LIPS_SPLITS}
     calls = []
 
-    def fake_evaluate(manifest, model, out, systems, device, overrides=(), limit=None):
+    def fake_evaluate(manifest, model, out, systems, overrides=()):
         calls.append((Path(manifest).name, Path(out).name, systems, list(overrides)))
         lips = {s.sources[0].lips for s in read_mixture_manifest(manifest)}
         target = {"": 8.0, "missing:0.6": 5.0}.get(lips.pop(), 6.0)
@@ -215,16 +215,15 @@ def test_lips_rows_corrupt_the_target_reuse_intact_runs_and_tabulate_the_target(
         write_results(Path(out) / "results.csv", [row(s.id, systems, v, source=j) for s in specs
                                                   for j, v in ((1, target), (2, 0.0))])
 
-    monkeypatch.setattr(results, "_evaluate", fake_evaluate)
     switch_labels = {label for label, _, _ in results.SWITCH_ROWS}
     main = {label for label, _, _, changes in results.LIPS_ROWS if changes is None or label in switch_labels}
     for label, _, system, changes in results.LIPS_ROWS:      # the main runs exist already
         if label in main:
             base = "eval_1spk" if changes is None else f"eval_1spk_{results._slug(label)}"
-            fake_evaluate(manifests["1spk"], None, tmp_path / base, system, "cpu")
+            fake_evaluate(manifests["1spk"], None, tmp_path / base, system)
     calls.clear()
     monkeypatch.setattr(results, "LIPS_SPLITS", ("1spk",))
-    out = results.lips_rows(manifests, {None: "model.pt", "twins": "twins.pt"}, tmp_path, "cpu")
+    out = results.lips_rows(manifests, {None: "model.pt", "twins": "twins.pt"}, tmp_path, fake_evaluate)
     # intact lips: read from the folders of the main runs, run only for the rows that have none
     assert len(calls) == (len(results.LIP_CORRUPTIONS) + 1) * len(results.LIPS_ROWS) - len(main)
     assert ("mixtures_1spk.csv", "eval_1spk_one_component_per_utterance__per_frame_gains", "switching",
@@ -270,15 +269,14 @@ def test_unlabelled_rows_separate_each_split_with_its_corpus_banks(tmp_path, mon
 
     calls = []
 
-    def fake_evaluate(manifest, model, out, systems, device, overrides=None):
+    def fake_evaluate(manifest, model, out, systems, overrides=None):
         calls.append((manifest, model, systems))
         return {"systems": {"switching": summary(6.0, 0.1)}}
 
-    monkeypatch.setattr(run, "_evaluate", fake_evaluate)
     manifests = {n: f"{n}.csv" for n in UNLABELLED_SPLITS}
     evals = {n: {"systems": {"switching": summary(7.0, 0.1)}} for n in UNLABELLED_SPLITS}
     models = {"grid": "g.pt", "grid_switching": "gs.pt", "libri": "l.pt", "libri_switching": "ls.pt"}
-    rows = run.unlabelled_rows(manifests, evals, models, tmp_path, "cpu")
+    rows = run.unlabelled_rows(manifests, evals, models, tmp_path, fake_evaluate)
     assert calls == [("1spk.csv", "gs.pt", "switching"), ("1spk_held.csv", "gs.pt", "switching"),
                      ("libri.csv", "ls.pt", "switching"), ("libri_held.csv", "ls.pt", "switching")]
     default, found = (label for label, _, _ in UNLABELLED_ROWS)

@@ -80,22 +80,27 @@ def demo(workdir, small, force, device, quiet):
               type=click.Path(file_okay=False), help="the real corpora (GRID, LibriSpeech, noise)")
 @click.option("--doc", default="docs/results.md", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu or cuda")
-@threads_option
-def results(out, data_root, doc, device, threads):
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="processes that run the evaluations side by side (the models are trained first, in one)")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads in each process (default: torch's choice)")
+def results(out, data_root, doc, device, workers, threads):
     """Train everything from the real corpora, evaluate all systems (MCEM included) on
     deterministic GRID dev mixtures and write docs/results.md (about 4 hours on 2 CPU cores from
-    scratch: models ~35 minutes, evaluations ~3.5 hours; a second invocation resumes where the
-    first stopped)."""
+    scratch: models ~35 minutes, evaluations ~3.5 hours in one process; a second invocation
+    resumes where the first stopped). With --workers N the evaluations run N at a time, each
+    process with --threads torch threads."""
     from pyro_avss.recipes.results.run import run_results
 
     command = "python cli.py results" + "".join(
         f" {flag} {value}" for flag, value, default in (
             ("--out", out, "runs/results"), ("--data", data_root, "../shared/data"),
-            ("--doc", doc, "docs/results.md"), ("--device", device, "cpu"),
+            ("--doc", doc, "docs/results.md"), ("--device", device, "cpu"), ("--workers", workers, 1),
             ("--threads", threads, None)) if value != default)
     try:
         set_threads(threads)
-        run_results(out, data_root, doc, device=device, command=command, echo=click.echo)
+        run_results(out, data_root, doc, device=device, workers=workers, threads=threads, command=command,
+                    echo=click.echo)
     except FAILURES as exc:
         fail(exc)
 

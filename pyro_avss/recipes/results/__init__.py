@@ -13,7 +13,8 @@ From the real corpora in ``data_root`` (the layout of ``../shared/data``) it
    whose noises and clips every setting was chosen on, and a held-out split (other noises,
    other clips, other seeds), each noise with as many targets; GRID with one, two and three
    talkers and LibriSpeech with one; evaluates every system on them, MCEM included, the
-   ablation rows, and MCEM and our SVI at equal iteration counts;
+   ablation rows, and MCEM and our SVI at equal iteration counts (in this process, or by a
+   pool of worker processes: :mod:`.evaluations`);
 4. writes ``docs/results.md`` with the tables, the exact command and the machine, and copies
    the plots next to it.
 """

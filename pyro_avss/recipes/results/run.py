@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from pyro_avss.checkpoint import SpeechModels
 from pyro_avss.recipes.results.dev_mixtures import dev_mixtures
 from pyro_avss.recipes.results.document import results_document
+from pyro_avss.recipes.results.evaluations import Evaluator, Planner, run_jobs
 from pyro_avss.recipes.results.experiments import (ABLATION_MODELS, ABLATION_SETTINGS, HARMONIC_ROWS,
                                                    LIP_CORRUPTIONS, LIPS_ROWS, LIPS_SPLITS, MCEM_BUDGETS,
                                                    MEMORY_MODEL, MEMORY_ROWS, MEMORY_SPLITS,
@@ -54,13 +56,6 @@ def _fit(config: str, out: Path, overrides: list[str], rows, log: dict, name: st
     return models
 
 
-def _evaluate(manifest, model, out, systems, device, overrides=(), limit=None):
-    from pyro_avss.evaluation.harness import evaluate
-
-    return evaluate(manifest, model, out, systems, device=device, overrides=list(overrides),
-                    limit=limit, progress=False)
-
-
 def _evaluation_folders(out_dir: Path) -> list[Path]:
     """The evaluation folders of ``out_dir`` that hold results (finished or not)."""
     return [p.parent for p in out_dir.glob("eval_*/results.csv")]
@@ -72,10 +67,12 @@ def _slug(label: str) -> str:
 
 
 def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = "../shared/data",
-                doc: str | Path = "docs/results.md", *, device: str = "cpu",
-                command: str = "python cli.py results", echo=print) -> Path:
+                doc: str | Path = "docs/results.md", *, device: str = "cpu", workers: int = 1,
+                threads: int | None = None, command: str = "python cli.py results", echo=print) -> Path:
     """Run everything (see :mod:`pyro_avss.recipes.results`); returns the path of the written
-    document."""
+    document. With ``workers`` > 1 the evaluations run in that many processes of ``threads``
+    torch threads each (:mod:`.evaluations`; the models are trained here first); with one, here,
+    in the order of the document."""
     from pyro_avss.data.prepared import prepared_rows
 
     t_start = time.perf_counter()
@@ -97,19 +94,13 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
 
     say("build the GRID dev mixtures (tuned-on and held-out splits)")
     manifests = _write_manifests(dev_mixtures(data_root, out_dir / "noise"), out_dir, facts)
-    evals = _main_evaluations(manifests, models, facts, out_dir, device, say)
-    rows = _setting_evaluations(manifests, models, evals, out_dir, device, say)
-
-    one_csv, spk_model, s1 = manifests["1spk"], models["grid"], evals["1spk"]
-    iters = 100
-    say(f"SVI at {iters} steps (equal iterations with MCEM)")
-    s_eq = _evaluate(one_csv, spk_model, out_dir / "eval_equal_iterations", "switching", device,
-                     overrides=[f"separate.steps={iters}", "separate.tol=0"])
-    s_mcem = {iters: s1}
-    for n in MCEM_BUDGETS:
-        say(f"MCEM with {n} EM iterations (quality against cost)")
-        s_mcem[n] = _evaluate(one_csv, spk_model, out_dir / f"eval_mcem_{n}", "mcem", device,
-                              overrides=[f"mcem.em_iterations={n}"])
+    evaluations = partial(_all_evaluations, manifests, models, facts, out_dir)
+    if workers > 1:
+        planner = Planner(device)
+        evaluations(planner, lambda text: None)
+        say(f"run the {len(planner.jobs)} evaluations in {workers} worker processes")
+        run_jobs(planner.jobs, workers, device, threads, say)
+    evals, rows, s_eq, s_mcem, iters = evaluations(Evaluator(device), say)
     facts["total_wall_s"] = time.perf_counter() - t_start
     facts["evaluations"] = len(_evaluation_folders(out_dir))
     say("write the document")
@@ -205,7 +196,25 @@ def _write_manifests(specs: dict, out_dir: Path, facts: dict) -> dict:
     return manifests
 
 
-def _main_evaluations(manifests: dict, models: dict, facts: dict, out_dir: Path, device: str,
+def _all_evaluations(manifests: dict, models: dict, facts: dict, out_dir: Path, evaluate, say) -> tuple:
+    """Every evaluation of the run, through ``evaluate`` (:mod:`.evaluations`), in the order of
+    the document: ``(main summaries, setting rows, SVI at MCEM's iterations, {MCEM budget:
+    summary}, those iterations)``."""
+    evals = _main_evaluations(manifests, models, facts, out_dir, evaluate, say)
+    rows = _setting_evaluations(manifests, models, evals, out_dir, evaluate, say)
+    one_csv, spk_model = manifests["1spk"], models["grid"]
+    iters = 100
+    say(f"SVI at {iters} steps (equal iterations with MCEM)")
+    s_eq = evaluate(one_csv, spk_model, out_dir / "eval_equal_iterations", "switching",
+                    [f"separate.steps={iters}", "separate.tol=0"])
+    s_mcem = {iters: evals["1spk"]}
+    for n in MCEM_BUDGETS:
+        say(f"MCEM with {n} EM iterations (quality against cost)")
+        s_mcem[n] = evaluate(one_csv, spk_model, out_dir / f"eval_mcem_{n}", "mcem", [f"mcem.em_iterations={n}"])
+    return evals, rows, s_eq, s_mcem, iters
+
+
+def _main_evaluations(manifests: dict, models: dict, facts: dict, out_dir: Path, evaluate,
                       say) -> dict:
     """Every system of the main tables on every split: ``{split: summary}`` (MCEM joins on the
     GRID one-talker tuned-on split)."""
@@ -213,30 +222,28 @@ def _main_evaluations(manifests: dict, models: dict, facts: dict, out_dir: Path,
     n = {key[len("mixtures_"):]: v for key, v in facts.items() if key.startswith("mixtures_")}
     say(f"evaluate {n['1spk']} + {n['1spk_held']} one-speaker GRID mixtures "
         "(MCEM included on the tuned-on split: about 6 minutes)")
-    s1 = _evaluate(manifests["1spk"], spk_model, out_dir / "eval_1spk", ONE_TALKER_SYSTEMS + ",mcem", device)
-    s1h = _evaluate(manifests["1spk_held"], spk_model, out_dir / "eval_1spk_held", ONE_TALKER_SYSTEMS,
-                    device)
+    s1 = evaluate(manifests["1spk"], spk_model, out_dir / "eval_1spk", ONE_TALKER_SYSTEMS + ",mcem")
+    s1h = evaluate(manifests["1spk_held"], spk_model, out_dir / "eval_1spk_held", ONE_TALKER_SYSTEMS)
     say(f"evaluate the {n['1spk_noise_held']} tuned-on one-speaker GRID targets in the held-out noises")
-    s1n = _evaluate(manifests["1spk_noise_held"], spk_model, out_dir / "eval_1spk_noise_held",
-                    ONE_TALKER_SYSTEMS, device)
+    s1n = evaluate(manifests["1spk_noise_held"], spk_model, out_dir / "eval_1spk_noise_held",
+                    ONE_TALKER_SYSTEMS)
     say(f"evaluate {n['libri']} + {n['libri_held']} one-speaker LibriSpeech mixtures")
     libri_systems = ONE_TALKER_SYSTEMS.replace(",nmf", "")
-    sl = _evaluate(manifests["libri"], libri_model, out_dir / "eval_libri", libri_systems, device)
-    slh = _evaluate(manifests["libri_held"], libri_model, out_dir / "eval_libri_held", libri_systems,
-                    device)
+    sl = evaluate(manifests["libri"], libri_model, out_dir / "eval_libri", libri_systems)
+    slh = evaluate(manifests["libri_held"], libri_model, out_dir / "eval_libri_held", libri_systems)
     say(f"evaluate {n['2spk']} + {n['2spk_held']} two-speaker and {n['3spk']} three-speaker mixtures")
-    s2 = _evaluate(manifests["2spk"], spk_model, out_dir / "eval_2spk", MULTI_TALKER_SYSTEMS, device)
-    s2h = _evaluate(manifests["2spk_held"], spk_model, out_dir / "eval_2spk_held",
-                    MULTI_TALKER_SYSTEMS, device)
-    s3 = _evaluate(manifests["3spk"], spk_model, out_dir / "eval_3spk", MULTI_TALKER_SYSTEMS, device)
+    s2 = evaluate(manifests["2spk"], spk_model, out_dir / "eval_2spk", MULTI_TALKER_SYSTEMS)
+    s2h = evaluate(manifests["2spk_held"], spk_model, out_dir / "eval_2spk_held",
+                    MULTI_TALKER_SYSTEMS)
+    s3 = evaluate(manifests["3spk"], spk_model, out_dir / "eval_3spk", MULTI_TALKER_SYSTEMS)
     say(f"evaluate {n['2spk_same']} + {n['2spk_same_held']} two-talker mixtures of one speaker (s1 + s1)")
-    same = {key: _evaluate(manifests[key], spk_model, out_dir / f"eval_{key}", MULTI_TALKER_SYSTEMS, device)
+    same = {key: evaluate(manifests[key], spk_model, out_dir / f"eval_{key}", MULTI_TALKER_SYSTEMS)
             for key in ("2spk_same", "2spk_same_held")}
     return {"1spk": s1, "1spk_held": s1h, "1spk_noise_held": s1n, "libri": sl, "libri_held": slh,
             "2spk": s2, "2spk_held": s2h, "3spk": s3, **same}
 
 
-def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Path, device: str,
+def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Path, evaluate,
                          say) -> dict:
     """The switching system with the settings of every side-by-side table: ``{"noise",
     "ablation", "memory", "seeds", "switch": {label: {split: summary}}, "lips": see lips_rows}``."""
@@ -248,38 +255,38 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
     say("noise model and test-time prior weight (switching system, both splits)")
     noise_rows = {"**default**": {n: evals[n] for n in ("1spk", "1spk_held", "libri", "libri_held")}}
     for label, changes, splits in NOISE_SETTINGS:
-        noise_rows[label] = {n: _evaluate(manifests[n], bank(n), out_dir / f"eval_{n}_{_slug(label)}",
-                                          "switching", device, changes) for n in splits}
+        noise_rows[label] = {n: evaluate(manifests[n], bank(n), out_dir / f"eval_{n}_{_slug(label)}",
+                                          "switching", changes) for n in splits}
     label, changes, splits = NOISY_ENCODER_ROW
-    noise_rows[label] = {n: _evaluate(manifests[n], bank(n, "_noisy"), out_dir / f"eval_{n}_noisy_encoder",
-                                      "switching", device, changes) for n in splits}
+    noise_rows[label] = {n: evaluate(manifests[n], bank(n, "_noisy"), out_dir / f"eval_{n}_noisy_encoder",
+                                      "switching", changes) for n in splits}
     say("visual-pathway ablation (models and separation settings)")
     ablation = {}
     for name, _, label in ABLATION_MODELS:             # two talkers of one speaker too: only lips
-        ablation[label] = {n: _evaluate(manifests[n], models[name], out_dir / f"eval_{n}_{name}",
-                                        "switching", device, ["separate.gain=utterance"])
+        ablation[label] = {n: evaluate(manifests[n], models[name], out_dir / f"eval_{n}_{name}",
+                                        "switching", ["separate.gain=utterance"])
                            for n in ("1spk", "2spk", "2spk_same")}
     for label, name, changes in ABLATION_SETTINGS:
         model = models[name] if name else spk_model
-        ablation[label] = {n: _evaluate(manifests[n], model, out_dir / f"eval_{n}_{_slug(label)}",
-                                        "switching", device, changes) for n in ("1spk", "2spk")}
+        ablation[label] = {n: evaluate(manifests[n], model, out_dir / f"eval_{n}_{_slug(label)}",
+                                        "switching", changes) for n in ("1spk", "2spk")}
     say("speech prior with memory against the frame-wise prior (both splits)")
     memory = setting_rows(MEMORY_ROWS, MEMORY_SPLITS, manifests, evals,
-                          lambda n: {None: spk_model, "memory": models["memory"]}, out_dir, device)
+                          lambda n: {None: spk_model, "memory": models["memory"]}, out_dir, evaluate)
     say("the default system with the held-out training seeds and another separation seed")
     seeds = setting_rows(SEED_ROWS, MEMORY_SPLITS, manifests, evals,
                          lambda n: {None: spk_model, **{name: models[name] for name, _ in SEED_MODELS}},
-                         out_dir, device)
+                         out_dir, evaluate)
     say("switch prior: per frame (i.i.d. or sticky Markov) instead of one component per utterance")
     s_switch = setting_rows(SWITCH_ROWS, SWITCH_SPLITS, manifests, evals, lambda n: {None: bank(n)},
-                            out_dir, device)
+                            out_dir, evaluate)
     say("harmonic combs read from each source's own estimate part-way through the fit")
     harmonics = setting_rows(HARMONIC_ROWS, SWITCH_SPLITS, manifests, evals, lambda n: {None: bank(n)},
-                             out_dir, device)
+                             out_dir, evaluate)
     say("the banks of speakers found without labels, in separation (one talker)")
-    unlabelled = unlabelled_rows(manifests, evals, models, out_dir, device)
+    unlabelled = unlabelled_rows(manifests, evals, models, out_dir, evaluate)
     say("lips robustness: the target's lips missing or corrupted in part")
-    lips = lips_rows(manifests, {None: spk_model, "twins": twins_model(spk_model)}, out_dir, device)
+    lips = lips_rows(manifests, {None: spk_model, "twins": twins_model(spk_model)}, out_dir, evaluate)
     return {"noise": noise_rows, "ablation": ablation, "memory": memory, "switch": s_switch, "lips": lips,
             "unlabelled": unlabelled, "seeds": seeds, "harmonics": harmonics}
 
@@ -291,7 +298,7 @@ def corpus_bank(models: dict, split: str, variant: str = ""):
 
 
 def setting_rows(rows, splits, manifests: dict, evals: dict, models_for, out_dir: Path,
-                 device: str) -> dict:
+                 evaluate) -> dict:
     """The switching system of every ``(label, model, overrides)`` row (:data:`MEMORY_ROWS`,
     :data:`SEED_ROWS`, :data:`SWITCH_ROWS`, :data:`HARMONIC_ROWS`, :data:`UNLABELLED_ROWS`) on
     ``splits``: ``{label: {split: summary}}``. ``model`` is a key of ``models_for(split)``
@@ -300,18 +307,18 @@ def setting_rows(rows, splits, manifests: dict, evals: dict, models_for, out_dir
     out = {}
     for label, which, changes in rows:
         out[label] = {n: evals[n] if changes is None else
-                      _evaluate(manifests[n], models_for(n)[which], out_dir / f"eval_{n}_{_slug(label)}",
-                                "switching", device, changes) for n in splits}
+                      evaluate(manifests[n], models_for(n)[which], out_dir / f"eval_{n}_{_slug(label)}",
+                                "switching", changes) for n in splits}
     return out
 
 
-def unlabelled_rows(manifests: dict, evals: dict, models: dict, out_dir: Path, device: str) -> dict:
+def unlabelled_rows(manifests: dict, evals: dict, models: dict, out_dir: Path, evaluate) -> dict:
     """:data:`UNLABELLED_ROWS` on :data:`UNLABELLED_SPLITS`, each split with its corpus's banks
     (``models["grid"]`` / ``["grid_switching"]``, or the ``libri`` ones for LibriSpeech splits):
     ``{label: {split: summary}}``."""
     return setting_rows(UNLABELLED_ROWS, UNLABELLED_SPLITS, manifests, evals,
                         lambda n: {None: corpus_bank(models, n), "switching": corpus_bank(models, n, "_switching")},
-                        out_dir, device)
+                        out_dir, evaluate)
 
 
 def twins_model(model: str | Path) -> Path:
@@ -329,15 +336,17 @@ def twins_model(model: str | Path) -> Path:
     return out
 
 
-def lips_rows(manifests: dict, models: dict, out_dir: Path, device: str) -> dict:
+def lips_rows(manifests: dict, models: dict, out_dir: Path, evaluate) -> dict:
     """Every :data:`LIPS_ROWS` system (its model from ``models``, by the row's key) with the target's lips intact and corrupted by each of
     :data:`LIP_CORRUPTIONS` on :data:`LIPS_SPLITS`: ``{split: {label: {condition: entry}}}``,
-    each entry the summary of the *target* source's rows (:func:`target_entry`). Intact lips
-    are read from the runs of the main tables and :data:`SWITCH_ROWS` where they exist (not run
-    again); each corruption gets a manifest ``mixtures_<split>_lips_<kind>_<fraction>.csv``."""
+    each entry the summary of the *target* source's rows (:func:`target_entry`). The intact
+    lips of the rows that the main tables or :data:`SWITCH_ROWS` run (a row without changes, or
+    one of their labels) are read from those runs, not run again; each corruption gets a
+    manifest ``mixtures_<split>_lips_<kind>_<fraction>.csv``."""
     from pyro_avss.data.lip_corruption import corrupt_target_lips
     from pyro_avss.data.mixture_manifest import read_mixture_manifest, write_mixture_manifest
 
+    run_elsewhere = {label for label, _, _ in SWITCH_ROWS}
     out: dict = {}
     for n in LIPS_SPLITS:
         out[n] = {label: {} for label, _, _, _ in LIPS_ROWS}
@@ -349,8 +358,8 @@ def lips_rows(manifests: dict, models: dict, out_dir: Path, device: str) -> dict
             for label, which, system, changes in LIPS_ROWS:
                 base = f"eval_{n}" if changes is None else f"eval_{n}_{_slug(label)}"
                 folder = out_dir / (base if condition == "intact" else f"{base}_lips_{_slug(condition)}")
-                if condition != "intact" or not (folder / "results.csv").exists():
-                    _evaluate(manifest, models[which], folder, system, device, changes or ())
+                if condition != "intact" or not (changes is None or label in run_elsewhere):
+                    evaluate(manifest, models[which], folder, system, changes or ())
                 out[n][label][condition] = target_entry(folder, system)
     return out
 
