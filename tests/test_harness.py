@@ -140,6 +140,13 @@ def test_resume_computes_nothing_again(first_run, monkeypatch):
     monkeypatch.setattr(systems.MCEMSystem, "run", boom)
     monkeypatch.setattr(systems.SpectralGatingSystem, "run_one", boom)
     monkeypatch.setattr(systems.NMFSystem, "run_one", boom)
+    from pyro_avss import plots
+    from pyro_avss.evaluation import listening_report
+
+    figures = sorted((root / "out").rglob("*.png"))
+    assert any(p.name.endswith("_posterior.png") for p in figures)
+    monkeypatch.setattr(listening_report, "plot_example", boom)       # nor are its figures drawn again
+    monkeypatch.setattr(plots, "posterior_figure", boom)
     evaluate(root / "mix.csv", root / "model.pt", root / "out",
              "mixture,spectral-gating,nmf,universal,oracle-speaker,switching,mcem",
              overrides=FAST, progress=False, examples=1)

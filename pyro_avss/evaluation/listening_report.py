@@ -95,22 +95,23 @@ class Examples:
             players = [(label, p) for label, p in players if p.exists()]
             if not players:
                 continue
-            signals = [(t, load_audio(folder / f, spec.sample_rate)) for t, f in panels
-                       if (folder / f).exists()]
+            shown = [(t, folder / f) for t, f in panels if (folder / f).exists()]
             images = []
-            if len(signals) > 1:
-                plot_example(folder.parent / f"{spec.id}.png", signals, cfg)
-                images.append(("spectrograms", folder.parent / f"{spec.id}.png"))
+            if len(shown) > 1:
+                png = folder.parent / f"{spec.id}.png"
+                if not up_to_date(png, [path for _, path in shown]):
+                    plot_example(png, [(t, load_audio(path, spec.sample_rate)) for t, path in shown], cfg)
+                images.append(("spectrograms", png))
             for n in names:
-                post = folder / f"{n}_posterior.npy"
+                post, png = folder / f"{n}_posterior.npy", folder / f"{n}_posterior.png"
                 if post.exists():
-                    p = np.load(post)
-                    comp = (models.component_names if models is not None
-                            and len(models.component_names) == p.shape[-1]
-                            else [f"component {k + 1}" for k in range(p.shape[-1])])
-                    posterior_figure(folder / f"{n}_posterior.png", p, comp, cfg.frame_rate,
-                                     title=f"{n}: switch posterior")
-                    images.append((f"{n} switch posterior", folder / f"{n}_posterior.png"))
+                    if not up_to_date(png, [post]):
+                        p = np.load(post)
+                        comp = (models.component_names if models is not None
+                                and len(models.component_names) == p.shape[-1]
+                                else [f"component {k + 1}" for k in range(p.shape[-1])])
+                        posterior_figure(png, p, comp, cfg.frame_rate, title=f"{n}: switch posterior")
+                    images.append((f"{n} switch posterior", png))
             scaled = folder / "scaled.json"
             note = (f"{spec.condition}, {spec.snr_db:g} dB SNR, noise {spec.noise.name}, "
                     f"{spec.num_samples / spec.sample_rate:.2f} s.")
@@ -122,6 +123,12 @@ class Examples:
                               {"talkers": J, "snr": f"{spec.snr_db:g} dB", "noise": spec.noise.name},
                               note))
         return items
+
+
+def up_to_date(figure: Path, inputs: list[Path]) -> bool:
+    """Whether ``figure`` exists and was drawn after every file of ``inputs`` was last written:
+    a resumed evaluation draws again only the figures whose audio or posterior changed."""
+    return figure.exists() and all(figure.stat().st_mtime >= p.stat().st_mtime for p in inputs)
 
 
 def write_evaluation_report(path: Path, comparison: dict, meta: dict, items: list, total: int) -> Path:
