@@ -133,7 +133,12 @@ class SeparationSettings(Section, name="separate"):
                                      # and LibriSpeech, tuned-on 8.89 / 8.28 / 6.23 / 4.24
                                      # against 8.94 / 8.28 / 6.22 / 4.14 dB; held-out 7.43 /
                                      # 7.76 / - / 2.74 against 7.41 / 7.78 / - / 2.83; 35 steps
-                                     # (0.93, combs at 21) 8.77 one talker
+                                     # (0.93, combs at 21) 8.77 one talker. Shorter fits want a
+                                     # slower decay (one talker, tuned-on, against 8.74 for 40
+                                     # steps, models of 2026-12-07; lr_decay, harmonics_at in
+                                     # brackets): 20 (0.97, 12) 8.21, 16 (0.98, 10) 8.25, 12
+                                     # (0.814 / 0.85 / 0.9, 7-8) 6.11 / 6.82 / 7.72, 10 (0.95, 6)
+                                     # 7.98, 8 (1.0, 5) 7.79, 6 (1.0, 4) 7.32
     tol: float = key(1e-4, at_least(0))
                                      # stop when the relative change of the loss EMA is below this
     lr: float = key(0.4, above(0))   # Adam's first learning rate ...
