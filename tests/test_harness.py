@@ -193,6 +193,15 @@ def test_metric_failures_are_recorded(setup, monkeypatch, tmp_path):
     assert summary["systems"]["mixture"]["metric_failures"]["pesq_wb"] == 1
 
 
+def test_resuming_with_the_model_named_by_another_path_does_not_warn(setup, tmp_path, monkeypatch):
+    root, _ = setup
+    evaluate(root / "mix.csv", root / "model.pt", tmp_path, "mixture", limit=1, progress=False)
+    monkeypatch.chdir(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate(root / "mix.csv", "model.pt", tmp_path, "mixture", limit=1, progress=False)
+
+
 def test_resuming_with_other_settings_warns(setup, tmp_path):
     root, _ = setup
     evaluate(root / "mix.csv", None, tmp_path, "mixture", limit=1, progress=False)

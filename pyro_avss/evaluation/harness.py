@@ -111,7 +111,8 @@ def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path
     out_dir.mkdir(parents=True, exist_ok=True)
 
     csv_path = out_dir / RESULTS_CSV
-    _check_settings(out_dir / "settings.json", {"model": str(model) if model else None,
+    # the model by its absolute path: one file named relatively or absolutely is one model
+    _check_settings(out_dir / "settings.json", {"model": str(Path(model).resolve()) if model else None,
                                                  "separation": asdict(separation), "mcem": asdict(mcem)},
                     {"separation": asdict(type(separation)()), "mcem": asdict(type(mcem)())})
     done = _finished_pairs(csv_path)
