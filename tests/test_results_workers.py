@@ -38,7 +38,7 @@ def manifest(tmp_path_factory):
 def test_the_planner_lists_each_folder_once_in_order_and_refuses_two_uses_of_one(tmp_path):
     """A folder asked for again is one job (its systems merged); other mixtures, model or
     settings in one folder are refused."""
-    planner = Planner("cpu")
+    planner = Planner()
     assert planner("m.csv", "a.pt", tmp_path / "eval_1", "switching", ["separate.steps=4"]) is None
     planner("m.csv", None, tmp_path / "eval_2", "mixture")
     planner("m.csv", "a.pt", tmp_path / "eval_1", "switching", ("separate.steps=4",))   # asked again
@@ -119,7 +119,7 @@ def test_the_whole_run_is_planned_without_running_anything(tmp_path, monkeypatch
     models = {name: f"{name}.pt" for name in names}
     monkeypatch.setattr(run, "twins_model", lambda model: "twins.pt")
     facts = {f"mixtures_{n}": len(specs) for n in splits}
-    planner = Planner("cpu")
+    planner = Planner()
     run._all_evaluations(manifests, models, facts, tmp_path / "out", planner, lambda text: None)
     jobs = planner.jobs
     assert not list((tmp_path / "out").glob("eval_*"))            # only the lips manifests were written

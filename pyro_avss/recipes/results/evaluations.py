@@ -42,7 +42,7 @@ class Evaluator:
         return run_job(_job(manifest, model, out, systems, overrides), self.device)
 
 
-class Planner(Evaluator):
+class Planner:
     """Records every evaluation it is asked for (:attr:`jobs`, in the order asked) instead of
     running it, and returns None for each. One folder is one job: asked for again with other
     systems on the same mixtures, model and settings (the lips table runs the switching and the
@@ -50,8 +50,7 @@ class Planner(Evaluator):
     with another mixture set, model or settings, it is an error, since both would write their
     rows into it."""
 
-    def __init__(self, device: str):
-        super().__init__(device)
+    def __init__(self):
         self._jobs: dict[str, EvaluationJob] = {}
 
     @property

@@ -96,7 +96,7 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
     manifests = _write_manifests(dev_mixtures(data_root, out_dir / "noise"), out_dir, facts)
     evaluations = partial(_all_evaluations, manifests, models, facts, out_dir)
     if workers > 1:
-        planner = Planner(device)
+        planner = Planner()
         evaluations(planner, lambda text: None)
         say(f"run the {len(planner.jobs)} evaluations in {workers} worker processes")
         run_jobs(planner.jobs, workers, device, threads, say)
@@ -226,7 +226,7 @@ def _main_evaluations(manifests: dict, models: dict, facts: dict, out_dir: Path,
     s1h = evaluate(manifests["1spk_held"], spk_model, out_dir / "eval_1spk_held", ONE_TALKER_SYSTEMS)
     say(f"evaluate the {n['1spk_noise_held']} tuned-on one-speaker GRID targets in the held-out noises")
     s1n = evaluate(manifests["1spk_noise_held"], spk_model, out_dir / "eval_1spk_noise_held",
-                    ONE_TALKER_SYSTEMS)
+                   ONE_TALKER_SYSTEMS)
     say(f"evaluate {n['libri']} + {n['libri_held']} one-speaker LibriSpeech mixtures")
     libri_systems = ONE_TALKER_SYSTEMS.replace(",nmf", "")
     sl = evaluate(manifests["libri"], libri_model, out_dir / "eval_libri", libri_systems)
@@ -234,7 +234,7 @@ def _main_evaluations(manifests: dict, models: dict, facts: dict, out_dir: Path,
     say(f"evaluate {n['2spk']} + {n['2spk_held']} two-speaker and {n['3spk']} three-speaker mixtures")
     s2 = evaluate(manifests["2spk"], spk_model, out_dir / "eval_2spk", MULTI_TALKER_SYSTEMS)
     s2h = evaluate(manifests["2spk_held"], spk_model, out_dir / "eval_2spk_held",
-                    MULTI_TALKER_SYSTEMS)
+                   MULTI_TALKER_SYSTEMS)
     s3 = evaluate(manifests["3spk"], spk_model, out_dir / "eval_3spk", MULTI_TALKER_SYSTEMS)
     say(f"evaluate {n['2spk_same']} + {n['2spk_same_held']} two-talker mixtures of one speaker (s1 + s1)")
     same = {key: evaluate(manifests[key], spk_model, out_dir / f"eval_{key}", MULTI_TALKER_SYSTEMS)
@@ -256,20 +256,20 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
     noise_rows = {"**default**": {n: evals[n] for n in ("1spk", "1spk_held", "libri", "libri_held")}}
     for label, changes, splits in NOISE_SETTINGS:
         noise_rows[label] = {n: evaluate(manifests[n], bank(n), out_dir / f"eval_{n}_{_slug(label)}",
-                                          "switching", changes) for n in splits}
+                                         "switching", changes) for n in splits}
     label, changes, splits = NOISY_ENCODER_ROW
     noise_rows[label] = {n: evaluate(manifests[n], bank(n, "_noisy"), out_dir / f"eval_{n}_noisy_encoder",
-                                      "switching", changes) for n in splits}
+                                     "switching", changes) for n in splits}
     say("visual-pathway ablation (models and separation settings)")
     ablation = {}
     for name, _, label in ABLATION_MODELS:             # two talkers of one speaker too: only lips
         ablation[label] = {n: evaluate(manifests[n], models[name], out_dir / f"eval_{n}_{name}",
-                                        "switching", ["separate.gain=utterance"])
+                                       "switching", ["separate.gain=utterance"])
                            for n in ("1spk", "2spk", "2spk_same")}
     for label, name, changes in ABLATION_SETTINGS:
         model = models[name] if name else spk_model
         ablation[label] = {n: evaluate(manifests[n], model, out_dir / f"eval_{n}_{_slug(label)}",
-                                        "switching", changes) for n in ("1spk", "2spk")}
+                                       "switching", changes) for n in ("1spk", "2spk")}
     say("speech prior with memory against the frame-wise prior (both splits)")
     memory = setting_rows(MEMORY_ROWS, MEMORY_SPLITS, manifests, evals,
                           lambda n: {None: spk_model, "memory": models["memory"]}, out_dir, evaluate)
@@ -308,7 +308,7 @@ def setting_rows(rows, splits, manifests: dict, evals: dict, models_for, out_dir
     for label, which, changes in rows:
         out[label] = {n: evals[n] if changes is None else
                       evaluate(manifests[n], models_for(n)[which], out_dir / f"eval_{n}_{_slug(label)}",
-                                "switching", changes) for n in splits}
+                               "switching", changes) for n in splits}
     return out
 
 
