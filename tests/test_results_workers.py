@@ -83,6 +83,36 @@ def test_finished_evaluations_are_not_handed_to_a_worker(manifest, tmp_path, mon
     assert said == ["0 of 1 evaluations to run, 2 at a time"]
 
 
+def test_each_evaluation_is_reported_when_it_finishes_not_when_all_have(tmp_path, monkeypatch):
+    """The second job waits until the first one's end has been said: a pool that reported only
+    once all jobs were done would leave it waiting (threads stand in for processes here)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    first_said = threading.Event()
+
+    def fake_run(job, device):
+        if job.out.endswith("second") and not first_said.wait(timeout=20):
+            raise AssertionError("the first evaluation's end was not reported while the second ran")
+        return job.out
+
+    def thread_pool(max_workers, mp_context, initializer, initargs):
+        return ThreadPoolExecutor(max_workers=max_workers, initializer=initializer, initargs=initargs)
+
+    monkeypatch.setattr(evaluations, "_run_in_worker", fake_run)
+    monkeypatch.setattr(evaluations, "ProcessPoolExecutor", thread_pool)
+    said = []
+
+    def say(text):
+        said.append(text)
+        if text.endswith(": first"):
+            first_said.set()
+
+    jobs = [EvaluationJob("m.csv", None, str(tmp_path / name), "mixture", ()) for name in ("first", "second")]
+    run_jobs(jobs, 2, "cpu", None, say)
+    assert said[1:] == ["evaluation 1 of 2 done: first", "evaluation 2 of 2 done: second"]
+
+
 def test_a_worker_s_error_reaches_the_caller_as_it_was_raised(manifest, tmp_path):
     bad = EvaluationJob(str(tmp_path / "missing.csv"), None, str(tmp_path / "bad"), "mixture", ())
     with pytest.raises(InputError, match="missing.csv"):

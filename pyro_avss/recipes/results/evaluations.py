@@ -14,7 +14,7 @@ process: each evaluation is the same computation wherever it runs.
 
 from __future__ import annotations
 
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -113,7 +113,7 @@ def run_jobs(jobs: list[EvaluationJob], workers: int, device: str, threads: int 
         pending = {pool.submit(_run_in_worker, job, device) for job in todo}
         finished = 0
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 out = future.result()            # raises the job's error
                 finished += 1
