@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from pathlib import Path
@@ -62,7 +63,8 @@ def _cell(value) -> str:
 def read_results(path: str | Path) -> list[dict]:
     """Rows of a results CSV, numbers as floats (NaN where empty). A file of an older version,
     whose columns are some of :data:`CSV_COLUMNS` (a column added since), is read with the
-    missing columns empty.
+    missing columns empty. A last line without its end (a write cut short, see
+    :func:`write_results`) is not a row.
 
     :raises InputError: the file has columns that :data:`CSV_COLUMNS` lacks, or lacks ``id``,
         ``system``, ``source`` or ``status``.
@@ -71,7 +73,7 @@ def read_results(path: str | Path) -> list[dict]:
     if not path.exists():
         return []
     with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
+        reader = csv.DictReader(_whole_lines(fh.read()))
         columns = set(reader.fieldnames or ())
         if not columns <= set(CSV_COLUMNS) or not {"id", "system", "source", "status"} <= columns:
             raise InputError(path, "was written with other columns (another pyro_avss version?); "
@@ -87,22 +89,48 @@ def read_results(path: str | Path) -> list[dict]:
 
 
 def write_results(path: str | Path, rows: list[dict], append: bool = True) -> None:
-    """Append ``rows`` (or rewrite the file with them when ``append`` is False) and flush. A file
-    of an older version (fewer columns) is first rewritten with today's columns."""
+    """Append ``rows`` (or rewrite the file with them when ``append`` is False). A file of an
+    older version (fewer columns) is first rewritten with today's columns.
+
+    An interrupted run must leave nothing a resumed one misreads, so the rows go out in one
+    write of whole lines (a process stopped at any moment has written all of them or none, short
+    of the machine itself failing), a rewrite replaces the file at once, and a line cut short by
+    such a failure is cut off before more rows are appended after it."""
     path = Path(path)
     if append and path.exists() and _header(path) != CSV_COLUMNS:
         rows, append = read_results(path) + list(rows), False
     new = not append or not path.exists()
-    tmp = path.with_name(path.name + ".tmp") if not append else path
-    with open(tmp, "w" if new else "a", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, restval="", extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _cell(row.get(k)) for k in CSV_COLUMNS})
-        fh.flush()
-    if tmp != path:
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, restval="", extrasaction="ignore")
+    if new:
+        writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(row.get(k)) for k in CSV_COLUMNS})
+    data = text.getvalue().encode("utf-8")
+    if new:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
         os.replace(tmp, path)
+        return
+    _cut_torn_line(path)
+    with open(path, "ab", buffering=0) as fh:
+        view = memoryview(data)
+        while view:                         # a raw write may take fewer bytes than offered
+            view = view[fh.write(view):]
+
+
+def _whole_lines(text: str) -> io.StringIO:
+    """``text`` up to its last line end (a last line without its end was cut short), as a file
+    for :mod:`csv`."""
+    return io.StringIO(text[:text.rfind("\n") + 1], newline="")
+
+
+def _cut_torn_line(path: Path) -> None:
+    """Truncate ``path`` after its last line end, dropping a line cut short."""
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if data and not data.endswith(b"\n"):
+            fh.truncate(data.rfind(b"\n") + 1)
 
 
 def _header(path: Path) -> tuple:
