@@ -24,7 +24,7 @@ from pyro_avss.evaluation.harness import evaluate
 from pyro_avss.evaluation.overrides import settings_from_overrides
 from pyro_avss.evaluation.scoring import best_order, true_speaker_switch
 from pyro_avss.evaluation.metrics import si_sdr
-from pyro_avss.evaluation.results_csv import CSV_COLUMNS, read_results
+from pyro_avss.evaluation.results_csv import CSV_COLUMNS, read_results, write_results
 from pyro_avss.nets.lips import LipProjection
 from pyro_avss.nets.vae import DecoderBank, SpeechEncoder
 
@@ -155,6 +155,23 @@ def test_resume_computes_nothing_again(first_run, monkeypatch):
     assert sorted(map(key, again)) == sorted(map(key, rows))
     old = {key(r): r["si_sdr"] for r in rows if r["status"] == "ok"}
     assert all(r["si_sdr"] == old[key(r)] for r in again if r["status"] == "ok")
+
+
+def test_a_mixture_stopped_between_its_sources_rows_is_run_again(setup, tmp_path):
+    """A run stopped after the first source's row of a two-source mixture was written: the
+    resumed run drops that row and separates the mixture again, so each source has one row."""
+    root, specs = setup
+    evaluate(root / "mix.csv", root / "model.pt", tmp_path, "universal", overrides=FAST, progress=False,
+             examples=0)
+    two = next(s for s in specs if s.num_sources == 2)
+    rows = read_results(tmp_path / "results.csv")
+    write_results(tmp_path / "results.csv", [r for r in rows if (r["id"], r["source"]) != (two.id, 2.0)],
+                  append=False)
+    evaluate(root / "mix.csv", root / "model.pt", tmp_path, "universal", overrides=FAST, progress=False,
+             examples=0)
+    again = read_results(tmp_path / "results.csv")
+    assert sorted((r["id"], r["source"]) for r in again) == sorted((r["id"], r["source"]) for r in rows)
+    assert all(r["status"] == "ok" for r in again)
 
 
 def test_failures_are_recorded_then_retried(setup, monkeypatch, tmp_path):

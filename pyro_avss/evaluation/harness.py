@@ -42,6 +42,7 @@ report links to (:mod:`.listening_report`, :mod:`pyro_avss.html_report`).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def evaluate(manifest: str | Path, model: str | Path | None, out_dir: str | Path
     _check_settings(out_dir / "settings.json", {"model": str(Path(model).resolve()) if model else None,
                                                  "separation": asdict(separation), "mcem": asdict(mcem)},
                     {"separation": asdict(type(separation)()), "mcem": asdict(type(mcem)())})
-    done = _finished_pairs(csv_path)
+    done = _finished_pairs(csv_path, specs)
     todo = {s.name: [sp for sp in specs if (sp.id, s.name) not in done] for s in built}
     detector = (models.config.get("data", {}).get("detector", "auto") if models else "auto")
     kept = example_ids(specs, examples)
@@ -156,14 +157,19 @@ def _build_systems(names: list[str], ctx: EvalContext) -> list:
     return built
 
 
-def _finished_pairs(csv_path: Path) -> set:
-    """The ``(mixture id, system)`` pairs ``csv_path`` already has ok rows for (a resumed run
-    skips them); its skipped and failed rows are dropped, so that they are retried."""
+def _finished_pairs(csv_path: Path, specs) -> set:
+    """The ``(mixture id, system)`` pairs ``csv_path`` already has ok rows for, one per source of
+    the mixture (a resumed run skips them); skipped and failed rows, and the rows of a pair that
+    lacks some of its sources (a run stopped while writing them), are dropped, so that they are
+    retried."""
     previous = read_results(csv_path)
-    kept = [r for r in previous if r["status"] == "ok"]
+    sources = {sp.id: len(sp.sources) for sp in specs}
+    count = Counter((r["id"], r["system"]) for r in previous if r["status"] == "ok")
+    whole = {pair for pair, n in count.items() if n == sources.get(pair[0], n)}
+    kept = [r for r in previous if r["status"] == "ok" and (r["id"], r["system"]) in whole]
     if len(kept) != len(previous):
         write_results(csv_path, kept, append=False)
-    return {(r["id"], r["system"]) for r in kept}
+    return whole
 
 
 def _write_summaries(out_dir: Path, rows: list[dict], names: list[str], meta: dict) -> tuple[dict, dict]:
