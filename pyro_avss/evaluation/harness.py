@@ -21,8 +21,9 @@ report links to (:mod:`.listening_report`, :mod:`pyro_avss.html_report`).
   (:func:`~.summary.compare`, also in ``summary.json`` under ``like_for_like``). The per-system
   entries of ``summary.json`` (``systems``) still average each system over its own ok rows.
 
-* **Resumable**: pairs (mixture id, system) that already have rows with status ``ok`` are not
-  computed again; rows with status ``skipped`` or ``failed`` are dropped and retried. The
+* **Resumable**: pairs (mixture id, system) that already have rows with status ``ok``, one per
+  source, are not computed again; rows with status ``skipped`` or ``failed``, and the rows of a
+  pair stopped before all its sources were written, are dropped and retried. The
   model path and settings of the first run are kept in ``settings.json``; resuming with other
   ones warns (finished rows are kept: use a new ``--out`` to recompute everything).
 * **Batched**: the SVI systems separate ``separate.batch_size`` mixtures per call (mixtures with
