@@ -126,11 +126,15 @@ def _whole_lines(text: str) -> io.StringIO:
 
 
 def _cut_torn_line(path: Path) -> None:
-    """Truncate ``path`` after its last line end, dropping a line cut short."""
+    """Truncate ``path`` after its last line end, dropping a line cut short (the file is read
+    whole only when its last byte says a line was cut: every append passes here)."""
     with open(path, "rb+") as fh:
-        data = fh.read()
-        if data and not data.endswith(b"\n"):
-            fh.truncate(data.rfind(b"\n") + 1)
+        if fh.seek(0, os.SEEK_END) == 0:
+            return
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) != b"\n":
+            fh.seek(0)
+            fh.truncate(fh.read().rfind(b"\n") + 1)
 
 
 def _header(path: Path) -> tuple:
