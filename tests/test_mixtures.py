@@ -214,6 +214,18 @@ def test_build_rejects_bad_input(synthetic):
         build_mixture_specs([Clip("x", "x", tmp / "missing.wav")], noises, [0.0])
 
 
+def test_a_manifest_rewritten_is_replaced_whole_under_a_reader(two_speaker_specs, tmp_path):
+    """A reader that opened the manifest before it is written again reads the old file to its end
+    (the new one takes its place at once; written in place, the reader would see it truncated)."""
+    path = write_mixture_manifest(two_speaker_specs, tmp_path / "mix.csv")
+    old = path.read_bytes()
+    with open(path, "rb") as reader:
+        write_mixture_manifest(two_speaker_specs[:1], path, overwrite=True)
+        assert reader.read() == old
+    assert read_mixture_manifest(path) == two_speaker_specs[:1]
+    assert [p.name for p in tmp_path.iterdir()] == ["mix.csv"]      # no part file left behind
+
+
 def test_bad_manifest_rows_name_file_and_row(synthetic):
     clips, noises, tmp = synthetic
     specs = build_mixture_specs(clips[:3], noises, [0.0], num_interferers=1, seed=0)

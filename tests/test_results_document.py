@@ -193,7 +193,7 @@ def test_lips_rows_corrupt_the_target_reuse_intact_runs_and_tabulate_the_target(
     from pyro_avss.data.clips import Clip
     from pyro_avss.data.mixture_builder import build_mixture_specs
     from pyro_avss.data.mixture_manifest import read_mixture_manifest, write_mixture_manifest
-    from pyro_avss.recipes.results import run as results
+    from pyro_avss.recipes.results import rows as results
     from pyro_avss.recipes.results.tables import lips_table
     from pyro_avss.evaluation.results_csv import write_results
 
@@ -219,7 +219,7 @@ def test_lips_rows_corrupt_the_target_reuse_intact_runs_and_tabulate_the_target(
     main = {label for label, _, _, changes in results.LIPS_ROWS if changes is None or label in switch_labels}
     for label, _, system, changes in results.LIPS_ROWS:      # the main runs exist already
         if label in main:
-            base = "eval_1spk" if changes is None else f"eval_1spk_{results._slug(label)}"
+            base = "eval_1spk" if changes is None else f"eval_1spk_{results.slug(label)}"
             fake_evaluate(manifests["1spk"], None, tmp_path / base, system)
     calls.clear()
     monkeypatch.setattr(results, "LIPS_SPLITS", ("1spk",))

@@ -4,6 +4,7 @@ pool runs them to the same results as one process, skips finished ones and passe
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,38 +128,99 @@ def test_input_errors_survive_pickling_with_their_parts():
         assert type(copy) is type(error) and str(copy) == str(error) and copy.source == error.source
 
 
-def test_the_whole_run_is_planned_without_running_anything(tmp_path, monkeypatch):
-    """The run's own table functions under a planner: every evaluation once (the intact-lips rows
-    read the folders of the main and switch tables), the main tables first, MCEM's last; no
-    evaluation folder is made."""
-    from pyro_avss.recipes.results import run
-    from pyro_avss.recipes.results.experiments import (ABLATION_MODELS, LIP_CORRUPTIONS, LIPS_ROWS,
-                                                       MULTI_TALKER_SYSTEMS, ONE_TALKER_SYSTEMS, SEED_MODELS)
+SPLITS = ("1spk", "1spk_held", "1spk_noise_held", "libri", "libri_held", "2spk", "2spk_held", "3spk",
+          "2spk_same", "2spk_same_held")
 
+
+def _tiny_specs(tmp_path):
+    """Four quarter-second GRID-like clips in one noise at 0 dB: a mixture set for every split."""
     t = np.arange(SR // 4) / SR
     clips = []
     for i, speaker in enumerate(["s1", "s1", "s4", "s4"]):
         sf.write(tmp_path / f"{i}.wav", (0.3 * np.sin(2 * np.pi * (150 + 20 * i) * t)).astype(np.float32), SR)
         clips.append(Clip(f"{speaker}_{i}", speaker, tmp_path / f"{i}.wav", tmp_path / f"{i}.mp4"))
-    specs = build_mixture_specs(clips, [("n", tmp_path / "0.wav")], [0.0])
-    splits = ("1spk", "1spk_held", "1spk_noise_held", "libri", "libri_held", "2spk", "2spk_held", "3spk",
-              "2spk_same", "2spk_same_held")
-    manifests = {n: write_mixture_manifest(specs, tmp_path / f"mixtures_{n}.csv") for n in splits}
-    names = ["grid", "libri", "grid_noisy", "libri_noisy", "grid_switching", "libri_switching", "memory",
-             *(name for name, _, _ in ABLATION_MODELS), *(name for name, _ in SEED_MODELS)]
-    models = {name: f"{name}.pt" for name in names}
-    monkeypatch.setattr(run, "twins_model", lambda model: "twins.pt")
-    facts = {f"mixtures_{n}": len(specs) for n in splits}
+    return build_mixture_specs(clips, [("n", tmp_path / "0.wav")], [0.0])
+
+
+def test_the_whole_run_is_planned_without_running_anything(tmp_path):
+    """The run's own table functions under a planner: every evaluation once (the intact-lips rows
+    read the folders of the main and switch tables), the main tables first, MCEM's last; no
+    evaluation folder is made, and every model it names is one of :func:`run.model_paths`."""
+    from pyro_avss.recipes.results import run
+    from pyro_avss.recipes.results.experiments import (LIP_CORRUPTIONS, LIPS_ROWS, LIPS_SPLITS,
+                                                       MULTI_TALKER_SYSTEMS, ONE_TALKER_SYSTEMS)
+
+    specs = _tiny_specs(tmp_path)
+    manifests = {n: write_mixture_manifest(specs, tmp_path / f"mixtures_{n}.csv") for n in SPLITS}
+    models = run.model_paths(tmp_path / "models")
+    facts = {f"mixtures_{n}": len(specs) for n in SPLITS}
     planner = Planner()
     run._all_evaluations(manifests, models, facts, tmp_path / "out", planner, lambda text: None)
     jobs = planner.jobs
     assert not list((tmp_path / "out").glob("eval_*"))            # only the lips manifests were written
-    assert jobs[0] == EvaluationJob(str(manifests["1spk"]), "grid.pt", str(tmp_path / "out" / "eval_1spk"),
+    grid = str(tmp_path / "models" / "grid_speakers" / "model.pt")
+    assert jobs[0] == EvaluationJob(str(manifests["1spk"]), grid, str(tmp_path / "out" / "eval_1spk"),
                                     ONE_TALKER_SYSTEMS + ",mcem", ())
     assert jobs[5].systems == MULTI_TALKER_SYSTEMS and jobs[5].out.endswith("eval_2spk")
     assert [job.out.rsplit("/", 1)[1] for job in jobs[-3:]] == ["eval_equal_iterations", "eval_mcem_20",
                                                                "eval_mcem_50"]
     lips = [job for job in jobs if "_lips_" in job.manifest]       # the universal row shares the default's folder
-    assert len(lips) == (len(LIPS_ROWS) - 1) * len(LIP_CORRUPTIONS) * len(run.LIPS_SPLITS)
+    assert len(lips) == (len(LIPS_ROWS) - 1) * len(LIP_CORRUPTIONS) * len(LIPS_SPLITS)
     assert {job.systems for job in lips if "eval_1spk_lips_" in job.out} == {"switching,universal"}
     assert sum(job.out.endswith("eval_1spk") for job in jobs) == 1
+    assert {job.model for job in jobs} <= {str(path) for path in models.values()} | {None}
+    assert str(models["twins"]) in {job.model for job in lips}     # the audio-only twins' rows
+
+
+def test_only_runs_the_evaluations_it_names_and_writes_no_document_while_others_are_left(tmp_path, monkeypatch):
+    """``cli.py results --only``: the models are trained as always, only the matching evaluations
+    run, and the document waits for the rest; a pattern that matches nothing is refused before
+    anything is run."""
+    import pyro_avss.data.prepared as prepared
+    from pyro_avss.recipes.results import run
+
+    specs = _tiny_specs(tmp_path)
+    monkeypatch.setattr(prepared, "prepared_rows", lambda *a, **k: [])
+    monkeypatch.setattr(run, "_train_and_score", lambda m, *a: run.model_paths(m))
+    monkeypatch.setattr(run, "dev_mixtures", lambda data_root, noise: {n: specs for n in SPLITS})
+    ran = []
+    monkeypatch.setattr(run, "run_jobs", lambda jobs, *a: ran.extend(Path(job.out).name for job in jobs))
+    said = []
+    doc = tmp_path / "results.md"
+    assert run.run_results(tmp_path / "out", tmp_path, doc, only=("eval_libri*", "eval_3spk"), echo=said.append) is None
+    assert all(name.startswith("eval_libri") or name == "eval_3spk" for name in ran)
+    assert {"eval_libri", "eval_libri_held", "eval_3spk"} <= set(ran) and not doc.exists()
+    assert "evaluations are not finished" in said[-1] and "without --only" in said[-1]
+    ran.clear()
+    with pytest.raises(InputError, match="eval_lbri"):
+        run.run_results(tmp_path / "out", tmp_path, doc, only=("eval_lbri*",), echo=said.append)
+    assert not ran
+
+
+def test_plan_says_how_far_each_evaluation_is(tmp_path):
+    from pyro_avss.evaluation.results_csv import write_results
+    from pyro_avss.recipes.results.evaluations import job_state, plan_lines, select_jobs
+
+    jobs = [EvaluationJob("m.csv", None, str(tmp_path / name), "mixture", ())
+            for name in ("eval_done", "eval_stopped", "eval_new")]
+    rows = [{"id": f"mix{i}", "system": "mixture", "source": 1.0, "status": "ok"} for i in range(3)]
+    for name, n in (("eval_done", 3), ("eval_stopped", 2)):
+        (tmp_path / name).mkdir()
+        write_results(tmp_path / name / "results.csv", rows[:n])
+    (tmp_path / "eval_done" / "summary.json").write_text("{}")      # written after its results: returned
+    assert [job_state(job) for job in jobs] == ["finished", "begun, 2 result rows", "not begun"]
+    lines = plan_lines(jobs)
+    assert lines[0].split() == ["finished", "eval_done"] and lines[2].split() == ["not", "begun", "eval_new"]
+    assert lines[-1] == "1 of 3 evaluations finished, 1 begun (running, or stopped: they resume), 1 not begun"
+    assert [Path(job.out).name for job in select_jobs(jobs, ["eval_new", "*stop*"])] == ["eval_stopped", "eval_new"]
+
+
+def test_one_worker_runs_the_evaluations_here_without_a_pool(manifest, tmp_path, monkeypatch):
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a pool was started for one worker")
+
+    monkeypatch.setattr(evaluations, "ProcessPoolExecutor", no_pool)
+    said = []
+    run_jobs([EvaluationJob(str(manifest), None, str(tmp_path / "one"), "mixture", ())], 1, "cpu", None, said.append)
+    assert said == ["1 of 1 evaluations to run, 1 at a time", "evaluation 1 of 1 done: one"]
+    assert len(read_results(tmp_path / "one" / "results.csv")) == 4

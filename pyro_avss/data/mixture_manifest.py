@@ -54,12 +54,20 @@ def write_mixture_manifest(specs: Sequence[MixtureSpec], path: str | Path, *,
     width = max((s.num_sources for s in specs), default=1)
     lips = any(src.lips for s in specs for src in s.sources)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=manifest_columns(width, lips), restval="",
-                                extrasaction="ignore")
-        writer.writeheader()
-        for spec in specs:
-            writer.writerow(_spec_to_row(spec, base))
+    # written next to it, then put in its place at once: a process reading the manifest meanwhile
+    # (an evaluation of a results run while `cli.py results --plan` writes the run's manifests
+    # again) reads the old file or the new one, never a half-written one
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        with open(part, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=manifest_columns(width, lips), restval="",
+                                    extrasaction="ignore")
+            writer.writeheader()
+            for spec in specs:
+                writer.writerow(_spec_to_row(spec, base))
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
     return path
 
 

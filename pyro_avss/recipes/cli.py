@@ -84,12 +84,19 @@ def demo(workdir, small, force, device, quiet):
               help="processes that run the evaluations side by side (the models are trained first, in one)")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads in each process (default: torch's choice)")
-def results(out, data_root, doc, device, workers, threads):
+@click.option("--only", multiple=True, metavar="PATTERN",
+              help="run only the evaluations whose folder matches this shell pattern, e.g. 'eval_libri*' "
+                   "(repeatable; the models are still all trained); the document is written once every "
+                   "evaluation of the run is finished")
+@click.option("--plan", is_flag=True,
+              help="list every evaluation of the run and how far it is, then stop (trains and runs nothing)")
+def results(out, data_root, doc, device, workers, threads, only, plan):
     """Train everything from the real corpora, evaluate all systems (MCEM included) on
-    deterministic GRID dev mixtures and write docs/results.md (about 4 hours on 2 CPU cores from
-    scratch: models ~35 minutes, evaluations ~3.5 hours in one process; a second invocation
-    resumes where the first stopped). With --workers N the evaluations run N at a time, each
-    process with --threads torch threads."""
+    deterministic GRID and LibriSpeech dev mixtures and write docs/results.md. From scratch on 2
+    CPU cores it takes about ten hours: about five to train the 23 models, five for the 231
+    evaluations with --workers 2 --threads 1. A second invocation resumes where the first stopped
+    (finished models and evaluations are reused). With --workers N the evaluations run N at a
+    time, each process with --threads torch threads."""
     from pyro_avss.recipes.results.run import run_results
 
     command = "python cli.py results" + "".join(
@@ -99,8 +106,8 @@ def results(out, data_root, doc, device, workers, threads):
             ("--threads", threads, None)) if value != default)
     try:
         set_threads(threads)
-        run_results(out, data_root, doc, device=device, workers=workers, threads=threads, command=command,
-                    echo=click.echo)
+        run_results(out, data_root, doc, device=device, workers=workers, threads=threads, only=only, plan=plan,
+                    command=command, echo=click.echo)
     except FAILURES as exc:
         fail(exc)
 

@@ -14,6 +14,7 @@ process: each evaluation is the same computation wherever it runs.
 
 from __future__ import annotations
 
+import fnmatch
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
@@ -95,7 +96,8 @@ def _run_in_worker(job: EvaluationJob, device: str) -> str:
 
 def run_jobs(jobs: list[EvaluationJob], workers: int, device: str, threads: int | None, say=print) -> None:
     """Run ``jobs`` in a pool of ``workers`` processes (spawned, ``threads`` torch threads each;
-    None: torch's choice), handed out in their order as workers free up. A job that raises stops
+    None: torch's choice), handed out in their order as workers free up; with one worker, one
+    after the other in this process. A job that raises stops
     the pool: the jobs not started are dropped, those running finish (each keeps its finished
     mixtures, like an interrupted run) and the error is raised again here.
 
@@ -106,6 +108,11 @@ def run_jobs(jobs: list[EvaluationJob], workers: int, device: str, threads: int 
     todo = [job for job in jobs if not _finished(job)]
     say(f"{len(todo)} of {len(jobs)} evaluations to run, {workers} at a time")
     if not todo:
+        return
+    if workers == 1:                             # here, with this process's threads
+        for k, job in enumerate(todo, 1):
+            run_job(job, device)
+            say(f"evaluation {k} of {len(todo)} done: {Path(job.out).name}")
         return
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                initializer=_start_worker, initargs=(threads,))
@@ -120,6 +127,46 @@ def run_jobs(jobs: list[EvaluationJob], workers: int, device: str, threads: int 
                 say(f"evaluation {finished} of {len(todo)} done: {Path(out).name}")
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def select_jobs(jobs: list[EvaluationJob], patterns) -> list[EvaluationJob]:
+    """The ``jobs`` whose folder's name matches one of the shell-style ``patterns``
+    (``eval_libri*``, :mod:`fnmatch`), in their order.
+
+    :raises InputError: a pattern that matches no job's folder.
+    """
+    from pyro_avss.errors import InputError
+
+    names = [Path(job.out).name for job in jobs]
+    for pattern in patterns:
+        if not fnmatch.filter(names, pattern):
+            raise InputError("--only", f"{pattern!r} matches none of the run's {len(names)} evaluation folders "
+                                       "(cli.py results --plan lists them)")
+    return [job for job, name in zip(jobs, names) if any(fnmatch.fnmatch(name, p) for p in patterns)]
+
+
+def job_state(job: EvaluationJob) -> str:
+    """How far ``job`` is: ``"finished"``, ``"begun, N result rows"`` (running, or stopped: it
+    resumes from there) or ``"not begun"``."""
+    if _finished(job):
+        return "finished"
+    results = Path(job.out) / "results.csv"
+    if not results.exists():
+        return "not begun"
+    from pyro_avss.evaluation.results_csv import read_results
+
+    return f"begun, {len(read_results(results))} result rows"
+
+
+def plan_lines(jobs: list[EvaluationJob]) -> list[str]:
+    """One line per job, its :func:`job_state` and its folder's name, and a last line that
+    counts them."""
+    states = [job_state(job) for job in jobs]
+    width = max((len(state) for state in states), default=0)
+    lines = [f"{state:<{width}}  {Path(job.out).name}" for job, state in zip(jobs, states)]
+    begun = sum(state.startswith("begun") for state in states)
+    return lines + [f"{states.count('finished')} of {len(jobs)} evaluations finished, {begun} begun (running, "
+                    f"or stopped: they resume), {states.count('not begun')} not begun"]
 
 
 def _finished(job: EvaluationJob) -> bool:

@@ -19,13 +19,14 @@ import numpy as np
 from pyro_avss.checkpoint import SpeechModels
 from pyro_avss.recipes.results.dev_mixtures import dev_mixtures
 from pyro_avss.recipes.results.document import results_document
-from pyro_avss.recipes.results.evaluations import Evaluator, Planner, run_jobs
+from pyro_avss.recipes.results.evaluations import Evaluator, Planner, job_state, plan_lines, run_jobs, select_jobs
 from pyro_avss.recipes.results.experiments import (ABLATION_MODELS, ABLATION_SETTINGS, HARMONIC_ROWS,
-                                                   LIP_CORRUPTIONS, LIPS_ROWS, LIPS_SPLITS, MCEM_BUDGETS,
-                                                   MEMORY_MODEL, MEMORY_ROWS, MEMORY_SPLITS,
+                                                   MCEM_BUDGETS, MEMORY_MODEL, MEMORY_ROWS, MEMORY_SPLITS,
                                                    MULTI_TALKER_SYSTEMS, NOISE_SETTINGS, NOISY_ENCODER_ROW,
                                                    ONE_TALKER_SYSTEMS, SEED_MODELS, SEED_ROWS, SWITCH_ROWS,
-                                                   SWITCH_SPLITS, UNLABELLED_ROWS, UNLABELLED_SPLITS)
+                                                   SWITCH_SPLITS)
+from pyro_avss.recipes.results.rows import (corpus_bank, lips_rows, setting_rows, slug, twins_model, twins_path,
+                                            unlabelled_rows)
 
 
 #: written into a model's folder once its fit has returned: a folder without it holds a fit that
@@ -61,18 +62,22 @@ def _evaluation_folders(out_dir: Path) -> list[Path]:
     return [p.parent for p in out_dir.glob("eval_*/results.csv")]
 
 
-def _slug(label: str) -> str:
-    """``label`` as a folder name: every character but letters and digits becomes ``_``."""
-    return "".join(c if c.isalnum() else "_" for c in label).strip("_")
-
-
 def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = "../shared/data",
                 doc: str | Path = "docs/results.md", *, device: str = "cpu", workers: int = 1,
-                threads: int | None = None, command: str = "python cli.py results", echo=print) -> Path:
+                threads: int | None = None, only: tuple[str, ...] = (), plan: bool = False,
+                command: str = "python cli.py results", echo=print) -> Path | None:
     """Run everything (see :mod:`pyro_avss.recipes.results`); returns the path of the written
     document. With ``workers`` > 1 the evaluations run in that many processes of ``threads``
     torch threads each (:mod:`.evaluations`; the models are trained here first); with one, here,
-    in the order of the document."""
+    in the order of the document.
+
+    :param only: shell patterns of evaluation folder names (``eval_libri*``): after the models,
+        only the evaluations whose folder matches one are run, and the document is written only
+        if that leaves every evaluation of the run finished (else None is returned).
+    :param plan: say every evaluation of the run and how far it is (:func:`.evaluations.job_state`)
+        and return None, without preparing, training or separating anything.
+    :raises InputError: a pattern of ``only`` that names no evaluation of the run.
+    """
     from pyro_avss.data.prepared import prepared_rows
 
     t_start = time.perf_counter()
@@ -84,6 +89,13 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
     def say(text):
         echo(f"[{time.perf_counter() - t_start:6.0f} s] {text}")
 
+    if plan:
+        manifests = _write_manifests(dev_mixtures(data_root, out_dir / "noise"), out_dir, facts)
+        planner = Planner()
+        _all_evaluations(manifests, model_paths(out_dir / "models"), facts, out_dir, planner, lambda text: None)
+        for line in plan_lines(planner.jobs):
+            echo(line)
+        return None
     say("prepare GRID and LibriSpeech")
     t0 = time.perf_counter()
     grid_rows = prepared_rows([str(data_root / "grid")], cache, "auto", progress=False)
@@ -95,11 +107,17 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
     say("build the GRID dev mixtures (tuned-on and held-out splits)")
     manifests = _write_manifests(dev_mixtures(data_root, out_dir / "noise"), out_dir, facts)
     evaluations = partial(_all_evaluations, manifests, models, facts, out_dir)
-    if workers > 1:
+    if workers > 1 or only:
         planner = Planner()
         evaluations(planner, lambda text: None)
-        say(f"run the {len(planner.jobs)} evaluations in {workers} worker processes")
-        run_jobs(planner.jobs, workers, device, threads, say)
+        jobs = select_jobs(planner.jobs, only) if only else planner.jobs
+        say(f"run {len(jobs)} of the run's {len(planner.jobs)} evaluations, {workers} at a time")
+        run_jobs(jobs, workers, device, threads, say)
+        left = sum(job_state(job) != "finished" for job in planner.jobs)
+        if left:
+            say(f"{left} of the run's {len(planner.jobs)} evaluations are not finished; {doc} is written "
+                "once they are (run again without --only)")
+            return None
     evals, rows, s_eq, s_mcem, iters = evaluations(Evaluator(device), say)
     facts["total_wall_s"] = time.perf_counter() - t_start
     facts["evaluations"] = len(_evaluation_folders(out_dir))
@@ -123,7 +141,7 @@ def _train_and_score(m: Path, cache_set: list[str], grid_rows, libri_rows, facts
     the evaluations use: ``"grid"`` and ``"libri"`` (the speaker decoders), ``"grid_switching"`` and
     ``"libri_switching"`` (the banks of speakers found without labels), ``"memory"`` (the
     prior with memory), one per :data:`SEED_MODELS` name (the default GRID models of a held-out
-    training seed) and one per :data:`ABLATION_MODELS` name."""
+    training seed), one per :data:`ABLATION_MODELS` name and ``"twins"`` (:func:`model_paths`)."""
     from pyro_avss.evaluation.speaker_models import component_scores, speaker_table, switch_clusters
 
     say("fit GRID universal, speaker decoders, unlabelled switching VAE")
@@ -160,26 +178,38 @@ def _train_and_score(m: Path, cache_set: list[str], grid_rows, libri_rows, facts
     facts["clusters_libri_dev"] = switch_clusters(lsw, libri_dev)
 
     say("fit the GRID visual-pathway ablation models (universal + speaker decoders each)")
-    paths = {"grid": str(m / "grid_speakers" / "model.pt"), "libri": str(m / "libri_speakers" / "model.pt"),
-             "grid_noisy": str(m / "grid_noisy" / "model.pt"), "libri_noisy": str(m / "libri_noisy" / "model.pt"),
-             "grid_switching": str(m / "grid_switching" / "model.pt"),
-             "libri_switching": str(m / "libri_switching" / "model.pt")}
-    def grid_pair(name: str, universal_changes: list[str], speaker_changes: list[str]) -> Path:
+
+    def grid_pair(name: str, universal_changes: list[str], speaker_changes: list[str]) -> None:
         """A GRID universal model and its speaker decoders, by the packaged configs with these
-        changes: the speaker bank's model file."""
+        changes (the bank goes to ``m / f"{name}_speakers"``)."""
         _fit("configs/grid_universal.yaml", m / f"{name}_universal", cache_set + universal_changes,
              grid_rows, facts, f"{name}_universal", device)
         _fit("configs/grid_speakers.yaml", m / f"{name}_speakers",
              cache_set + speaker_changes + [f"train.init={m / f'{name}_universal' / 'model.pt'}"],
              grid_rows, facts, f"{name}_speakers", device)
-        return m / f"{name}_speakers" / "model.pt"
 
     for name, changes, _ in ABLATION_MODELS:
-        paths[name] = grid_pair(name, changes, changes)
-    paths["memory"] = grid_pair(MEMORY_MODEL[0], MEMORY_MODEL[1], [])   # memory comes with the init
+        grid_pair(name, changes, changes)
+    grid_pair(MEMORY_MODEL[0], MEMORY_MODEL[1], [])   # memory comes with the init
     say("fit the GRID models again with the held-out training seeds")
     for name, changes in SEED_MODELS:
-        paths[name] = grid_pair(name, changes, changes)
+        grid_pair(name, changes, changes)
+    paths = model_paths(m)
+    twins_model(paths["grid"])
+    return paths
+
+
+def model_paths(m: Path) -> dict:
+    """Where :func:`_train_and_score` puts each model the evaluations use, trained or not (the
+    keys it names, and ``"twins"``: the GRID speaker bank with audio-only twins,
+    :func:`twins_model`)."""
+    paths = {key: m / folder / "model.pt" for key, folder in (
+        ("grid", "grid_speakers"), ("libri", "libri_speakers"), ("grid_noisy", "grid_noisy"),
+        ("libri_noisy", "libri_noisy"), ("grid_switching", "grid_switching"), ("libri_switching", "libri_switching"))}
+    for name in (*(name for name, _, _ in ABLATION_MODELS), *(name for name, _ in SEED_MODELS)):
+        paths[name] = m / f"{name}_speakers" / "model.pt"
+    paths["memory"] = m / f"{MEMORY_MODEL[0]}_speakers" / "model.pt"
+    paths["twins"] = twins_path(paths["grid"])
     return paths
 
 
@@ -255,7 +285,7 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
     say("noise model and test-time prior weight (switching system, both splits)")
     noise_rows = {"**default**": {n: evals[n] for n in ("1spk", "1spk_held", "libri", "libri_held")}}
     for label, changes, splits in NOISE_SETTINGS:
-        noise_rows[label] = {n: evaluate(manifests[n], bank(n), out_dir / f"eval_{n}_{_slug(label)}",
+        noise_rows[label] = {n: evaluate(manifests[n], bank(n), out_dir / f"eval_{n}_{slug(label)}",
                                          "switching", changes) for n in splits}
     label, changes, splits = NOISY_ENCODER_ROW
     noise_rows[label] = {n: evaluate(manifests[n], bank(n, "_noisy"), out_dir / f"eval_{n}_noisy_encoder",
@@ -268,7 +298,7 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
                            for n in ("1spk", "2spk", "2spk_same")}
     for label, name, changes in ABLATION_SETTINGS:
         model = models[name] if name else spk_model
-        ablation[label] = {n: evaluate(manifests[n], model, out_dir / f"eval_{n}_{_slug(label)}",
+        ablation[label] = {n: evaluate(manifests[n], model, out_dir / f"eval_{n}_{slug(label)}",
                                        "switching", changes) for n in ("1spk", "2spk")}
     say("speech prior with memory against the frame-wise prior (both splits)")
     memory = setting_rows(MEMORY_ROWS, MEMORY_SPLITS, manifests, evals,
@@ -286,89 +316,6 @@ def _setting_evaluations(manifests: dict, models: dict, evals: dict, out_dir: Pa
     say("the banks of speakers found without labels, in separation (one talker)")
     unlabelled = unlabelled_rows(manifests, evals, models, out_dir, evaluate)
     say("lips robustness: the target's lips missing or corrupted in part")
-    lips = lips_rows(manifests, {None: spk_model, "twins": twins_model(spk_model)}, out_dir, evaluate)
+    lips = lips_rows(manifests, {None: spk_model, "twins": models["twins"]}, out_dir, evaluate)
     return {"noise": noise_rows, "ablation": ablation, "memory": memory, "switch": s_switch, "lips": lips,
             "unlabelled": unlabelled, "seeds": seeds, "harmonics": harmonics}
-
-
-def corpus_bank(models: dict, split: str, variant: str = ""):
-    """The model of ``models`` for ``split``'s corpus: ``models["libri" + variant]`` for a
-    LibriSpeech split (its audio-only bank), else ``models["grid" + variant]``."""
-    return models[("libri" if split.startswith("libri") else "grid") + variant]
-
-
-def setting_rows(rows, splits, manifests: dict, evals: dict, models_for, out_dir: Path,
-                 evaluate) -> dict:
-    """The switching system of every ``(label, model, overrides)`` row (:data:`MEMORY_ROWS`,
-    :data:`SEED_ROWS`, :data:`SWITCH_ROWS`, :data:`HARMONIC_ROWS`, :data:`UNLABELLED_ROWS`) on
-    ``splits``: ``{label: {split: summary}}``. ``model`` is a key of ``models_for(split)``
-    (None: the split's default model); overrides None: the default system itself, whose
-    summaries ``evals`` already holds (not run again)."""
-    out = {}
-    for label, which, changes in rows:
-        out[label] = {n: evals[n] if changes is None else
-                      evaluate(manifests[n], models_for(n)[which], out_dir / f"eval_{n}_{_slug(label)}",
-                               "switching", changes) for n in splits}
-    return out
-
-
-def unlabelled_rows(manifests: dict, evals: dict, models: dict, out_dir: Path, evaluate) -> dict:
-    """:data:`UNLABELLED_ROWS` on :data:`UNLABELLED_SPLITS`, each split with its corpus's banks
-    (``models["grid"]`` / ``["grid_switching"]``, or the ``libri`` ones for LibriSpeech splits):
-    ``{label: {split: summary}}``."""
-    return setting_rows(UNLABELLED_ROWS, UNLABELLED_SPLITS, manifests, evals,
-                        lambda n: {None: corpus_bank(models, n), "switching": corpus_bank(models, n, "_switching")},
-                        out_dir, evaluate)
-
-
-def twins_model(model: str | Path) -> Path:
-    """The speaker bank ``model`` with an audio-only twin of each audio-visual decoder
-    (:meth:`~pyro_avss.nets.vae.DecoderBank.with_audio_only_twins`, what ``fit`` saves with
-    ``model.audio_only_twins``; training is deterministic, so the same as training it so), saved
-    as ``<model's folder>_av_ao/model.pt`` next to it."""
-    from pyro_avss.checkpoint import SpeechModels
-
-    models = SpeechModels.load(model)
-    models.decoders = models.decoders.with_audio_only_twins()
-    out = Path(model).parent.with_name(Path(model).parent.name + "_av_ao") / "model.pt"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    models.save(out)
-    return out
-
-
-def lips_rows(manifests: dict, models: dict, out_dir: Path, evaluate) -> dict:
-    """Every :data:`LIPS_ROWS` system (its model from ``models``, by the row's key) with the target's lips intact and corrupted by each of
-    :data:`LIP_CORRUPTIONS` on :data:`LIPS_SPLITS`: ``{split: {label: {condition: entry}}}``,
-    each entry the summary of the *target* source's rows (:func:`target_entry`). The intact
-    lips of the rows that the main tables or :data:`SWITCH_ROWS` run (a row without changes, or
-    one of their labels) are read from those runs, not run again; each corruption gets a
-    manifest ``mixtures_<split>_lips_<kind>_<fraction>.csv``."""
-    from pyro_avss.data.lip_corruption import corrupt_target_lips
-    from pyro_avss.data.mixture_manifest import read_mixture_manifest, write_mixture_manifest
-
-    run_elsewhere = {label for label, _, _ in SWITCH_ROWS}
-    out: dict = {}
-    for n in LIPS_SPLITS:
-        out[n] = {label: {} for label, _, _, _ in LIPS_ROWS}
-        for condition in ("intact",) + LIP_CORRUPTIONS:
-            manifest = manifests[n] if condition == "intact" else out_dir / f"mixtures_{n}_lips_{_slug(condition)}.csv"
-            if condition != "intact":
-                write_mixture_manifest(corrupt_target_lips(read_mixture_manifest(manifests[n]), condition),
-                                       manifest, overwrite=True)
-            for label, which, system, changes in LIPS_ROWS:
-                base = f"eval_{n}" if changes is None else f"eval_{n}_{_slug(label)}"
-                folder = out_dir / (base if condition == "intact" else f"{base}_lips_{_slug(condition)}")
-                if condition != "intact" or not (changes is None or label in run_elsewhere):
-                    evaluate(manifest, models[which], folder, system, changes or ())
-                out[n][label][condition] = target_entry(folder, system)
-    return out
-
-
-def target_entry(folder: Path, system: str) -> dict | None:
-    """``system``'s summary entry (:func:`~pyro_avss.evaluation.summary.summarise`) over the rows of its *target*
-    source (source 1, the one whose lips the lips-robustness table corrupts) in ``folder``."""
-    from pyro_avss.evaluation.results_csv import read_results
-    from pyro_avss.evaluation.summary import summarise
-
-    rows = [r for r in read_results(folder / "results.csv") if r["system"] == system and r["source"] == 1]
-    return summarise(rows)["systems"].get(system)
