@@ -105,7 +105,7 @@ def run_jobs(jobs: list[EvaluationJob], workers: int, device: str, threads: int 
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    todo = [job for job in jobs if not _finished(job)]
+    todo = [job for job in jobs if not is_finished(job)]
     say(f"{len(todo)} of {len(jobs)} evaluations to run, {workers} at a time")
     if not todo:
         return
@@ -148,7 +148,7 @@ def select_jobs(jobs: list[EvaluationJob], patterns) -> list[EvaluationJob]:
 def job_state(job: EvaluationJob) -> str:
     """How far ``job`` is: ``"finished"``, ``"begun, N result rows"`` (running, or stopped: it
     resumes from there) or ``"not begun"``."""
-    if _finished(job):
+    if is_finished(job):
         return "finished"
     results = Path(job.out) / "results.csv"
     if not results.exists():
@@ -169,7 +169,7 @@ def plan_lines(jobs: list[EvaluationJob]) -> list[str]:
                     f"or stopped: they resume), {states.count('not begun')} not begun"]
 
 
-def _finished(job: EvaluationJob) -> bool:
+def is_finished(job: EvaluationJob) -> bool:
     """Whether ``job``'s folder holds a summary written after its last results: an evaluation
     that returned (a stopped one is run again, and resumes)."""
     out = Path(job.out)

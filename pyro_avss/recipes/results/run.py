@@ -19,7 +19,7 @@ import numpy as np
 from pyro_avss.checkpoint import SpeechModels
 from pyro_avss.recipes.results.dev_mixtures import dev_mixtures
 from pyro_avss.recipes.results.document import results_document
-from pyro_avss.recipes.results.evaluations import Evaluator, Planner, job_state, plan_lines, run_jobs, select_jobs
+from pyro_avss.recipes.results.evaluations import Evaluator, Planner, is_finished, plan_lines, run_jobs, select_jobs
 from pyro_avss.recipes.results.experiments import (ABLATION_MODELS, ABLATION_SETTINGS, HARMONIC_ROWS,
                                                    MCEM_BUDGETS, MEMORY_MODEL, MEMORY_ROWS, MEMORY_SPLITS,
                                                    MULTI_TALKER_SYSTEMS, NOISE_SETTINGS, NOISY_ENCODER_ROW,
@@ -113,7 +113,7 @@ def run_results(out_dir: str | Path = "runs/results", data_root: str | Path = ".
         jobs = select_jobs(planner.jobs, only) if only else planner.jobs
         say(f"run {len(jobs)} of the run's {len(planner.jobs)} evaluations, {workers} at a time")
         run_jobs(jobs, workers, device, threads, say)
-        left = sum(job_state(job) != "finished" for job in planner.jobs)
+        left = sum(not is_finished(job) for job in planner.jobs)
         if left:
             say(f"{left} of the run's {len(planner.jobs)} evaluations are not finished; {doc} is written "
                 "once they are (run again without --only)")
